@@ -1,0 +1,131 @@
+//! Command-line interface: one subcommand per SPEC command, each a thin call into the library.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+use crate::error::Failure;
+use crate::pipeline::BuildOptions;
+use crate::plan::Plan;
+
+#[derive(Parser, Debug)]
+#[command(name = "mosboot", version, about = "Turn diskless PCs into an openMosix cluster that boots from the network")]
+pub struct Cli {
+    /// The cluster description.
+    #[arg(short = 'c', long = "config", global = true, default_value = "cluster.toml")]
+    pub config: PathBuf,
+    /// More log output (-v info, -vv debug).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Write a commented cluster.toml filled from this machine's lab interface.
+    Init {
+        /// The lab NIC (default: the only interface with an IPv4 address).
+        #[arg(long)]
+        interface: Option<String>,
+        /// Overwrite an existing file.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Validate the config and every input; print all problems at once.
+    Check {
+        /// A folder whose files replace built-in templates (overrides [image] templates).
+        #[arg(long)]
+        templates: Option<PathBuf>,
+    },
+    /// Build the output tree: boot files, kernel, initrd, map files, manifest.
+    Build {
+        /// Output folder (overrides [image] out).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// A folder whose files replace built-in templates (overrides [image] templates).
+        #[arg(long)]
+        templates: Option<PathBuf>,
+    },
+    /// Print the cluster map exactly as written to the nodes.
+    Map,
+    /// Print a merged kernel config fragment from kernel-configs/.
+    KernelConfig {
+        /// CPU class of the nodes.
+        #[arg(long, value_parser = ["486", "586", "686"])]
+        cpu: String,
+        /// NIC drivers, comma-separated (e.g. ne2000,rtl8139).
+        #[arg(long, value_delimiter = ',', required = true)]
+        nic: Vec<String>,
+        /// Add the openMosix 2.4 options.
+        #[arg(long)]
+        openmosix: bool,
+        /// Read fragments from this folder instead of the built-in ones.
+        #[arg(long)]
+        fragments: Option<PathBuf>,
+    },
+}
+
+/// Logs go to stderr; `RUST_LOG` overrides the -v level.
+pub fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> Result<(), Failure> {
+    match cli.command {
+        Command::Init { interface, force } => {
+            let msg = crate::init::run(&cli.config, interface.as_deref(), force)?;
+            println!("{msg}");
+            Ok(())
+        }
+        Command::Check { templates } => {
+            let (_, plan, prep) = crate::check::full(&cli.config, &BuildOptions { templates })?;
+            println!(
+                "{}: ok ({} nodes in the map, {} map lines, kernel {}, {} initrd)",
+                cli.config.display(),
+                plan.node_count(),
+                plan.map.len(),
+                prep.summary.kernel_release,
+                prep.summary.initrd_format
+            );
+            Ok(())
+        }
+        Command::Build { out, templates } => {
+            let (cfg, plan, prep) = crate::check::full(&cli.config, &BuildOptions { templates })?;
+            let out = out.unwrap_or_else(|| cfg.image.out.clone());
+            crate::pipeline::write_tree(&prep, &out)?;
+            let s = &prep.summary;
+            println!("built {} for cluster '{}'", out.display(), plan.cluster);
+            println!("  map:     {} nodes in {} line(s) (server {} is node 1)", s.nodes_in_map, s.map_lines, plan.server);
+            println!("  kernel:  {} ({} KiB)", s.kernel_release, s.kernel_bytes.div_ceil(1024));
+            println!(
+                "  initrd:  {} , {} KiB gzip'd ({} KiB unpacked, {} entries)",
+                s.initrd_format,
+                s.initrd_bytes.div_ceil(1024),
+                s.initrd_uncompressed_bytes.div_ceil(1024),
+                s.root_files
+            );
+            println!("  boot:    tftpboot/pxelinux.0, ldlinux.c32, pxelinux.cfg/default, boot.ipxe");
+            println!("  server:  server/ (map files, hosts block, NOTES), manifest.json");
+            Ok(())
+        }
+        Command::Map => {
+            let cfg = Config::load(&cli.config)?;
+            let plan = Plan::new(&cfg)?;
+            print!("{}", plan.map_text());
+            Ok(())
+        }
+        Command::KernelConfig { cpu, nic, openmosix, fragments } => {
+            print!("{}", crate::kernel_config::run(&cpu, &nic, openmosix, fragments.as_deref())?);
+            Ok(())
+        }
+    }
+}

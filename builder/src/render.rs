@@ -1,0 +1,260 @@
+//! Renders the minijinja templates (built in, or replaced one by one from a user's folder) with
+//! one context made from the plan, so every generated file tells the same story.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use minijinja::{Environment, UndefinedBehavior, Value};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::config::{Config, MapMode};
+use crate::diag::Diagnostics;
+use crate::map::MapLine;
+use crate::plan::{Plan, PlanNode};
+
+mod embedded {
+    include!(concat!(env!("OUT_DIR"), "/embedded.rs"));
+}
+
+/// The templates compiled into the binary, by relative name (e.g. `node/init`).
+pub fn builtin_templates() -> &'static [(&'static str, &'static str)] {
+    embedded::TEMPLATES
+}
+
+/// The kernel config fragments compiled into the binary, by file name.
+pub fn builtin_fragments() -> &'static [(&'static str, &'static str)] {
+    embedded::KERNEL_FRAGMENTS
+}
+
+/// Template sources: built-ins with user overrides applied.
+pub struct Templates {
+    sources: BTreeMap<String, (String, Option<PathBuf>)>,
+}
+
+impl Templates {
+    /// Built-ins, overridden by same-named files under `dir`. A file in `dir` that matches no
+    /// built-in is an error: it would otherwise be silently ignored.
+    pub fn load(dir: Option<&Path>, key_file: &Path, key_line: usize) -> Result<Templates, Diagnostics> {
+        let mut sources: BTreeMap<String, (String, Option<PathBuf>)> =
+            builtin_templates().iter().map(|(n, s)| (n.to_string(), (s.to_string(), None))).collect();
+        let mut d = Diagnostics::default();
+        if let Some(dir) = dir {
+            if !dir.is_dir() {
+                d.push(key_file, key_line, "image.templates", format!("{} is not a folder", dir.display()));
+                return Err(d);
+            }
+            let mut files = Vec::new();
+            walk(dir, Path::new(""), &mut files);
+            for rel in files {
+                let name = rel.to_string_lossy().replace('\\', "/");
+                let path = dir.join(&rel);
+                if name.ends_with(".md") {
+                    continue;
+                }
+                if !sources.contains_key(&name) {
+                    let known: Vec<&str> = sources.keys().map(String::as_str).collect();
+                    d.push(&path, 0, "image.templates", format!("no built-in template is called '{name}' (known: {})", known.join(", ")));
+                    continue;
+                }
+                match std::fs::read_to_string(&path) {
+                    Ok(text) => {
+                        sources.insert(name, (text, Some(path)));
+                    }
+                    Err(e) => d.push(&path, 0, "image.templates", format!("cannot read: {e}")),
+                }
+            }
+        }
+        if d.is_empty() { Ok(Templates { sources }) } else { Err(d) }
+    }
+
+    /// Renders one template; a failure names the template file and line.
+    pub fn render(&self, name: &str, ctx: &Value) -> Result<String, Diagnostics> {
+        let mut d = Diagnostics::default();
+        let Some((src, path)) = self.sources.get(name) else {
+            d.push(Path::new("templates"), 0, "", format!("built-in template '{name}' is missing from this build"));
+            return Err(d);
+        };
+        let shown = path.clone().unwrap_or_else(|| PathBuf::from(format!("<built-in templates/{name}>")));
+        let mut env = environment();
+        if let Err(e) = env.add_template(name, src) {
+            d.push(&shown, e.line().unwrap_or(0), "", format!("template error: {}", e.detail().unwrap_or(&e.to_string())));
+            return Err(d);
+        }
+        let result = env.get_template(name).and_then(|t| t.render(ctx));
+        result.map_err(|e| {
+            d.push(&shown, e.line().unwrap_or(0), "", format!("template error: {}", e.detail().map(str::to_string).unwrap_or_else(|| e.to_string())));
+            d
+        })
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.sources.keys().map(String::as_str)
+    }
+}
+
+fn walk(dir: &Path, rel: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let mut entries: Vec<_> = entries.filter_map(Result::ok).collect();
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let p = e.path();
+        if p.is_dir() {
+            walk(&p, &rel.join(e.file_name()), out);
+        } else {
+            out.push(rel.join(e.file_name()));
+        }
+    }
+}
+
+/// The environment every template renders in: strict about undefined names (a typo in an
+/// override must fail the build, not produce an empty string), with the `sh` quoting filter.
+fn environment() -> Environment<'static> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_keep_trailing_newline(true);
+    env.add_filter("sh", shell_quote);
+    env
+}
+
+/// Single-quotes a value for POSIX sh: every `'` becomes `'\''`. Used for every value that is
+/// interpolated into shell code on the node.
+pub fn shell_quote(v: Value) -> String {
+    let s = v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string());
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+#[derive(Serialize)]
+struct ClusterCtx {
+    name: String,
+    interface: String,
+    server_ip: String,
+    prefix: u8,
+    netmask: String,
+    broadcast: String,
+    node_count: usize,
+}
+
+#[derive(Serialize)]
+struct NodeCtx {
+    node: u32,
+    ip: String,
+    hostname: String,
+    mac: String,
+    yardstick: String,
+}
+
+#[derive(Serialize)]
+struct MapCtx {
+    lines: Vec<MapLine>,
+    text: String,
+    sha256: String,
+}
+
+#[derive(Serialize)]
+struct OpenMosixCtx {
+    version: String,
+    proc: String,
+    map_files: Vec<String>,
+    mfs: bool,
+    lstay: bool,
+    map_mode: String,
+}
+
+/// Facts about the image that templates need; `boot` is filled once the initrd exists.
+#[derive(Clone, Serialize)]
+pub struct ImageCtx {
+    pub initrd_format: String,
+    pub init_path: String,
+    pub kernel_release: String,
+}
+
+/// Boot-loader facts: file names on the TFTP server and the full kernel command line.
+#[derive(Clone, Serialize)]
+pub struct BootCtx {
+    pub kernel: String,
+    pub initrd: String,
+    pub append: String,
+}
+
+/// The report channel: nodes fetch `<path>/joined/<N>/<hostname>` over TFTP to say they are up.
+pub const REPORT_PATH: &str = "mosboot-report";
+
+/// The map file names the node's openMosix userland looks for, by version: MOSIX-era kernels
+/// (up to 2.4.16) read mosix.map (early openMosix: hpc.map); later userland reads openmosix.map
+/// first. Writing every name a version may read, with the same bytes, is harmless.
+pub fn map_files(version: (u32, u32, u32)) -> Vec<String> {
+    if version < (2, 4, 17) {
+        vec!["/etc/mosix.map".into(), "/etc/hpc.map".into()]
+    } else {
+        vec!["/etc/openmosix.map".into(), "/etc/mosix.map".into(), "/etc/hpc.map".into()]
+    }
+}
+
+/// `/proc/hpc` from 2.4.17 on, `/proc/mosix` before.
+pub fn proc_dir(version: (u32, u32, u32)) -> &'static str {
+    if version < (2, 4, 17) { "/proc/mosix" } else { "/proc/hpc" }
+}
+
+/// Builds the template context from the plan (and the image facts, when known).
+pub fn context(cfg: &Config, plan: &Plan, image: &ImageCtx, boot: &BootCtx) -> Value {
+    let map_text = plan.map_text();
+    let nodes: Vec<NodeCtx> = plan.nodes.iter().map(node_ctx).collect();
+    let server = &plan.nodes[0];
+    let om = &cfg.openmosix;
+    Value::from_serialize(minijinja::context! {
+        cluster => ClusterCtx {
+            name: plan.cluster.clone(),
+            interface: plan.interface.clone(),
+            server_ip: plan.server.to_string(),
+            prefix: plan.prefix_len,
+            netmask: plan.netmask.to_string(),
+            broadcast: plan.broadcast.to_string(),
+            node_count: plan.node_count(),
+        },
+        server => minijinja::context! { ip => plan.server.to_string(), hostname => server.hostname.clone() },
+        nodes => nodes,
+        map => MapCtx { lines: plan.map.clone(), sha256: hex::encode(Sha256::digest(map_text.as_bytes())), text: map_text },
+        openmosix => OpenMosixCtx {
+            version: om.version.clone(),
+            proc: proc_dir(om.version_parts).to_string(),
+            map_files: map_files(om.version_parts),
+            mfs: om.mfs,
+            lstay: om.lstay,
+            map_mode: match om.map { MapMode::Static => "static".into(), MapMode::Auto => "auto".into() },
+        },
+        image => image.clone(),
+        boot => boot.clone(),
+        report => minijinja::context! { path => REPORT_PATH },
+    })
+}
+
+fn node_ctx(n: &PlanNode) -> NodeCtx {
+    NodeCtx {
+        node: n.number,
+        ip: n.ip.to_string(),
+        hostname: n.hostname.clone(),
+        mac: n.mac.map(|m| m.to_string()).unwrap_or_default(),
+        yardstick: n.yardstick.clone().unwrap_or_default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shell_quote_neutralises_everything() {
+        assert_eq!(shell_quote(Value::from("a b")), "'a b'");
+        assert_eq!(shell_quote(Value::from("it's $(rm -rf /)")), r"'it'\''s $(rm -rf /)'");
+        assert_eq!(shell_quote(Value::from(7)), "'7'");
+    }
+
+    #[test]
+    fn map_files_follow_the_version() {
+        assert_eq!(map_files((2, 4, 26))[0], "/etc/openmosix.map");
+        assert_eq!(map_files((2, 4, 16)), vec!["/etc/mosix.map".to_string(), "/etc/hpc.map".to_string()]);
+        assert_eq!(proc_dir((2, 4, 16)), "/proc/mosix");
+        assert_eq!(proc_dir((2, 4, 17)), "/proc/hpc");
+    }
+}

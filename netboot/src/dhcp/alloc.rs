@@ -1,0 +1,202 @@
+//! Which address a client gets. Order of preference: its pinned address; the address it held
+//! before (even expired, if nobody else holds it); the lowest never-used pool address; and only
+//! when none is left, the address whose lease ended longest ago. Offers hold their address for a
+//! short while so concurrent DISCOVERs get distinct offers.
+
+use std::collections::{HashMap, HashSet};
+use std::net::Ipv4Addr;
+
+use crate::leases::{Lease, LeaseState, LeaseTable};
+use crate::mac::MacAddr;
+
+/// How long an OFFER reserves its address for the client it was made to.
+pub const OFFER_HOLD_SECS: u64 = 30;
+
+pub struct Allocator {
+    pool: Vec<Ipv4Addr>,
+    pinned_by_mac: HashMap<MacAddr, Ipv4Addr>,
+    pinned_by_ip: HashMap<Ipv4Addr, MacAddr>,
+    ours: HashSet<Ipv4Addr>,
+    table: LeaseTable,
+    offers: HashMap<Ipv4Addr, (MacAddr, u64)>,
+}
+
+/// Why an address cannot go to a client.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refusal {
+    NotOurs,
+    PinnedToOther,
+    ClientIsPinnedElsewhere,
+    HeldByOther(MacAddr),
+    Quarantined,
+    OfferedToOther,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::NotOurs => write!(f, "not an address of this plan"),
+            Refusal::PinnedToOther => write!(f, "pinned to another MAC"),
+            Refusal::ClientIsPinnedElsewhere => write!(f, "this MAC is pinned to another address"),
+            Refusal::HeldByOther(m) => write!(f, "leased to {m}"),
+            Refusal::Quarantined => write!(f, "quarantined after a DECLINE"),
+            Refusal::OfferedToOther => write!(f, "just offered to another client"),
+        }
+    }
+}
+
+impl Allocator {
+    pub fn new(pool: Vec<Ipv4Addr>, pinned: &[(MacAddr, Ipv4Addr)], table: LeaseTable) -> Self {
+        let pinned_by_mac: HashMap<_, _> = pinned.iter().copied().collect();
+        let pinned_by_ip: HashMap<_, _> = pinned.iter().map(|&(m, ip)| (ip, m)).collect();
+        let mut ours: HashSet<Ipv4Addr> = pool.iter().copied().collect();
+        ours.extend(pinned_by_ip.keys().copied());
+        // Pinned addresses never come from the pool, even if the pool range covers them.
+        let pool = pool.into_iter().filter(|ip| !pinned_by_ip.contains_key(ip)).collect();
+        Allocator { pool, pinned_by_mac, pinned_by_ip, ours, table, offers: HashMap::new() }
+    }
+
+    pub fn table(&self) -> &LeaseTable {
+        &self.table
+    }
+
+    pub fn is_ours(&self, ip: Ipv4Addr) -> bool {
+        self.ours.contains(&ip)
+    }
+
+    /// Whether `ip` may be (or stay) `mac`'s at `now`.
+    pub fn check(&self, mac: MacAddr, ip: Ipv4Addr, now: u64) -> Result<(), Refusal> {
+        if !self.ours.contains(&ip) {
+            return Err(Refusal::NotOurs);
+        }
+        if let Some(&owner) = self.pinned_by_ip.get(&ip)
+            && owner != mac
+        {
+            return Err(Refusal::PinnedToOther);
+        }
+        if let Some(&pin) = self.pinned_by_mac.get(&mac)
+            && pin != ip
+        {
+            return Err(Refusal::ClientIsPinnedElsewhere);
+        }
+        if let Some(l) = self.table.get(ip)
+            && l.active_at(now)
+        {
+            if l.state == LeaseState::Declined {
+                return Err(Refusal::Quarantined);
+            }
+            if l.mac != mac {
+                return Err(Refusal::HeldByOther(l.mac));
+            }
+        }
+        if let Some(&(m, until)) = self.offers.get(&ip)
+            && m != mac
+            && until > now
+        {
+            return Err(Refusal::OfferedToOther);
+        }
+        Ok(())
+    }
+
+    /// The address to offer `mac`, if any is left.
+    pub fn choose(&self, mac: MacAddr, now: u64) -> Option<Ipv4Addr> {
+        if let Some(&pin) = self.pinned_by_mac.get(&mac) {
+            return self.check(mac, pin, now).ok().map(|_| pin);
+        }
+        if let Some(prev) = self.table.of_mac(mac)
+            && self.check(mac, prev.ip, now).is_ok()
+        {
+            return Some(prev.ip);
+        }
+        if let Some((&ip, _)) = self.offers.iter().find(|(_, (m, until))| *m == mac && *until > now) {
+            return Some(ip);
+        }
+        // Never-used addresses first, in pool order.
+        let fresh = self.pool.iter().copied().find(|&ip| {
+            self.table.get(ip).is_none() && self.check(mac, ip, now).is_ok()
+        });
+        if fresh.is_some() {
+            return fresh;
+        }
+        // Then the one whose lease ended longest ago.
+        self.pool
+            .iter()
+            .copied()
+            .filter(|&ip| self.check(mac, ip, now).is_ok())
+            .min_by_key(|&ip| self.table.get(ip).map(|l| l.expires).unwrap_or(0))
+    }
+
+    /// Holds `ip` for `mac` for [`OFFER_HOLD_SECS`].
+    pub fn reserve(&mut self, mac: MacAddr, ip: Ipv4Addr, now: u64) {
+        self.offers.retain(|_, (m, until)| *until > now && *m != mac);
+        self.offers.insert(ip, (mac, now + OFFER_HOLD_SECS));
+    }
+
+    /// The client chose another server (or took its lease): let the offer go.
+    pub fn drop_offer(&mut self, mac: MacAddr) {
+        self.offers.retain(|_, (m, _)| *m != mac);
+    }
+
+    /// Records a new fact (ACK, release, decline) in memory; the caller persists it.
+    pub fn record(&mut self, lease: Lease) {
+        if lease.state == LeaseState::Bound {
+            self.drop_offer(lease.mac);
+        }
+        self.table.apply(lease);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mac(n: u8) -> MacAddr {
+        MacAddr([2, 0, 0, 0, 0, n])
+    }
+    fn ip(n: u8) -> Ipv4Addr {
+        Ipv4Addr::new(10, 0, 0, n)
+    }
+    fn bound(m: u8, i: u8, expires: u64) -> Lease {
+        Lease { mac: mac(m), ip: ip(i), hostname: String::new(), expires, state: LeaseState::Bound, at: 0 }
+    }
+
+    #[test]
+    fn pinned_mac_gets_its_address_and_nobody_else_does() {
+        let a = Allocator::new((1..=5).map(ip).collect(), &[(mac(9), ip(1))], LeaseTable::default());
+        assert_eq!(a.choose(mac(9), 100), Some(ip(1)));
+        assert_eq!(a.choose(mac(1), 100), Some(ip(2)));
+        assert_eq!(a.check(mac(1), ip(1), 100), Err(Refusal::PinnedToOther));
+        assert_eq!(a.check(mac(9), ip(2), 100), Err(Refusal::ClientIsPinnedElsewhere));
+    }
+
+    #[test]
+    fn offers_are_distinct_and_lowest_first() {
+        let mut a = Allocator::new((1..=5).map(ip).collect(), &[], LeaseTable::default());
+        let mut got = Vec::new();
+        for m in 1..=5 {
+            let i = a.choose(mac(m), 100).unwrap();
+            a.reserve(mac(m), i, 100);
+            got.push(i);
+        }
+        assert_eq!(got, (1..=5).map(ip).collect::<Vec<_>>());
+        assert_eq!(a.choose(mac(6), 100), None);
+        // Offers lapse.
+        assert_eq!(a.choose(mac(6), 100 + OFFER_HOLD_SECS + 1), Some(ip(1)));
+    }
+
+    #[test]
+    fn previous_address_even_expired_then_fresh_then_oldest_expired() {
+        let mut t = LeaseTable::default();
+        t.apply(bound(1, 3, 50)); // expired at 100
+        t.apply(bound(2, 1, 80)); // expired, older... no: newer than 50
+        let a = Allocator::new((1..=4).map(ip).collect(), &[], t.clone());
+        assert_eq!(a.choose(mac(1), 100), Some(ip(3)));
+        assert_eq!(a.choose(mac(7), 100), Some(ip(2)));
+        let mut t2 = t;
+        t2.apply(bound(3, 2, 500));
+        t2.apply(bound(4, 4, 500));
+        let a = Allocator::new((1..=4).map(ip).collect(), &[], t2);
+        // Nothing fresh left: the oldest expiry (ip 3, expired at 50) goes first.
+        assert_eq!(a.choose(mac(7), 100), Some(ip(3)));
+    }
+}

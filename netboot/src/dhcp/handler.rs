@@ -1,0 +1,352 @@
+//! From one request to at most one reply, as a chain of small steps: decode, screen (relay,
+//! mode), dispatch on the message type, fill boot and lease options, pick the destination.
+//! Pure and synchronous: the server loop does the I/O and the durable commit.
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+use dhcproto::v4::MessageType;
+
+use super::alloc::Allocator;
+use super::config::{DhcpConfig, DhcpMode};
+use super::packet::{self, Reply, Request, code};
+use crate::events::Stage;
+use crate::leases::{Lease, LeaseState};
+use crate::mac::MacAddr;
+
+/// How long a DECLINEd address stays out of use.
+pub const DECLINE_QUARANTINE_SECS: u64 = 600;
+/// BOOTP has no lease time; its binding lasts this long (a year).
+pub const BOOTP_LEASE_SECS: u64 = 365 * 24 * 3600;
+/// PXE vendor option 43: PXE_DISCOVERY_CONTROL (6) = 8, "boot the file named in this reply".
+const PXE_VENDOR_OPTIONS: [u8; 4] = [6, 1, 8, 255];
+
+/// Which socket a request came in on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Port {
+    /// UDP 67.
+    Dhcp,
+    /// UDP 4011, the PXE boot server port (proxy mode).
+    PxeService,
+}
+
+/// Where a reply goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dest {
+    /// 255.255.255.255:68 on the served interface.
+    Broadcast,
+    Unicast(SocketAddrV4),
+}
+
+/// One thing worth a log line and a [`crate::events::BootEvent`].
+#[derive(Clone, Debug)]
+pub struct Note {
+    pub stage: Stage,
+    pub mac: MacAddr,
+    pub ip: Ipv4Addr,
+    pub hostname: String,
+    pub node: Option<u16>,
+    pub detail: String,
+}
+
+/// What the server loop must do for one request.
+#[derive(Debug, Default)]
+pub struct Action {
+    pub reply: Option<(Vec<u8>, Dest)>,
+    /// Persist before sending `reply` (an ACK leaves only after its lease is on disk).
+    pub commit: Option<Lease>,
+    pub note: Option<Note>,
+}
+
+pub struct Handler {
+    cfg: DhcpConfig,
+    alloc: Allocator,
+}
+
+impl Handler {
+    pub fn new(cfg: DhcpConfig, alloc: Allocator) -> Self {
+        Handler { cfg, alloc }
+    }
+
+    pub fn config(&self) -> &DhcpConfig {
+        &self.cfg
+    }
+
+    /// Decodes and answers one datagram; garbage gets `None` (and a debug log line).
+    pub fn handle_datagram(&mut self, data: &[u8], src: SocketAddrV4, port: Port, now: u64) -> Option<Action> {
+        let req = match packet::decode(data) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::debug!(%src, error = %e, "dropped malformed DHCP packet");
+                return None;
+            }
+        };
+        self.handle(&req, src, port, now)
+    }
+
+    pub fn handle(&mut self, req: &Request, src: SocketAddrV4, port: Port, now: u64) -> Option<Action> {
+        if !req.giaddr.is_unspecified() && !self.cfg.in_subnet(req.giaddr) {
+            tracing::debug!(mac = %req.mac, giaddr = %req.giaddr, "relayed request from a subnet that is not ours; ignored");
+            return None;
+        }
+        match self.cfg.mode {
+            DhcpMode::Full if port == Port::Dhcp => self.full(req, now),
+            DhcpMode::Full => None,
+            DhcpMode::Proxy => self.proxy(req, src, port),
+        }
+    }
+
+    fn full(&mut self, req: &Request, now: u64) -> Option<Action> {
+        match req.msg_type {
+            None => self.bootp(req, now),
+            Some(MessageType::Discover) => self.discover(req, now),
+            Some(MessageType::Request) => self.request(req, now),
+            Some(MessageType::Decline) => self.decline(req, now),
+            Some(MessageType::Release) => self.release(req, now),
+            Some(MessageType::Inform) => self.inform(req),
+            Some(_) => None,
+        }
+    }
+
+    fn discover(&mut self, req: &Request, now: u64) -> Option<Action> {
+        let Some(ip) = self.alloc.choose(req.mac, now) else {
+            tracing::warn!(mac = %req.mac, "no free address left in the pool; DISCOVER not answered");
+            return None;
+        };
+        self.alloc.reserve(req.mac, ip, now);
+        let mut reply = Reply::to(req, Some(MessageType::Offer));
+        reply.yiaddr = ip;
+        self.lease_options(&mut reply, req, ip, self.lease_secs());
+        Some(self.finish(req, reply, None, Stage::Offered, ip, ""))
+    }
+
+    fn request(&mut self, req: &Request, now: u64) -> Option<Action> {
+        let server_id = req.opt_ip(code::SERVER_ID);
+        let requested = req.opt_ip(code::REQUESTED_IP);
+        let (ip, state) = match (server_id, requested) {
+            // SELECTING: the client answers an OFFER; another server's id means it chose them.
+            (Some(sid), _) if sid != self.cfg.server => {
+                self.alloc.drop_offer(req.mac);
+                return None;
+            }
+            (Some(_), Some(ip)) => (ip, "selecting"),
+            (Some(_), None) if !req.ciaddr.is_unspecified() => (req.ciaddr, "selecting"),
+            (Some(_), None) => return None,
+            // INIT-REBOOT: the client asks for the address it remembers.
+            (None, Some(ip)) => (ip, "init-reboot"),
+            // RENEWING (unicast) / REBINDING (broadcast): ciaddr is the lease.
+            (None, None) if !req.ciaddr.is_unspecified() => (req.ciaddr, "renewing"),
+            (None, None) => return None,
+        };
+        if state == "init-reboot" && !self.cfg.in_subnet(ip) {
+            return Some(self.nak(req, ip, "address is on another network"));
+        }
+        if let Err(why) = self.alloc.check(req.mac, ip, now) {
+            if state == "renewing" && !self.alloc.is_ours(ip) && !self.cfg.in_subnet(ip) {
+                // Not our network at all: some other server's client rebinding; stay silent.
+                return None;
+            }
+            return Some(self.nak(req, ip, &why.to_string()));
+        }
+        let lease_secs = self.lease_secs();
+        let lease = self.lease(req.mac, ip, now + lease_secs, LeaseState::Bound, now);
+        self.alloc.record(lease.clone());
+        let mut reply = Reply::to(req, Some(MessageType::Ack));
+        reply.yiaddr = ip;
+        reply.ciaddr = req.ciaddr;
+        self.lease_options(&mut reply, req, ip, lease_secs);
+        Some(self.finish(req, reply, Some(lease), Stage::Acked, ip, state))
+    }
+
+    fn nak(&mut self, req: &Request, ip: Ipv4Addr, why: &str) -> Action {
+        let mut reply = Reply::to(req, Some(MessageType::Nak));
+        reply.set_ip(code::SERVER_ID, self.cfg.server);
+        reply.set(code::MESSAGE, why.as_bytes().to_vec());
+        // RFC 2131 4.3.2: NAKs go broadcast unless relayed.
+        let dest = if req.giaddr.is_unspecified() { Dest::Broadcast } else { Dest::Unicast(SocketAddrV4::new(req.giaddr, 67)) };
+        if dest == Dest::Broadcast {
+            reply.flags |= 0x8000;
+        }
+        let note = self.note(Stage::Nak, req.mac, ip, why);
+        Action { reply: reply.encode().ok().map(|b| (b, dest)), commit: None, note: Some(note) }
+    }
+
+    fn decline(&mut self, req: &Request, now: u64) -> Option<Action> {
+        if req.opt_ip(code::SERVER_ID) != Some(self.cfg.server) {
+            return None;
+        }
+        let ip = req.opt_ip(code::REQUESTED_IP)?;
+        let ours_to_decline = self.alloc.table().get(ip).is_some_and(|l| l.mac == req.mac && l.state == LeaseState::Bound)
+            || self.alloc.check(req.mac, ip, now).is_ok();
+        if !self.alloc.is_ours(ip) || !ours_to_decline {
+            return None;
+        }
+        let lease = self.lease(req.mac, ip, now + DECLINE_QUARANTINE_SECS, LeaseState::Declined, now);
+        self.alloc.record(lease.clone());
+        self.alloc.drop_offer(req.mac);
+        let note = self.note(Stage::Declined, req.mac, ip, "address in use by someone else; quarantined");
+        Some(Action { reply: None, commit: Some(lease), note: Some(note) })
+    }
+
+    fn release(&mut self, req: &Request, now: u64) -> Option<Action> {
+        let ip = req.ciaddr;
+        let held = self.alloc.table().get(ip).is_some_and(|l| l.mac == req.mac && l.state == LeaseState::Bound);
+        if !held {
+            return None;
+        }
+        let lease = self.lease(req.mac, ip, now, LeaseState::Released, now);
+        self.alloc.record(lease.clone());
+        let note = self.note(Stage::Released, req.mac, ip, "");
+        Some(Action { reply: None, commit: Some(lease), note: Some(note) })
+    }
+
+    fn inform(&mut self, req: &Request) -> Option<Action> {
+        if req.ciaddr.is_unspecified() || !self.cfg.in_subnet(req.ciaddr) {
+            return None;
+        }
+        let mut reply = Reply::to(req, Some(MessageType::Ack));
+        reply.ciaddr = req.ciaddr;
+        self.common_options(&mut reply, req, req.ciaddr);
+        let dest = self.dest(req, &reply);
+        Some(Action { reply: reply.encode().ok().map(|b| (b, dest)), commit: None, note: None })
+    }
+
+    /// BOOTP: no message type; answer at once with a long binding, committed first.
+    fn bootp(&mut self, req: &Request, now: u64) -> Option<Action> {
+        let ip = self.alloc.choose(req.mac, now)?;
+        let lease = self.lease(req.mac, ip, now + BOOTP_LEASE_SECS, LeaseState::Bound, now);
+        self.alloc.record(lease.clone());
+        let mut reply = Reply::to(req, None);
+        reply.yiaddr = ip;
+        self.common_options(&mut reply, req, ip);
+        Some(self.finish(req, reply, Some(lease), Stage::Acked, ip, "bootp"))
+    }
+
+    /// Proxy mode: PXE clients only, boot information only, never an address.
+    fn proxy(&mut self, req: &Request, src: SocketAddrV4, port: Port) -> Option<Action> {
+        if !req.is_pxe() {
+            return None;
+        }
+        let (msg, dest) = match (port, req.msg_type) {
+            (Port::Dhcp, Some(MessageType::Discover)) => (MessageType::Offer, None),
+            (Port::PxeService, Some(MessageType::Request | MessageType::Inform)) => {
+                let to = if src.ip().is_unspecified() { None } else { Some(Dest::Unicast(src)) };
+                (MessageType::Ack, Some(to?))
+            }
+            _ => return None,
+        };
+        let mut reply = Reply::to(req, Some(msg));
+        reply.ciaddr = req.ciaddr;
+        reply.siaddr = self.cfg.server;
+        reply.file = self.boot_file(req).into_bytes();
+        reply.set_ip(code::SERVER_ID, self.cfg.server);
+        reply.set(code::VENDOR_CLASS, b"PXEClient".to_vec());
+        reply.set(code::VENDOR_SPECIFIC, PXE_VENDOR_OPTIONS.to_vec());
+        reply.set(code::TFTP_SERVER, self.cfg.server.to_string().into_bytes());
+        reply.set(code::BOOTFILE, reply.file.clone());
+        if let Some(uuid) = req.opt(code::CLIENT_UUID) {
+            reply.set(code::CLIENT_UUID, uuid.to_vec());
+        }
+        let dest = dest.unwrap_or_else(|| self.dest(req, &reply));
+        let ip = if req.ciaddr.is_unspecified() { *src.ip() } else { req.ciaddr };
+        let note = self.note(Stage::Offered, req.mac, ip, "proxy boot information");
+        Some(Action { reply: reply.encode().ok().map(|b| (b, dest)), commit: None, note: Some(note) })
+    }
+
+    fn lease_secs(&self) -> u64 {
+        self.cfg.lease_time.as_secs().clamp(60, u64::from(u32::MAX - 1))
+    }
+
+    fn lease_options(&self, reply: &mut Reply, req: &Request, ip: Ipv4Addr, secs: u64) {
+        self.common_options(reply, req, ip);
+        reply.set_u32(code::LEASE_TIME, secs as u32);
+        reply.set_u32(code::T1, (secs / 2) as u32);
+        reply.set_u32(code::T2, (secs * 7 / 8) as u32);
+    }
+
+    /// Everything but the lease times: network, name, boot and PXE options.
+    fn common_options(&self, reply: &mut Reply, req: &Request, ip: Ipv4Addr) {
+        let bootp = req.msg_type.is_none();
+        reply.siaddr = self.cfg.server;
+        reply.file = self.boot_file(req).into_bytes();
+        if !bootp {
+            reply.set_ip(code::SERVER_ID, self.cfg.server);
+        }
+        reply.set_ip(code::SUBNET_MASK, self.cfg.netmask());
+        reply.set_ip(code::BROADCAST, self.cfg.broadcast());
+        if let Some(r) = self.cfg.router {
+            reply.set_ip(code::ROUTER, r);
+        }
+        if !self.cfg.dns.is_empty() {
+            reply.set(code::DNS, self.cfg.dns.iter().flat_map(|d| d.octets()).collect::<Vec<u8>>());
+        }
+        if let Some(h) = self.cfg.hosts.get(&ip) {
+            reply.set(code::HOSTNAME, h.hostname.as_bytes().to_vec());
+        }
+        if bootp {
+            // A 64-byte vendor area has room for little else.
+            return;
+        }
+        reply.set(code::TFTP_SERVER, self.cfg.server.to_string().into_bytes());
+        reply.set(code::BOOTFILE, reply.file.clone());
+        if req.is_pxe() {
+            reply.set(code::VENDOR_CLASS, b"PXEClient".to_vec());
+            reply.set(code::VENDOR_SPECIFIC, PXE_VENDOR_OPTIONS.to_vec());
+        }
+        if let Some(uuid) = req.opt(code::CLIENT_UUID) {
+            reply.set(code::CLIENT_UUID, uuid.to_vec());
+        }
+        if let Some(relay) = req.opt(code::RELAY_AGENT) {
+            reply.set(code::RELAY_AGENT, relay.to_vec());
+        }
+    }
+
+    fn boot_file(&self, req: &Request) -> String {
+        if req.is_ipxe() { self.cfg.boot.ipxe.clone() } else { self.cfg.boot.pxe.clone() }
+    }
+
+    /// RFC 2131 4.1: relay -> relay:67; ciaddr -> unicast; else broadcast (old ROMs rarely set
+    /// the broadcast flag and cannot take unicast before they have an address).
+    fn dest(&self, req: &Request, reply: &Reply) -> Dest {
+        if !req.giaddr.is_unspecified() {
+            return Dest::Unicast(SocketAddrV4::new(req.giaddr, 67));
+        }
+        if !req.ciaddr.is_unspecified() && !req.broadcast_flag() && reply.msg_type != Some(MessageType::Nak) {
+            return Dest::Unicast(SocketAddrV4::new(req.ciaddr, 68));
+        }
+        Dest::Broadcast
+    }
+
+    fn finish(&mut self, req: &Request, reply: Reply, commit: Option<Lease>, stage: Stage, ip: Ipv4Addr, detail: &str) -> Action {
+        let dest = self.dest(req, &reply);
+        let bytes = match reply.encode() {
+            Ok(b) => Some((b, dest)),
+            Err(e) => {
+                tracing::error!(mac = %req.mac, error = %e, "cannot encode reply");
+                None
+            }
+        };
+        let mut detail = detail.to_string();
+        if let Some(h) = req.client_hostname() {
+            detail = format!("{detail} client-name={h:?}").trim().to_string();
+        }
+        let note = self.note(stage, req.mac, ip, &detail);
+        Action { reply: bytes, commit, note: Some(note) }
+    }
+
+    fn lease(&self, mac: MacAddr, ip: Ipv4Addr, expires: u64, state: LeaseState, now: u64) -> Lease {
+        let hostname = self.cfg.hosts.get(&ip).map(|h| h.hostname.clone()).unwrap_or_default();
+        Lease { mac, ip, hostname, expires, state, at: now }
+    }
+
+    fn note(&self, stage: Stage, mac: MacAddr, ip: Ipv4Addr, detail: &str) -> Note {
+        let host = self.cfg.hosts.get(&ip);
+        Note {
+            stage,
+            mac,
+            ip,
+            hostname: host.map(|h| h.hostname.clone()).unwrap_or_default(),
+            node: host.map(|h| h.node),
+            detail: detail.to_string(),
+        }
+    }
+}

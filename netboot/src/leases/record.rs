@@ -1,0 +1,221 @@
+//! One lease record = one line of the lease log, e.g.
+//! `lease mac=00:0c:29:aa:bb:01 ip=192.168.0.1 host=ws001 expires=1790000000 state=bound at=1789956800 crc32=1a2b3c4d`.
+//! Plain text so an admin can read it with `less`; the CRC tells a torn or damaged line apart.
+
+use std::fmt::Write as _;
+use std::net::Ipv4Addr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::crc::crc32;
+use crate::mac::MacAddr;
+
+/// What became of an address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LeaseState {
+    /// Acknowledged to the client; valid until `expires`.
+    Bound,
+    /// The client gave it back; the MAC still gets it first next time.
+    Released,
+    /// The client said someone else uses it; nobody gets it until `expires` (quarantine).
+    Declined,
+}
+
+impl LeaseState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LeaseState::Bound => "bound",
+            LeaseState::Released => "released",
+            LeaseState::Declined => "declined",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "bound" => Some(LeaseState::Bound),
+            "released" => Some(LeaseState::Released),
+            "declined" => Some(LeaseState::Declined),
+            _ => None,
+        }
+    }
+}
+
+/// One address's binding to one MAC at one moment.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Lease {
+    #[serde(serialize_with = "ser_display")]
+    pub mac: MacAddr,
+    pub ip: Ipv4Addr,
+    /// The plan's hostname for `ip` (what option 12 carried).
+    pub hostname: String,
+    /// Unix seconds when the lease (or a decline quarantine) ends.
+    pub expires: u64,
+    pub state: LeaseState,
+    /// Unix seconds when this record was written.
+    pub at: u64,
+}
+
+fn ser_display<S: serde::Serializer, T: std::fmt::Display>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(v)
+}
+
+/// Seconds since the Unix epoch, 0 if the clock is before it.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// `SystemTime` for a unix-seconds value.
+pub fn to_system_time(secs: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(secs)
+}
+
+impl Lease {
+    /// Still held (bound and not expired, or quarantined) at `now`.
+    pub fn active_at(&self, now: u64) -> bool {
+        self.expires > now && self.state != LeaseState::Released
+    }
+
+    /// The line as written to the log, with its trailing newline.
+    pub fn to_line(&self) -> String {
+        let mut body = String::with_capacity(128);
+        let _ = write!(
+            body,
+            "lease mac={} ip={} host={} expires={} state={} at={}",
+            self.mac,
+            self.ip,
+            escape(&self.hostname),
+            self.expires,
+            self.state.as_str(),
+            self.at
+        );
+        let crc = crc32(body.as_bytes());
+        let _ = writeln!(body, " crc32={crc:08x}");
+        body
+    }
+
+    /// Parses one line (without its newline). Errors say which field is wrong.
+    pub fn parse_line(line: &str) -> Result<Lease, String> {
+        let (body, crc) = line.rsplit_once(" crc32=").ok_or("no crc32 field")?;
+        let want = u32::from_str_radix(crc, 16).map_err(|_| format!("crc32 '{crc}' is not hex"))?;
+        if crc32(body.as_bytes()) != want {
+            return Err("crc32 mismatch (damaged or torn record)".into());
+        }
+        let mut fields = body.split(' ');
+        if fields.next() != Some("lease") {
+            return Err("does not start with 'lease'".into());
+        }
+        let (mut mac, mut ip, mut host, mut expires, mut state, mut at) =
+            (None, None, None, None, None, None);
+        for f in fields {
+            let (k, v) = f
+                .split_once('=')
+                .ok_or_else(|| format!("field '{f}' has no '='"))?;
+            match k {
+                "mac" => mac = Some(v.parse::<MacAddr>().map_err(|e| format!("mac: {e}"))?),
+                "ip" => {
+                    ip = Some(
+                        v.parse::<Ipv4Addr>()
+                            .map_err(|e| format!("ip '{v}': {e}"))?,
+                    )
+                }
+                "host" => {
+                    host = Some(unescape(v).ok_or_else(|| format!("host '{v}' is badly escaped"))?)
+                }
+                "expires" => {
+                    expires = Some(
+                        v.parse::<u64>()
+                            .map_err(|e| format!("expires '{v}': {e}"))?,
+                    )
+                }
+                "state" => {
+                    state =
+                        Some(LeaseState::parse(v).ok_or_else(|| format!("unknown state '{v}'"))?)
+                }
+                "at" => at = Some(v.parse::<u64>().map_err(|e| format!("at '{v}': {e}"))?),
+                // Unknown keys are skipped so a newer mosboot's log still reads here.
+                _ => {}
+            }
+        }
+        Ok(Lease {
+            mac: mac.ok_or("missing mac")?,
+            ip: ip.ok_or("missing ip")?,
+            hostname: host.unwrap_or_default(),
+            expires: expires.ok_or("missing expires")?,
+            state: state.ok_or("missing state")?,
+            at: at.unwrap_or(0),
+        })
+    }
+}
+
+/// Hostnames come from the plan, but keep the line format unambiguous whatever they hold.
+fn escape(s: &str) -> String {
+    if s.is_empty() {
+        return "-".into();
+    }
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || (b == b'-' && s.len() > 1) {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "%{b:02x}");
+        }
+    }
+    out
+}
+
+fn unescape(s: &str) -> Option<String> {
+    if s == "-" {
+        return Some(String::new());
+    }
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = s.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(host: &str) -> Lease {
+        Lease {
+            mac: "00:0c:29:aa:bb:01".parse().unwrap(),
+            ip: Ipv4Addr::new(192, 168, 0, 1),
+            hostname: host.into(),
+            expires: 1_790_000_000,
+            state: LeaseState::Bound,
+            at: 1_789_956_800,
+        }
+    }
+
+    #[test]
+    fn round_trips_including_odd_hostnames() {
+        for host in ["ws001", "", "-", "a b=c%", "ünï"] {
+            let l = sample(host);
+            let line = l.to_line();
+            assert!(line.ends_with('\n'));
+            assert_eq!(line.matches('\n').count(), 1);
+            assert_eq!(Lease::parse_line(line.trim_end()).unwrap(), l, "{line}");
+        }
+    }
+
+    #[test]
+    fn flipped_byte_is_caught() {
+        let line = sample("ws001").to_line();
+        let bad = line.trim_end().replace("ip=192.168.0.1", "ip=192.168.0.2");
+        assert!(Lease::parse_line(&bad).unwrap_err().contains("crc32"));
+    }
+}

@@ -1,0 +1,10 @@
+//! DHCP and TFTP servers for network-booting old PCs into a mosboot cluster.
+//!
+//! The crate knows nothing about cluster configs or images: the `mosboot` binary turns its address
+//! plan into a [`dhcp::DhcpConfig`] and a [`tftp::TftpConfig`] and listens for [`events::BootEvent`]s.
+
+pub mod dhcp;
+pub mod events;
+pub mod leases;
+pub mod mac;
+pub mod tftp;

@@ -1,0 +1,85 @@
+//! Read-only TFTP server for boot ROMs, pxelinux, iPXE and the node's busybox.
+//!
+//! Why our own engine on tokio instead of the async-tftp crate (0.4.2): its directory handler
+//! follows symlinks out of its root, it ignores the classic PXE abort-and-retry (the ROM aborts
+//! the tsize probe with an ERROR and asks again from the same port; async-tftp keeps resending the
+//! first transfer for minutes — its issue #18) and it has no windowsize. Each of those needs a
+//! change deep in its transfer loop, and the protocol itself is small.
+//!
+//! Shape: one socket on port 69 takes requests ([`server`]); each read runs as its own task with
+//! its own ephemeral socket ([`transfer`]) as RFC 1350 asks, after the name passed root
+//! confinement ([`path`]) and options were negotiated ([`options`]). Completed transfers and the
+//! nodes' `mosboot-report/...` requests become [`crate::events::BootEvent`]s.
+
+mod options;
+mod packet;
+mod path;
+mod server;
+mod transfer;
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use server::TftpServer;
+
+/// Requests under this directory are node reports, not files (see [`server`]).
+pub const REPORT_PREFIX: &str = "mosboot-report/";
+
+/// What the TFTP server serves and how patiently.
+#[derive(Clone, Debug)]
+pub struct TftpConfig {
+    /// Where requests arrive: the server's address on the lab interface, port 69.
+    pub bind: SocketAddr,
+    /// The directory served (`out/tftpboot`); nothing outside it is ever sent.
+    pub root: PathBuf,
+    /// Largest blksize granted; 1468 fills an Ethernet frame without IP fragmentation.
+    pub max_blksize: u16,
+    /// Largest windowsize granted (RFC 7440); PXE ROMs never ask, iPXE and curl-less tools may.
+    pub max_windowsize: u16,
+    /// Retransmit timeout per packet; a client may ask for another with the `timeout` option.
+    pub timeout: Duration,
+    /// Retransmissions of one packet before the client counts as gone.
+    pub retries: u32,
+    /// Concurrent transfers beyond which requests get "server busy".
+    pub max_transfers: usize,
+    /// Bind every socket to this interface (SO_BINDTODEVICE), so nothing is answered elsewhere.
+    pub interface: Option<String>,
+}
+
+impl Default for TftpConfig {
+    fn default() -> Self {
+        TftpConfig {
+            bind: SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 69)),
+            root: PathBuf::from("tftpboot"),
+            max_blksize: 1468,
+            max_windowsize: 8,
+            timeout: Duration::from_secs(1),
+            retries: 5,
+            max_transfers: 512,
+            interface: None,
+        }
+    }
+}
+
+/// Why the server could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum TftpError {
+    #[error("TFTP root {path}: {source}")]
+    Root {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot bind TFTP socket to {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot bind TFTP socket to interface {interface}: {source}")]
+    BindToDevice {
+        interface: String,
+        source: std::io::Error,
+    },
+    #[error("TFTP socket: {0}")]
+    Io(#[from] std::io::Error),
+}

@@ -1,0 +1,572 @@
+//! The request socket: takes RRQs, runs each as a task, ends a peer's old transfer when the same
+//! peer asks again (the PXE abort-and-retry), and turns `mosboot-report/...` requests into events.
+//!
+//! Node reports: a booted node runs `tftp -g -r mosboot-report/joined/3/ws001 -l /tmp/ack SERVER`
+//! (busybox); that needs no extra port or daemon on the node. The rest of the name becomes
+//! `Stage::Joined` for the client's IP, and the node receives the three bytes `ok\n`.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::UdpSocket;
+use tokio::task::AbortHandle;
+
+use super::options::{Limits, negotiate};
+use super::packet::{ErrorCode, OP_RRQ, OP_WRQ, Packet, PacketError, Request, error_packet};
+use super::path::{Refusal, Root};
+use super::transfer::{Outcome, Source, Transfer};
+use super::{REPORT_PREFIX, TftpConfig, TftpError};
+use crate::events::{BootEvent, EventSender, Stage};
+
+/// Longest report text accepted after `mosboot-report/`.
+const MAX_REPORT_LEN: usize = 200;
+/// What a reporting node receives.
+const REPORT_REPLY: &[u8] = b"ok\n";
+/// A zero timeout would spin; this is the floor.
+const MIN_TIMEOUT: Duration = Duration::from_millis(10);
+
+/// A bound TFTP server, ready to [`run`](TftpServer::run).
+pub struct TftpServer {
+    socket: std::net::UdpSocket,
+    local: SocketAddr,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    cfg: TftpConfig,
+    root: Root,
+    events: Option<crate::events::EventSender>,
+    transfers: Mutex<HashMap<SocketAddr, Running>>,
+    next_id: AtomicU64,
+    warned_bind_device: AtomicBool,
+}
+
+struct Running {
+    id: u64,
+    abort: AbortHandle,
+}
+
+impl TftpServer {
+    /// Checks the root and binds the request socket now, so `serve` can drop privileges before
+    /// running. Transfer sockets use ephemeral ports and need no privilege.
+    pub fn bind(cfg: TftpConfig, events: Option<EventSender>) -> Result<Self, TftpError> {
+        let root = Root::new(&cfg.root).map_err(|source| TftpError::Root {
+            path: cfg.root.clone(),
+            source,
+        })?;
+        let socket = udp_socket(cfg.bind, cfg.interface.as_deref(), true)?;
+        // Room for a boot storm's worth of requests arriving at once.
+        let _ = socket.set_recv_buffer_size(1 << 20);
+        let socket: std::net::UdpSocket = socket.into();
+        let local = socket.local_addr()?;
+        Ok(TftpServer {
+            socket,
+            local,
+            shared: Arc::new(Shared {
+                cfg,
+                root,
+                events,
+                transfers: Mutex::new(HashMap::new()),
+                next_id: AtomicU64::new(1),
+                warned_bind_device: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// The address requests are taken on (useful when bound to port 0 in tests).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// Serves until `shutdown` completes; running transfers are then ended.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), TftpError> {
+        let socket = Arc::new(UdpSocket::from_std(self.socket)?);
+        let shared = self.shared;
+        tracing::info!(addr = %self.local, root = %shared.root.path().display(), "tftp: serving");
+        tokio::pin!(shutdown);
+        let mut buf = vec![0u8; 4096];
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                received = socket.recv_from(&mut buf) => match received {
+                    Ok((n, peer)) => shared.handle(&socket, &buf[..n], peer),
+                    // ICMP errors for earlier replies surface here; they concern one client only.
+                    Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "tftp: receive failed");
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                },
+            }
+        }
+        let running = std::mem::take(&mut *shared.lock_transfers());
+        for r in running.values() {
+            r.abort.abort();
+        }
+        tracing::info!(ended = running.len(), "tftp: stopped");
+        Ok(())
+    }
+}
+
+/// Creates a non-blocking UDP socket bound to `addr` (and the interface, when given).
+fn udp_socket(
+    addr: SocketAddr,
+    interface: Option<&str>,
+    device_required: bool,
+) -> Result<Socket, TftpError> {
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if let Some(iface) = interface {
+        if let Err(source) = socket.bind_device(Some(iface.as_bytes())) {
+            if device_required {
+                return Err(TftpError::BindToDevice {
+                    interface: iface.to_string(),
+                    source,
+                });
+            }
+            tracing::debug!(interface = iface, error = %source, "tftp: SO_BINDTODEVICE failed");
+        }
+    }
+    socket.set_nonblocking(true)?;
+    socket
+        .bind(&addr.into())
+        .map_err(|source| TftpError::Bind { addr, source })?;
+    Ok(socket)
+}
+
+/// Removes a transfer's entry when its task ends in any way (done, aborted, panicked), unless a
+/// newer transfer for the same peer has replaced it.
+struct Deregister {
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    id: u64,
+}
+
+impl Drop for Deregister {
+    fn drop(&mut self) {
+        let mut map = self.shared.lock_transfers();
+        if map.get(&self.peer).is_some_and(|r| r.id == self.id) {
+            map.remove(&self.peer);
+        }
+    }
+}
+
+impl Shared {
+    fn lock_transfers(&self) -> MutexGuard<'_, HashMap<SocketAddr, Running>> {
+        // A poisoned map is still a consistent map of handles.
+        self.transfers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn handle(self: &Arc<Self>, socket: &Arc<UdpSocket>, bytes: &[u8], peer: SocketAddr) {
+        match Packet::parse(bytes) {
+            Ok(Packet::Rrq(req)) => self.start(socket, peer, req),
+            Ok(Packet::Wrq(req)) => {
+                tracing::info!(%peer, file = %req.filename, "tftp: refused write request (read-only server)");
+                reply(
+                    socket,
+                    peer,
+                    ErrorCode::AccessViolation,
+                    "access violation: read-only server",
+                );
+            }
+            Ok(Packet::Error { code, message }) => {
+                // Some ROMs send their abort to port 69 instead of the transfer's port.
+                let old = self.lock_transfers().remove(&peer);
+                if let Some(old) = old {
+                    old.abort.abort();
+                    tracing::info!(%peer, code, %message, "tftp: client ended its transfer via port 69");
+                }
+            }
+            Ok(other) => {
+                tracing::debug!(%peer, packet = ?other_kind(&other), "tftp: ignored non-request on port 69");
+            }
+            Err(e) => {
+                let opcode = bytes.get(..2).map(|b| u16::from_be_bytes([b[0], b[1]]));
+                let answer = matches!(e, PacketError::UnknownOpcode(_))
+                    || matches!(opcode, Some(OP_RRQ | OP_WRQ));
+                tracing::warn!(%peer, error = %e, "tftp: malformed packet");
+                if answer {
+                    reply(
+                        socket,
+                        peer,
+                        ErrorCode::IllegalOperation,
+                        &format!("malformed request: {e}"),
+                    );
+                }
+            }
+        }
+    }
+
+    /// Starts a transfer task for a read request, ending any older one of the same peer.
+    fn start(self: &Arc<Self>, socket: &Arc<UdpSocket>, peer: SocketAddr, req: Request) {
+        let old;
+        {
+            let mut map = self.lock_transfers();
+            old = map.remove(&peer);
+            if map.len() >= self.cfg.max_transfers {
+                drop(map);
+                if let Some(old) = old {
+                    old.abort.abort();
+                }
+                tracing::warn!(%peer, file = %req.filename, limit = self.cfg.max_transfers, "tftp: refused: server busy");
+                reply(socket, peer, ErrorCode::NotDefined, "server busy");
+                return;
+            }
+            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+            let shared = Arc::clone(self);
+            let main = Arc::clone(socket);
+            // Spawning never polls inline, so the entry is in the map before the task can end.
+            let task = tokio::spawn(async move {
+                let _deregister = Deregister {
+                    shared: Arc::clone(&shared),
+                    peer,
+                    id,
+                };
+                shared.serve(&main, peer, req).await;
+            });
+            map.insert(
+                peer,
+                Running {
+                    id,
+                    abort: task.abort_handle(),
+                },
+            );
+        }
+        // Aborted outside the lock: the old task's Deregister takes the same lock.
+        if let Some(old) = old {
+            old.abort.abort();
+            tracing::info!(%peer, "tftp: same client port asked again; previous transfer ended");
+        }
+    }
+
+    async fn serve(&self, main: &UdpSocket, peer: SocketAddr, req: Request) {
+        let started = Instant::now();
+        let (source, size, path, is_report) = match self.prepare(peer, &req).await {
+            Ok(prepared) => prepared,
+            Err(refusal) => {
+                match &refusal {
+                    Refusal::NotFound(why) => {
+                        tracing::info!(%peer, file = %req.filename, reason = %why, "tftp: file not found");
+                    }
+                    Refusal::Denied(why) => {
+                        tracing::warn!(%peer, file = %req.filename, reason = %why, "tftp: refused");
+                    }
+                }
+                let (code, text) = match &refusal {
+                    Refusal::NotFound(_) => (ErrorCode::FileNotFound, "file not found"),
+                    Refusal::Denied(_) => (ErrorCode::AccessViolation, "access violation"),
+                };
+                let _ = main.send_to(&error_packet(code, text), peer).await;
+                return;
+            }
+        };
+        let limits = Limits {
+            max_blksize: self.cfg.max_blksize,
+            max_windowsize: self.cfg.max_windowsize,
+            default_timeout: self.cfg.timeout.max(MIN_TIMEOUT),
+        };
+        let negotiated = negotiate(&req.options, limits, req.mode, size);
+        if !negotiated.ignored.is_empty() {
+            tracing::debug!(%peer, ignored = ?negotiated.ignored, "tftp: options not granted");
+        }
+        let (blksize, windowsize) = (negotiated.blksize, negotiated.windowsize);
+        let socket = match self.transfer_socket(peer).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "tftp: cannot open a transfer socket");
+                let _ = main
+                    .send_to(&error_packet(ErrorCode::NotDefined, "server error"), peer)
+                    .await;
+                return;
+            }
+        };
+        tracing::info!(%peer, %path, size, blksize, windowsize, mode = %req.mode, oack = ?negotiated.oack, "tftp: sending");
+        let transfer = Transfer::new(socket, source, req.mode, negotiated, self.cfg.retries);
+        let outcome = transfer.run().await;
+        let ms = started.elapsed().as_millis() as u64;
+        match outcome {
+            Ok(Outcome::Complete { bytes, final_ack }) => {
+                tracing::info!(%peer, %path, bytes, blksize, windowsize, ms, final_ack, "tftp: sent");
+                if !is_report {
+                    self.emit(peer, Stage::Fetched(path));
+                }
+            }
+            Ok(Outcome::ClientError {
+                code,
+                message,
+                bytes,
+            }) => {
+                tracing::info!(%peer, %path, bytes, blksize, ms, code, %message, "tftp: client ended the transfer");
+            }
+            Ok(Outcome::GaveUp { bytes, reason }) => {
+                tracing::warn!(%peer, %path, bytes, blksize, ms, reason, "tftp: transfer abandoned");
+            }
+            Err(e) => {
+                tracing::warn!(%peer, %path, blksize, ms, error = %e, "tftp: transfer failed");
+            }
+        }
+    }
+
+    /// Finds what to send: a node report's reply or a file under the root.
+    async fn prepare(
+        &self,
+        peer: SocketAddr,
+        req: &Request,
+    ) -> Result<(Source, u64, String, bool), Refusal> {
+        let unified = req.filename.replace('\\', "/");
+        if let Some(report) = unified.trim_start_matches('/').strip_prefix(REPORT_PREFIX) {
+            let valid = !report.is_empty()
+                && report.len() <= MAX_REPORT_LEN
+                && report.bytes().all(|b| (0x20..0x7f).contains(&b));
+            if !valid {
+                return Err(Refusal::Denied(
+                    "bad node report (printable ASCII, 1-200 characters)".into(),
+                ));
+            }
+            tracing::info!(%peer, report, "tftp: node report");
+            self.emit(peer, Stage::Joined(report.to_string()));
+            let path = format!("{REPORT_PREFIX}{report}");
+            return Ok((
+                Source::Memory(Arc::from(REPORT_REPLY)),
+                REPORT_REPLY.len() as u64,
+                path,
+                true,
+            ));
+        }
+        let relative = self.root.normalize(&req.filename)?;
+        let root = self.root.clone();
+        let rel = relative.clone();
+        let opened = tokio::task::spawn_blocking(move || root.open(&rel))
+            .await
+            .map_err(|e| Refusal::Denied(format!("open task failed: {e}")))??;
+        Ok((
+            Source::File(Arc::new(opened.file)),
+            opened.size,
+            relative,
+            false,
+        ))
+    }
+
+    /// A fresh socket on the server's address, connected to the client (RFC 1350's new TID).
+    async fn transfer_socket(&self, peer: SocketAddr) -> Result<UdpSocket, TftpError> {
+        let local = SocketAddr::new(self.cfg.bind.ip(), 0);
+        let socket = udp_socket(local, self.cfg.interface.as_deref(), false)?;
+        if self.cfg.interface.is_some()
+            && socket.device()?.is_none()
+            && !self.warned_bind_device.swap(true, Ordering::Relaxed)
+        {
+            tracing::warn!(
+                "tftp: transfer sockets cannot be bound to the interface (no privilege); they stay bound to the server address"
+            );
+        }
+        let socket = UdpSocket::from_std(socket.into())?;
+        socket.connect(peer).await?;
+        Ok(socket)
+    }
+
+    fn emit(&self, peer: SocketAddr, stage: Stage) {
+        let ip = match peer.ip() {
+            IpAddr::V4(ip) => ip,
+            IpAddr::V6(ip) => match ip.to_ipv4_mapped() {
+                Some(v4) => v4,
+                None => return,
+            },
+        };
+        if let Some(tx) = &self.events {
+            // A closed receiver means serve is shutting down; nothing to do.
+            let _ = tx.send(BootEvent {
+                at: SystemTime::now(),
+                ip,
+                mac: None,
+                stage,
+            });
+        }
+    }
+}
+
+/// Sends a request-level ERROR from the request socket without waiting (dropped if the socket
+/// buffer is full: the client will ask again).
+fn reply(socket: &UdpSocket, peer: SocketAddr, code: ErrorCode, message: &str) {
+    let _ = socket.try_send_to(&error_packet(code, message), peer);
+}
+
+fn other_kind(p: &Packet) -> &'static str {
+    match p {
+        Packet::Rrq(_) => "RRQ",
+        Packet::Wrq(_) => "WRQ",
+        Packet::Data { .. } => "DATA",
+        Packet::Ack { .. } => "ACK",
+        Packet::Error { .. } => "ERROR",
+        Packet::Oack { .. } => "OACK",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::EventReceiver;
+    use std::net::Ipv4Addr;
+
+    struct Running {
+        addr: SocketAddr,
+        events: EventReceiver,
+        stop: Option<tokio::sync::oneshot::Sender<()>>,
+        _root: tempfile::TempDir,
+    }
+
+    async fn start(timeout: Duration, retries: u32) -> Running {
+        let root = tempfile::tempdir().unwrap();
+        let big: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 256) as u8).collect();
+        std::fs::write(root.path().join("big"), &big).unwrap();
+        let cfg = TftpConfig {
+            bind: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            root: root.path().to_path_buf(),
+            timeout,
+            retries,
+            ..TftpConfig::default()
+        };
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let server = TftpServer::bind(cfg, Some(tx)).unwrap();
+        let addr = server.local_addr();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(server.run(async {
+            let _ = stop_rx.await;
+        }));
+        Running {
+            addr,
+            events: rx,
+            stop: Some(stop_tx),
+            _root: root,
+        }
+    }
+
+    fn rrq(name: &str, options: &[(&str, &str)]) -> Vec<u8> {
+        Packet::Rrq(Request {
+            filename: name.into(),
+            mode: super::super::packet::Mode::Octet,
+            options: options
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect(),
+        })
+        .encode()
+    }
+
+    /// Fetches with blksize 512 and no options; stops ACKing after `ack_limit` blocks.
+    async fn fetch(addr: SocketAddr, name: &str, ack_limit: usize) -> Vec<u8> {
+        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        client.send_to(&rrq(name, &[]), addr).await.unwrap();
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 2048];
+        let mut acked = 0;
+        loop {
+            let (n, from) =
+                tokio::time::timeout(Duration::from_secs(3), client.recv_from(&mut buf))
+                    .await
+                    .unwrap()
+                    .unwrap();
+            match Packet::parse(&buf[..n]).unwrap() {
+                Packet::Data { block, data } => {
+                    if acked == ack_limit {
+                        return out;
+                    }
+                    if usize::from(block) == (out.len() / 512 + 1) % 65536 {
+                        out.extend_from_slice(&data);
+                    }
+                    client
+                        .send_to(&Packet::Ack { block }.encode(), from)
+                        .await
+                        .unwrap();
+                    acked += 1;
+                    if data.len() < 512 {
+                        return out;
+                    }
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn complete_transfer_emits_fetched_and_report_emits_joined() {
+        let mut s = start(Duration::from_millis(200), 2).await;
+        let got = fetch(s.addr, "/big", usize::MAX).await;
+        assert_eq!(got.len(), 300_000);
+        let ev = tokio::time::timeout(Duration::from_secs(2), s.events.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(ev.stage, Stage::Fetched("big".into()));
+        assert_eq!(ev.ip, Ipv4Addr::LOCALHOST);
+        assert_eq!(ev.mac, None);
+
+        let got = fetch(s.addr, "mosboot-report/joined/3/ws001", usize::MAX).await;
+        assert_eq!(got, b"ok\n");
+        let ev = s.events.recv().await.unwrap();
+        assert_eq!(ev.stage, Stage::Joined("joined/3/ws001".into()));
+        // The report reply itself is not a fetched boot file.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(s.events.try_recv().is_err());
+        let _ = s.stop.take().unwrap().send(());
+    }
+
+    #[tokio::test]
+    async fn vanished_client_is_given_up_without_fetched() {
+        let (timeout, retries) = (Duration::from_millis(100), 3);
+        let mut s = start(timeout, retries).await;
+        let t0 = Instant::now();
+        // The client keeps its socket open but stops answering after 10 blocks.
+        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        client.send_to(&rrq("big", &[]), s.addr).await.unwrap();
+        let mut buf = vec![0u8; 2048];
+        let mut last_packet = Instant::now();
+        let mut acked = 0u16;
+        while let Ok(Ok((n, from))) =
+            tokio::time::timeout(Duration::from_secs(2), client.recv_from(&mut buf)).await
+        {
+            last_packet = Instant::now();
+            if let Ok(Packet::Data { block, .. }) = Packet::parse(&buf[..n]) {
+                if acked < 10 {
+                    client
+                        .send_to(&Packet::Ack { block }.encode(), from)
+                        .await
+                        .unwrap();
+                    acked += 1;
+                }
+            }
+        }
+        let gave_up_after = last_packet - t0;
+        assert!(
+            gave_up_after <= timeout * (retries + 1) + Duration::from_millis(300),
+            "server kept sending for {gave_up_after:?}"
+        );
+        assert!(
+            s.events.try_recv().is_err(),
+            "no Fetched for an abandoned transfer"
+        );
+        assert!(s.stop.take().unwrap().send(()).is_ok());
+    }
+
+    #[tokio::test]
+    async fn bad_reports_are_refused() {
+        let s = start(Duration::from_millis(200), 1).await;
+        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let long = format!("mosboot-report/{}", "x".repeat(201));
+        for name in ["mosboot-report/", "mosboot-report/a\u{7f}b", long.as_str()] {
+            client.send_to(&rrq(name, &[]), s.addr).await.unwrap();
+            let mut buf = vec![0u8; 2048];
+            let n = client.recv(&mut buf).await.unwrap();
+            assert!(
+                matches!(Packet::parse(&buf[..n]), Ok(Packet::Error { code: 2, .. })),
+                "{name}"
+            );
+        }
+    }
+}

@@ -1,0 +1,73 @@
+# Shared helpers for the node-kit scripts (sourced, not run).
+# The kit lives outside the work tree so `git clean` and fresh clones reuse it; every artifact
+# sits in a directory named by the hash of its inputs, so changed inputs never reuse stale output.
+
+KIT_DIR=${KIT_DIR:-/var/cache/mosboot-kit}
+KIT_JOBS=${KIT_JOBS:-2}
+REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+
+# Bump a recipe number when its script changes how the artifact is made (not for comments),
+# so the cache key changes with the recipe without rebuilding on every edit.
+KERNEL_RECIPE=1
+BUSYBOX_RECIPE=1
+IPXE_RECIPE=1
+
+KERNEL_FRAGMENT=${KERNEL_FRAGMENT:-$REPO_ROOT/kernel-configs/i486-test}
+LINUX_SOURCE_PKG=linux-source-6.1
+LINUX_SOURCE_TAR=/usr/src/linux-source-6.1.tar.xz
+ZIGLANG_VERSION=${ZIGLANG_VERSION:-0.13.0}
+# Pinned so the cache key is known without asking the network; override when bookworm moves on.
+BUSYBOX_SRC_VERSION=${BUSYBOX_SRC_VERSION:-1:1.35.0-4+deb12u1}
+IPXE_SUITE=trixie
+
+_t0=$(date +%s)
+log() { printf '[kit %4ss] %s\n' "$(( $(date +%s) - _t0 ))" "$*" >&2; }
+die() { printf 'kit: error: %s\n' "$*" >&2; exit 1; }
+
+sha256_of() { sha256sum | cut -c1-16; }
+
+pkg_version() { dpkg-query -W -f='${Version}' "$1" 2>/dev/null || echo missing; }
+
+kernel_key() {
+  { echo "recipe $KERNEL_RECIPE"; echo "source $LINUX_SOURCE_PKG $(pkg_version "$LINUX_SOURCE_PKG")"
+    echo "gcc $(pkg_version gcc-12)"; cat "$KERNEL_FRAGMENT"; } | sha256_of
+}
+busybox_key() {
+  { echo "recipe $BUSYBOX_RECIPE"; echo "busybox $BUSYBOX_SRC_VERSION"; echo "zig $ZIGLANG_VERSION"
+    cat "$REPO_ROOT/scripts/kit/busybox.config"; } | sha256_of
+}
+
+kernel_dir()  { echo "$KIT_DIR/kernel-$(kernel_key)"; }
+busybox_dir() { echo "$KIT_DIR/busybox-$(busybox_key)"; }
+ipxe_dir()    { echo "$KIT_DIR/ipxe-$IPXE_SUITE"; }
+
+# Runs a long command with its output in LOGFILE; on failure shows the tail and stops.
+run_logged() {
+  local logfile=$1; shift
+  if ! "$@" >>"$logfile" 2>&1; then
+    echo "---- last lines of $logfile ----" >&2
+    tail -n 40 "$logfile" >&2
+    die "failed: $* (full log: $logfile)"
+  fi
+}
+
+# Private apt configuration: own sources list, lists and archive cache, so nothing system-wide
+# changes. Usage: private_apt DIR "deb[-src] SUITE COMPONENT"; then "${APT[@]}" ARGS.
+private_apt() {
+  local dir=$1 type suite comp
+  read -r type suite comp <<<"$2"
+  mkdir -p "$dir/lists/partial" "$dir/archives/partial" "$dir/etc"
+  printf '%s [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] %s %s %s\n' \
+    "$type" "$(debian_mirror)" "$suite" "$comp" > "$dir/etc/sources.list"
+  APT=(apt-get -q -o Dir::Etc::sourcelist="$dir/etc/sources.list" -o Dir::Etc::sourceparts=-
+       -o Dir::State::lists="$dir/lists" -o Dir::Cache::archives="$dir/archives"
+       -o APT::Get::List-Cleanup=0)
+}
+
+# The Debian mirror this machine already uses (first URIs line of its deb822 sources).
+debian_mirror() {
+  local m
+  m=$(grep -hs '^URIs:' /etc/apt/sources.list.d/debian.sources 2>/dev/null | awk '{print $2}' | grep -v security | head -n1)
+  [ -n "$m" ] || m=$(awk '$1=="deb" && $0 !~ /security/ {print $2; exit}' /etc/apt/sources.list 2>/dev/null)
+  echo "${m:-http://deb.debian.org/debian}"
+}

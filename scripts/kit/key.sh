@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Prints a kit artifact's cached path (for mk/kit.mk): key.sh kernel|busybox|ipxe-dir|lkrn
+set -euo pipefail
+source "$(dirname "$0")/common.sh"
+case "${1:-}" in
+  kernel)   echo "$(kernel_dir)/bzImage" ;;
+  busybox)  echo "$(busybox_dir)/busybox" ;;
+  ipxe-dir) echo "$(ipxe_dir)" ;;
+  lkrn)     echo "$(ipxe_dir)/usr/lib/ipxe/ipxe.lkrn" ;;
+  qemu-dir) echo "$(ipxe_dir)/usr/share/qemu" ;;
+  *) echo "usage: $0 kernel|busybox|ipxe-dir|lkrn|qemu-dir" >&2; exit 2 ;;
+esac

@@ -1,0 +1,67 @@
+//! Test-only TFTP daemon: runs the library's `TftpServer` so tests can start it as a real process
+//! (in a namespace, with signals) before `mosboot serve` exists. Prints `listening ADDR` once
+//! bound, then one stdout line per boot event: `fetched IP PATH` or `joined IP TEXT`.
+//!
+//! Usage: mosboot-test-tftpd --bind ADDR --root DIR [--timeout-ms N] [--retries N]
+//!        [--max-blksize N] [--max-windowsize N] [--max-transfers N]
+
+use std::io::Write;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use netboot::events::Stage;
+use netboot::tftp::{TftpConfig, TftpServer};
+
+fn parse_args() -> anyhow::Result<TftpConfig> {
+    let mut cfg = TftpConfig::default();
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        let value = args
+            .next()
+            .with_context(|| format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--bind" => cfg.bind = value.parse().context("--bind")?,
+            "--root" => cfg.root = value.into(),
+            "--timeout-ms" => cfg.timeout = Duration::from_millis(value.parse()?),
+            "--retries" => cfg.retries = value.parse()?,
+            "--max-blksize" => cfg.max_blksize = value.parse()?,
+            "--max-windowsize" => cfg.max_windowsize = value.parse()?,
+            "--max-transfers" => cfg.max_transfers = value.parse()?,
+            other => bail!("unknown flag {other}"),
+        }
+    }
+    Ok(cfg)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+    let cfg = parse_args()?;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let server = TftpServer::bind(cfg, Some(tx))?;
+    println!("listening {}", server.local_addr());
+    std::io::stdout().flush()?;
+    tokio::spawn(async move {
+        while let Some(ev) = rx.recv().await {
+            let line = match ev.stage {
+                Stage::Fetched(path) => format!("fetched {} {path}", ev.ip),
+                Stage::Joined(text) => format!("joined {} {text}", ev.ip),
+                other => format!("other {} {}", ev.ip, other.label()),
+            };
+            println!("{line}");
+            let _ = std::io::stdout().flush();
+        }
+    });
+    let stop = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    server.run(stop).await?;
+    Ok(())
+}

@@ -1,0 +1,346 @@
+//! DHCP server against real clients (ISC dhclient, busybox udhcpc, dnsmasq as a rival), all in
+//! network namespaces this test creates: a "lab" namespace with the server on bridge `br0`, and
+//! client namespaces wired to the bridge by veth pairs.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use harness::{ChildGuard, Netns, is_root, run, veth, wait_until};
+
+const SERVER: &str = "192.168.77.254";
+
+fn dhcpd_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_mosboot-test-dhcpd")
+}
+
+/// Skips (with a note) where namespaces cannot be made.
+fn root_or_skip() -> bool {
+    if !is_root() {
+        eprintln!("skipped: needs root for network namespaces");
+    }
+    is_root()
+}
+
+/// The lab: server namespace with br0 (192.168.77.254/24) and a client namespace.
+struct Lab {
+    srv: Netns,
+    cli: Netns,
+    dir: tempfile::TempDir,
+}
+
+impl Lab {
+    fn new() -> Lab {
+        let srv = Netns::new("dsrv");
+        let cli = Netns::new("dcli");
+        srv.add_bridge("br0");
+        srv.addr("br0", &format!("{SERVER}/24"));
+        Lab { srv, cli, dir: tempfile::tempdir().unwrap() }
+    }
+
+    /// Adds `n` client interfaces c0..c{n-1} in the client namespace with MACs 02:00:00:00:<hi>:<lo>.
+    fn clients(&self, n: usize) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let mut batch = String::new();
+        for i in 0..n {
+            let (c, p) = (format!("c{i}"), format!("p{i}"));
+            let mac = format!("02:00:00:00:{:02x}:{:02x}", i / 256, i % 256);
+            batch.push_str(&format!(
+                "link add {c} netns {cli} address {mac} type veth peer name {p} netns {srv}\n",
+                cli = self.cli.name,
+                srv = self.srv.name
+            ));
+            out.push((c, mac));
+        }
+        let f = self.dir.path().join("veth.batch");
+        std::fs::write(&f, batch).unwrap();
+        run(&["ip", "-batch", f.to_str().unwrap()]);
+        let mut srv_batch = String::new();
+        let mut cli_batch = String::new();
+        for i in 0..n {
+            srv_batch.push_str(&format!("link set p{i} master br0 up\n"));
+            cli_batch.push_str(&format!("link set c{i} up\n"));
+        }
+        let (fs, fc) = (self.dir.path().join("srv.batch"), self.dir.path().join("cli.batch"));
+        std::fs::write(&fs, srv_batch).unwrap();
+        std::fs::write(&fc, cli_batch).unwrap();
+        self.srv.ip(&["-batch", fs.to_str().unwrap()]);
+        self.cli.ip(&["-batch", fc.to_str().unwrap()]);
+        out
+    }
+
+    fn leases(&self) -> PathBuf {
+        self.dir.path().join("leases")
+    }
+
+    /// Starts the server; waits for READY (or exit). Returns the guard and its log path.
+    fn server(&self, extra: &[&str], tag: &str) -> (ChildGuard, PathBuf) {
+        let log = self.dir.path().join(format!("dhcpd-{tag}.log"));
+        let mut cmd = self.srv.command(dhcpd_bin());
+        cmd.args(["--interface", "br0", "--server", &format!("{SERVER}/24"), "--pool", "192.168.77.10-192.168.77.99"])
+            .arg("--leases")
+            .arg(self.leases())
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        let mut g = ChildGuard::spawn(&mut cmd);
+        let ready = wait_until(Duration::from_secs(10), || {
+            std::fs::read_to_string(&log).unwrap_or_default().contains("READY") || matches!(g.child.try_wait(), Ok(Some(_)))
+        });
+        assert!(ready, "server did not start: {}", std::fs::read_to_string(&log).unwrap_or_default());
+        (g, log)
+    }
+
+    /// A udhcpc script that dumps its environment to DIR/<interface>.<event>.
+    fn udhcpc_script(&self) -> PathBuf {
+        let out = self.dir.path().join("udhcpc-out");
+        std::fs::create_dir_all(&out).unwrap();
+        let s = self.dir.path().join("udhcpc.sh");
+        std::fs::write(&s, format!("#!/bin/sh\nenv > {}/$interface.$1.tmp && mv {}/$interface.$1.tmp {}/$interface.$1\n", out.display(), out.display(), out.display())).unwrap();
+        run(&["chmod", "+x", s.to_str().unwrap()]);
+        s
+    }
+
+    fn udhcpc_out(&self) -> PathBuf {
+        self.dir.path().join("udhcpc-out")
+    }
+}
+
+fn env_file(path: &Path) -> BTreeMap<String, String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_once('=').map(|(k, v)| (k.to_string(), v.trim_matches('\'').to_string())))
+        .collect()
+}
+
+fn hostname_for(ip: &str) -> String {
+    let ip: Ipv4Addr = ip.parse().unwrap();
+    format!("ws{:03}", ip.octets()[3])
+}
+
+#[test]
+fn udhcpc_and_dhclient_get_address_hostname_and_boot_file() {
+    if !root_or_skip() {
+        return;
+    }
+    let lab = Lab::new();
+    lab.clients(2);
+    let (_srv, log) = lab.server(&[], "a");
+    let script = lab.udhcpc_script();
+
+    // busybox udhcpc: exports $ip, $hostname, $boot_file, $siaddr to its script.
+    let out = lab.cli.command("udhcpc").args(["-f", "-q", "-n", "-t", "5", "-T", "1", "-i", "c0", "-s"]).arg(&script).output().unwrap();
+    assert!(out.status.success(), "udhcpc: {}", String::from_utf8_lossy(&out.stderr));
+    let env = env_file(&lab.udhcpc_out().join("c0.bound"));
+    assert_eq!(env.get("ip").map(String::as_str), Some("192.168.77.10"), "{env:?}");
+    assert_eq!(env.get("hostname").map(String::as_str), Some("ws010"));
+    assert_eq!(env.get("boot_file").map(String::as_str), Some("pxelinux.0"));
+    assert_eq!(env.get("siaddr").map(String::as_str), Some(SERVER));
+    assert_eq!(env.get("serverid").map(String::as_str), Some(SERVER));
+
+    // ISC dhclient with its own script and lease file.
+    let dscript = lab.dir.path().join("dhclient.sh");
+    let dout = lab.dir.path().join("dhclient.env");
+    std::fs::write(&dscript, format!("#!/bin/sh\n[ \"$reason\" = BOUND ] && env > {}.tmp && mv {}.tmp {}\nexit 0\n", dout.display(), dout.display(), dout.display())).unwrap();
+    run(&["chmod", "+x", dscript.to_str().unwrap()]);
+    let lf = lab.dir.path().join("dhclient.leases");
+    let pf = lab.dir.path().join("dhclient.pid");
+    let mut cmd = lab.cli.command("dhclient");
+    cmd.args(["-d", "-1", "-cf", "/dev/null", "-sf"]).arg(&dscript).arg("-lf").arg(&lf).arg("-pf").arg(&pf).arg("c1").stdout(Stdio::null()).stderr(Stdio::null());
+    let _dh = ChildGuard::spawn(&mut cmd);
+    assert!(wait_until(Duration::from_secs(20), || dout.exists()), "dhclient got no lease; server log:\n{}", std::fs::read_to_string(&log).unwrap());
+    let env = env_file(&dout);
+    assert_eq!(env.get("new_ip_address").map(String::as_str), Some("192.168.77.11"), "{env:?}");
+    assert_eq!(env.get("new_host_name").map(String::as_str), Some("ws011"));
+    assert_eq!(env.get("new_filename").map(String::as_str), Some("pxelinux.0"));
+    assert_eq!(env.get("new_subnet_mask").map(String::as_str), Some("255.255.255.0"));
+    assert_eq!(env.get("new_dhcp_lease_time").map(String::as_str), Some("3600"));
+
+    // Both leases are on disk, and the log names MAC, IP, hostname and node number.
+    let (leases, warnings) = netboot::leases::read_leases(&lab.leases()).unwrap();
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let got: Vec<(String, String)> = leases.iter().map(|l| (l.ip.to_string(), l.hostname.clone())).collect();
+    assert_eq!(got, vec![("192.168.77.10".into(), "ws010".into()), ("192.168.77.11".into(), "ws011".into())]);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.lines().any(|l| l.contains("acked") && l.contains("02:00:00:00:00:00") && l.contains("192.168.77.10") && l.contains("ws010") && l.contains("node=2")),
+        "{text}"
+    );
+}
+
+/// Runs udhcpc on c{from}..c{to} concurrently (each exits once bound).
+fn storm(lab: &Lab, script: &Path, range: std::ops::Range<usize>) -> Vec<ChildGuard> {
+    range
+        .map(|i| {
+            let mut cmd = lab.cli.command("udhcpc");
+            cmd.args(["-f", "-q", "-n", "-t", "20", "-T", "1", "-A", "1", "-i", &format!("c{i}"), "-s"]).arg(script).stdout(Stdio::null()).stderr(Stdio::null());
+            ChildGuard::spawn(&mut cmd)
+        })
+        .collect()
+}
+
+fn bound(lab: &Lab, n: usize) -> BTreeMap<usize, String> {
+    (0..n)
+        .filter_map(|i| env_file(&lab.udhcpc_out().join(format!("c{i}.bound"))).get("ip").map(|ip| (i, ip.clone())))
+        .collect()
+}
+
+#[test]
+fn storm_of_50_survives_kill_9_and_every_mac_keeps_its_address() {
+    if !root_or_skip() {
+        return;
+    }
+    const N: usize = 50;
+    let lab = Lab::new();
+    let macs = lab.clients(N);
+    let script = lab.udhcpc_script();
+    let (mut srv, log) = lab.server(&[], "first");
+    let mut clients = storm(&lab, &script, 0..N);
+    // Crash the server mid-storm: some clients are bound, others are not.
+    assert!(wait_until(Duration::from_secs(30), || bound(&lab, N).len() >= 10), "no leases: {}", std::fs::read_to_string(&log).unwrap());
+    srv.signal(libc::SIGKILL);
+    srv.wait_timeout(Duration::from_secs(5)).expect("server died");
+    let acked_before_crash = bound(&lab, N);
+    assert!(acked_before_crash.len() < N, "storm ended before the crash; test proves nothing");
+    let (leases, warnings) = netboot::leases::read_leases(&lab.leases()).unwrap();
+    for (i, ip) in &acked_before_crash {
+        let l = leases.iter().find(|l| l.ip.to_string() == *ip).unwrap_or_else(|| panic!("ACKed lease {ip} of c{i} lost in crash"));
+        assert_eq!(l.mac.to_string(), macs[*i].1);
+    }
+    eprintln!("crash after {} of {N} ACKs; warnings on reopen: {warnings:?}", acked_before_crash.len());
+
+    let (_srv2, log2) = lab.server(&[], "second");
+    for c in clients.iter_mut() {
+        c.wait_timeout(Duration::from_secs(60)).expect("udhcpc finished");
+    }
+    let first = bound(&lab, N);
+    assert_eq!(first.len(), N, "not every client got a lease: {}", std::fs::read_to_string(&log2).unwrap());
+    let distinct: std::collections::BTreeSet<&String> = first.values().collect();
+    assert_eq!(distinct.len(), N, "duplicate addresses: {first:?}");
+    for (i, ip) in &first {
+        let env = env_file(&lab.udhcpc_out().join(format!("c{i}.bound")));
+        assert_eq!(env.get("hostname"), Some(&hostname_for(ip)), "c{i} {ip}");
+        if let Some(before) = acked_before_crash.get(i) {
+            assert_eq!(before, ip, "c{i} changed address across the crash");
+        }
+    }
+    let (leases, warnings) = netboot::leases::read_leases(&lab.leases()).unwrap();
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert_eq!(leases.len(), N);
+
+    // Second boot of every node (no remembered lease, plain DISCOVER): same address each.
+    std::fs::remove_dir_all(lab.udhcpc_out()).unwrap();
+    std::fs::create_dir_all(lab.udhcpc_out()).unwrap();
+    for mut c in storm(&lab, &script, 0..N) {
+        c.wait_timeout(Duration::from_secs(60)).expect("udhcpc finished");
+    }
+    assert_eq!(bound(&lab, N), first);
+}
+
+#[test]
+fn packets_from_another_interface_get_no_answer() {
+    if !root_or_skip() {
+        return;
+    }
+    let lab = Lab::new();
+    // A second NIC in the server namespace with its own address, and a client behind it.
+    let other = Netns::new("doth");
+    veth(&lab.srv, "eth9", &other, "o0");
+    lab.srv.addr("eth9", "10.77.0.1/24");
+    let (_srv, log) = lab.server(&[], "a");
+    let script = lab.udhcpc_script();
+    let out = other.command("udhcpc").args(["-f", "-q", "-n", "-t", "3", "-T", "1", "-i", "o0", "-s"]).arg(&script).output().unwrap();
+    assert!(!out.status.success(), "client on the other interface got a lease");
+    assert!(!lab.udhcpc_out().join("o0.bound").exists());
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(!text.contains("offered"), "{text}");
+    // The same server does answer on its own interface (so the silence above means something).
+    lab.clients(1);
+    let ok = lab.cli.command("udhcpc").args(["-f", "-q", "-n", "-t", "3", "-T", "1", "-i", "c0", "-s"]).arg(&script).output().unwrap();
+    assert!(ok.status.success());
+}
+
+#[test]
+fn refuses_missing_interface_or_address() {
+    if !root_or_skip() {
+        return;
+    }
+    let lab = Lab::new();
+    let err = |args: &[&str]| {
+        let out = lab.srv.command(dhcpd_bin()).args(args).arg("--leases").arg(lab.leases()).output().unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    let e = err(&["--interface", "nope0", "--server", "192.168.77.254/24", "--pool", "192.168.77.10-192.168.77.20"]);
+    assert!(e.contains("'nope0' does not exist"), "{e}");
+    let e = err(&["--interface", "br0", "--server", "192.168.77.253/24", "--pool", "192.168.77.10-192.168.77.20"]);
+    assert!(e.contains("does not have the server address 192.168.77.253") && e.contains("192.168.77.254/24"), "{e}");
+}
+
+/// dnsmasq in its own namespace on the same bridge, handing out 192.168.77.150-160.
+fn rival(lab: &Lab) -> (Netns, ChildGuard) {
+    let rns = Netns::new("driv");
+    veth(&rns, "r0", &lab.srv, "pr");
+    lab.srv.ip(&["link", "set", "pr", "master", "br0"]);
+    rns.addr("r0", "192.168.77.1/24");
+    let leasefile = lab.dir.path().join("dnsmasq.leases");
+    let mut cmd = rns.command("dnsmasq");
+    cmd.args(["--no-daemon", "--conf-file=/dev/null", "--port=0", "--interface=r0", "--bind-interfaces", "--no-ping", "--dhcp-range=192.168.77.150,192.168.77.160,1h", "--pid-file=", "--log-dhcp"])
+        .arg(format!("--dhcp-leasefile={}", leasefile.display()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let g = ChildGuard::spawn(&mut cmd);
+    std::thread::sleep(Duration::from_millis(500));
+    (rns, g)
+}
+
+#[test]
+fn rival_server_blocks_full_mode_and_proxy_mode_boots_beside_it() {
+    if !root_or_skip() {
+        return;
+    }
+    let lab = Lab::new();
+    let (_rns, _dnsmasq) = rival(&lab);
+    lab.clients(1);
+
+    // Full mode looks first and refuses.
+    let (mut full, log) = lab.server(&["--probe-ms", "2000"], "full");
+    let st = full.wait_timeout(Duration::from_secs(10)).expect("full mode exits");
+    assert!(!st.success());
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("another DHCP server (192.168.77.1)") && text.contains("proxy"), "{text}");
+
+    // Proxy mode beside dnsmasq: address from dnsmasq, boot file from us (offer and port 4011).
+    let (_proxy, plog) = lab.server(&["--proxy"], "proxy");
+    let out = lab.cli.command(env!("CARGO_BIN_EXE_mosboot-test-pxeclient")).args(["c0", "02:00:00:00:00:00"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{text}\n{}\nserver:\n{}", String::from_utf8_lossy(&out.stderr), std::fs::read_to_string(&plog).unwrap());
+    assert!(text.lines().any(|l| l.starts_with("offer 192.168.77.1 yiaddr=192.168.77.15")), "{text}");
+    assert!(text.lines().any(|l| l == format!("offer {SERVER} yiaddr=0.0.0.0 file=pxelinux.0 siaddr={SERVER}")), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("ack 192.168.77.1 yiaddr=192.168.77.15")), "{text}");
+    assert!(text.lines().any(|l| l == format!("proxyack {SERVER} file=pxelinux.0 siaddr={SERVER}")), "{text}");
+    // And a plain (non-PXE) client is left to dnsmasq alone.
+    let script = lab.udhcpc_script();
+    let out = lab.cli.command("udhcpc").args(["-f", "-q", "-n", "-t", "5", "-T", "1", "-i", "c0", "-s"]).arg(&script).output().unwrap();
+    assert!(out.status.success());
+    let env = env_file(&lab.udhcpc_out().join("c0.bound"));
+    assert_eq!(env.get("serverid").map(String::as_str), Some("192.168.77.1"), "{env:?}");
+    // The proxy logged the boot information it gave, and never an address.
+    let ptext = std::fs::read_to_string(&plog).unwrap();
+    assert!(ptext.contains("proxy boot information"), "{ptext}");
+    assert!(!ptext.contains("acked"), "{ptext}");
+}
+
+#[test]
+fn no_rival_lets_full_mode_start() {
+    if !root_or_skip() {
+        return;
+    }
+    let lab = Lab::new();
+    let (mut srv, log) = lab.server(&["--probe-ms", "1000"], "a");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(srv.child.try_wait().unwrap().is_none(), "{}", std::fs::read_to_string(&log).unwrap());
+}
