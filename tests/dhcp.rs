@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use harness::{ChildGuard, Netns, is_root, run, veth, wait_until};
@@ -343,4 +343,106 @@ fn no_rival_lets_full_mode_start() {
     let (mut srv, log) = lab.server(&["--probe-ms", "1000"], "a");
     std::thread::sleep(Duration::from_millis(300));
     assert!(srv.child.try_wait().unwrap().is_none(), "{}", std::fs::read_to_string(&log).unwrap());
+}
+
+/// A cluster.toml for the lab and a minimal output tree (serve needs only tftpboot/).
+fn cluster(lab: &Lab, dhcp: &str) -> (PathBuf, PathBuf, PathBuf) {
+    // serve drops to `nobody`: the tree it serves must be reachable by that user.
+    run(&["chmod", "755", lab.dir.path().to_str().unwrap()]);
+    let out = lab.dir.path().join("out");
+    std::fs::create_dir_all(out.join("tftpboot")).unwrap();
+    std::fs::write(out.join("tftpboot/pxelinux.0"), b"not really pxelinux, but served byte for byte\n".repeat(40)).unwrap();
+    let cfg = lab.dir.path().join("cluster.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[cluster]\nname = \"lab\"\ninterface = \"br0\"\nserver = \"{SERVER}/24\"\npool = \"192.168.77.10-192.168.77.99\"\n\
+             hostname = \"ltsp\"\nlease_time = \"1h\"\ndhcp = \"{dhcp}\"\n"
+        ),
+    )
+    .unwrap();
+    (cfg, out, lab.dir.path().join("state"))
+}
+
+fn mosboot_serve(lab: &Lab, cfg: &Path, out: &Path, state: &Path, tag: &str) -> (ChildGuard, PathBuf) {
+    let log = lab.dir.path().join(format!("serve-{tag}.log"));
+    let mut cmd = lab.srv.command(harness::mosboot_bin());
+    cmd.arg("-c").arg(cfg).arg("serve").arg("--state").arg(state).arg("--out").arg(out).args(["--probe", "1s"]);
+    cmd.stdout(Stdio::null()).stderr(std::fs::File::create(&log).unwrap());
+    let mut g = ChildGuard::spawn(&mut cmd);
+    wait_until(Duration::from_secs(15), || {
+        std::fs::read_to_string(&log).unwrap_or_default().contains("mosboot serve:") || matches!(g.child.try_wait(), Ok(Some(_)))
+    });
+    (g, log)
+}
+
+#[test]
+fn mosboot_serve_boots_a_client_and_nodes_shows_it() {
+    if !root_or_skip() {
+        return;
+    }
+    let lab = Lab::new();
+    lab.clients(1);
+    let (cfg, out, state) = cluster(&lab, "full");
+    let (mut srv, log) = mosboot_serve(&lab, &cfg, &out, &state, "a");
+    assert!(srv.child.try_wait().unwrap().is_none(), "serve exited: {}", std::fs::read_to_string(&log).unwrap());
+
+    // A client that configures its address, then fetches the boot file it was told.
+    let envdir = lab.dir.path().join("udhcpc-out");
+    std::fs::create_dir_all(&envdir).unwrap();
+    let script = lab.dir.path().join("cfg.sh");
+    std::fs::write(&script, format!("#!/bin/sh\n[ \"$1\" = bound ] && ip addr add $ip/$mask dev $interface\nenv > {}/$interface.$1\n", envdir.display())).unwrap();
+    run(&["chmod", "+x", script.to_str().unwrap()]);
+    let o = lab.cli.command("udhcpc").args(["-f", "-q", "-n", "-t", "5", "-T", "1", "-i", "c0", "-s"]).arg(&script).output().unwrap();
+    assert!(o.status.success(), "{}", std::fs::read_to_string(&log).unwrap());
+    let env = env_file(&envdir.join("c0.bound"));
+    assert_eq!((env["ip"].as_str(), env["hostname"].as_str(), env["boot_file"].as_str()), ("192.168.77.10", "ws010", "pxelinux.0"));
+    let got = lab.dir.path().join("fetched");
+    let o = lab.cli.command("busybox").args(["tftp", "-g", "-r", "pxelinux.0", "-l"]).arg(&got).arg(SERVER).output().unwrap();
+    assert!(o.status.success(), "tftp: {}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(std::fs::read(&got).unwrap(), std::fs::read(out.join("tftpboot/pxelinux.0")).unwrap());
+
+    // The stages reach the stage log, and `mosboot nodes` shows them while serve runs.
+    assert!(wait_until(Duration::from_secs(5), || std::fs::read_to_string(state.join("stages.log")).unwrap_or_default().contains("stage=fetched pxelinux.0")));
+    let o = Command::new(harness::mosboot_bin()).arg("-c").arg(&cfg).args(["nodes", "--json", "--state"]).arg(&state).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let rows: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let row = rows.as_array().unwrap().iter().find(|r| r["ip"] == "192.168.77.10").unwrap();
+    assert_eq!(row["node"], 2);
+    assert_eq!(row["hostname"], "ws010");
+    assert_eq!(row["mac"], "02:00:00:00:00:00");
+    assert_eq!(row["lease"], "bound");
+    assert_eq!(row["last_stage"], "fetched pxelinux.0");
+    let table = Command::new(harness::mosboot_bin()).arg("-c").arg(&cfg).args(["nodes", "--state"]).arg(&state).output().unwrap();
+    let table = String::from_utf8_lossy(&table.stdout).to_string();
+    assert!(table.lines().any(|l| l.starts_with("2 ") && l.contains("ws010") && l.contains("bound") && l.contains("fetched pxelinux.0")), "{table}");
+
+    // Nothing runs as root once the sockets are open.
+    let status = std::fs::read_to_string(format!("/proc/{}/status", srv.pid())).unwrap();
+    let uid = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    assert!(uid.split_whitespace().skip(1).all(|u| u == "65534"), "{uid}");
+
+    // The log names every stage with MAC, IP, hostname and node.
+    let text = std::fs::read_to_string(&log).unwrap();
+    for stage in ["offered", "acked"] {
+        assert!(text.lines().any(|l| l.contains(stage) && l.contains("02:00:00:00:00:00") && l.contains("ws010") && l.contains("node=2")), "{stage}: {text}");
+    }
+    srv.signal(libc::SIGTERM);
+    let st = srv.wait_timeout(Duration::from_secs(5)).expect("serve stops on SIGTERM");
+    assert!(st.success(), "{st:?}: {}", std::fs::read_to_string(&log).unwrap());
+}
+
+#[test]
+fn mosboot_serve_refuses_full_mode_beside_dnsmasq() {
+    if !root_or_skip() {
+        return;
+    }
+    let lab = Lab::new();
+    let (_rns, _dnsmasq) = rival(&lab);
+    let (cfg, out, state) = cluster(&lab, "full");
+    let (mut srv, log) = mosboot_serve(&lab, &cfg, &out, &state, "full");
+    let st = srv.wait_timeout(Duration::from_secs(10)).expect("serve refuses");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(st.code(), Some(1), "{text}");
+    assert!(text.contains("another DHCP server (192.168.77.1)") && text.contains("dhcp = \"proxy\"") && text.contains("--force"), "{text}");
 }

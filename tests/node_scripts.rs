@@ -27,37 +27,16 @@ const BUSYBOX: &str = "/bin/busybox";
 
 const TEMPLATES: &[(&str, &str)] = &[
     ("node/init", include_str!("../templates/node/init")),
-    (
-        "node/udhcpc.script",
-        include_str!("../templates/node/udhcpc.script"),
-    ),
-    (
-        "node/openmosix-start",
-        include_str!("../templates/node/openmosix-start"),
-    ),
+    ("node/udhcpc.script", include_str!("../templates/node/udhcpc.script")),
+    ("node/openmosix-start", include_str!("../templates/node/openmosix-start")),
     ("node/hosts", include_str!("../templates/node/hosts")),
     ("node/fstab", include_str!("../templates/node/fstab")),
-    (
-        "node/openmosix.map",
-        include_str!("../templates/node/openmosix.map"),
-    ),
+    ("node/openmosix.map", include_str!("../templates/node/openmosix.map")),
     ("node/nodes", include_str!("../templates/node/nodes")),
-    (
-        "node/mosboot.conf",
-        include_str!("../templates/node/mosboot.conf"),
-    ),
-    (
-        "boot/pxelinux.cfg",
-        include_str!("../templates/boot/pxelinux.cfg"),
-    ),
-    (
-        "boot/boot.ipxe",
-        include_str!("../templates/boot/boot.ipxe"),
-    ),
-    (
-        "server/hosts-block",
-        include_str!("../templates/server/hosts-block"),
-    ),
+    ("node/mosboot.conf", include_str!("../templates/node/mosboot.conf")),
+    ("boot/pxelinux.cfg", include_str!("../templates/boot/pxelinux.cfg")),
+    ("boot/boot.ipxe", include_str!("../templates/boot/boot.ipxe")),
+    ("server/hosts-block", include_str!("../templates/server/hosts-block")),
     ("server/NOTES", include_str!("../templates/server/NOTES")),
 ];
 
@@ -184,26 +163,11 @@ impl Node {
         for applet in APPLETS {
             symlink(BUSYBOX, bb.join(applet)).unwrap();
         }
-        let node = Node {
-            log: dir.path().join("calls.log"),
-            _dir: dir,
-            root,
-            stand,
-            bb,
-        };
-        node.write(
-            "etc/mosboot/mosboot.conf",
-            &render(ctx, "node/mosboot.conf"),
-        );
+        let node = Node { log: dir.path().join("calls.log"), _dir: dir, root, stand, bb };
+        node.write("etc/mosboot/mosboot.conf", &render(ctx, "node/mosboot.conf"));
         node.write("etc/mosboot/nodes", &render(ctx, "node/nodes"));
-        node.write(
-            "etc/mosboot/openmosix-start",
-            &render(ctx, "node/openmosix-start"),
-        );
-        node.write(
-            "etc/mosboot/udhcpc.script",
-            &render(ctx, "node/udhcpc.script"),
-        );
+        node.write("etc/mosboot/openmosix-start", &render(ctx, "node/openmosix-start"));
+        node.write("etc/mosboot/udhcpc.script", &render(ctx, "node/udhcpc.script"));
         node.write("etc/hosts", &render(ctx, "node/hosts"));
         node.write("etc/fstab", &render(ctx, "node/fstab"));
         let map = render(ctx, "node/openmosix.map");
@@ -211,6 +175,10 @@ impl Node {
             node.write(file.as_str().unwrap().trim_start_matches('/'), &map);
         }
         node.write("init", &render(ctx, "node/init"));
+        // The modes the builder gives them (templates/README.md): udhcpc execs its script.
+        for script in ["init", "etc/mosboot/openmosix-start", "etc/mosboot/udhcpc.script"] {
+            fs::set_permissions(node.path(script), fs::Permissions::from_mode(0o755)).unwrap();
+        }
         node
     }
 
@@ -246,8 +214,8 @@ impl Node {
     /// The openMosix tools and everything that would touch this machine, as recorders.
     fn stand_ins(&self) {
         for name in [
-            "setpe", "mosctl", "omdiscd", "mount", "umount", "ifconfig", "route", "ip", "hostname",
-            "tftp", "setsid", "cttyhack", "modprobe",
+            "setpe", "mosctl", "omdiscd", "mount", "umount", "ifconfig", "route", "ip", "hostname", "tftp",
+            "setsid", "cttyhack", "modprobe",
         ] {
             self.stand_in(name, "exit 0");
         }
@@ -270,10 +238,7 @@ impl Node {
             .arg(self.path(script))
             .args(args)
             .env_clear()
-            .env(
-                "PATH",
-                format!("{}:{}", self.stand.display(), self.bb.display()),
-            )
+            .env("PATH", format!("{}:{}", self.stand.display(), self.bb.display()))
             .env("MOSBOOT_ROOT", &self.root)
             .env("LOG", &self.log);
         for (k, v) in env {
@@ -283,19 +248,12 @@ impl Node {
     }
 
     fn calls(&self) -> Vec<String> {
-        fs::read_to_string(&self.log)
-            .unwrap_or_default()
-            .lines()
-            .map(str::to_owned)
-            .collect()
+        fs::read_to_string(&self.log).unwrap_or_default().lines().map(str::to_owned).collect()
     }
 
     fn calls_of(&self, name: &str) -> Vec<String> {
         let prefix = format!("{name} ");
-        self.calls()
-            .into_iter()
-            .filter(|c| c == name || c.starts_with(&prefix))
-            .collect()
+        self.calls().into_iter().filter(|c| c == name || c.starts_with(&prefix)).collect()
     }
 }
 
@@ -326,13 +284,7 @@ fn start_runs_setpe_with_the_first_map_and_sets_lstay() {
     node.om_proc("proc/hpc");
     let out = start(&node, &[]);
     assert_ok(&out);
-    assert_eq!(
-        node.calls_of("setpe"),
-        [format!(
-            "setpe -W -f {}",
-            node.node_path("etc/openmosix.map")
-        )]
-    );
+    assert_eq!(node.calls_of("setpe"), [format!("setpe -W -f {}", node.node_path("etc/openmosix.map"))]);
     assert_eq!(node.read("proc/hpc/admin/lstay"), "1\n");
     assert!(node.calls_of("omdiscd").is_empty());
     assert!(node.calls_of("mount").is_empty(), "no MFS with mfs = false");
@@ -348,10 +300,7 @@ fn start_passes_mospe_and_mosgates_to_setpe() {
     assert_ok(&start(&node, &[]));
     assert_eq!(
         node.calls_of("setpe"),
-        [format!(
-            "setpe -W -p 7 -g 2 -f {}",
-            node.node_path("etc/openmosix.map")
-        )]
+        [format!("setpe -W -p 7 -g 2 -f {}", node.node_path("etc/openmosix.map"))]
     );
 }
 
@@ -452,11 +401,7 @@ fn missing_setpe_fails_with_a_clear_message() {
     assert!(text(&out.stderr).contains(
         "mosboot: setpe not found in the node image; add the openMosix userland tarball to [image] userland"
     ), "{}", text(&out.stderr));
-    assert_eq!(
-        node.read("proc/hpc/admin/lstay"),
-        "0\n",
-        "nothing after a failed start"
-    );
+    assert_eq!(node.read("proc/hpc/admin/lstay"), "0\n", "nothing after a failed start");
 }
 
 #[test]
@@ -467,11 +412,7 @@ fn failing_setpe_fails_the_start_and_names_the_usual_cause() {
     node.om_proc("proc/hpc");
     let out = start(&node, &[]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(
-        text(&out.stderr).contains("127.0.0.1"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert!(text(&out.stderr).contains("127.0.0.1"), "{}", text(&out.stderr));
 }
 
 #[test]
@@ -481,13 +422,7 @@ fn mfs_is_mounted_only_with_mfs_on() {
     node.stand_ins();
     node.om_proc("proc/hpc");
     assert_ok(&start(&node, &[]));
-    assert_eq!(
-        node.calls_of("mount"),
-        [format!(
-            "mount -t mfs -o dfsa=1 none {}",
-            node.node_path("mfs")
-        )]
-    );
+    assert_eq!(node.calls_of("mount"), [format!("mount -t mfs -o dfsa=1 none {}", node.node_path("mfs"))]);
 }
 
 // ---------- udhcpc.script -----------------------------------------------------------------------
@@ -523,10 +458,7 @@ fn udhcpc_bound_configures_the_nic_and_records_the_lease_quoted() {
     );
     assert_eq!(
         node.calls_of("route"),
-        [
-            "route del default dev eth0",
-            "route add default gw 192.168.0.254 dev eth0"
-        ]
+        ["route del default dev eth0", "route add default gw 192.168.0.254 dev eth0"]
     );
     let resolv = node.read("etc/resolv.conf");
     assert!(resolv.ends_with("nameserver 192.168.0.254\nnameserver 192.168.0.1\n"));
@@ -545,10 +477,7 @@ fn udhcpc_bound_configures_the_nic_and_records_the_lease_quoted() {
         .unwrap();
     assert_ok(&shown);
     let shown = text(&shown.stdout);
-    for (k, v) in env
-        .iter()
-        .filter(|(k, _)| !["mask", "broadcast"].contains(k))
-    {
+    for (k, v) in env.iter().filter(|(k, _)| !["mask", "broadcast"].contains(k)) {
         assert!(
             shown.contains(&format!("{k}=[{v}]\n")),
             "{k} did not round-trip; lease.env:\n{}\nshown:\n{shown}",
@@ -565,11 +494,7 @@ fn udhcpc_bound_configures_the_nic_and_records_the_lease_quoted() {
 fn udhcpc_deconfig_clears_the_address() {
     let node = Node::new(&sample_context());
     node.stand_ins();
-    let out = node.run(
-        "etc/mosboot/udhcpc.script",
-        &["deconfig"],
-        &[("interface", "eth1")],
-    );
+    let out = node.run("etc/mosboot/udhcpc.script", &["deconfig"], &[("interface", "eth1")]);
     assert_ok(&out);
     assert_eq!(node.calls_of("ifconfig"), ["ifconfig eth1 0.0.0.0 up"]);
     assert!(!node.path("etc/mosboot/lease.env").exists());
@@ -618,9 +543,7 @@ fn udhcpc_script_with_a_real_udhcpc_and_udhcpd() {
         .arg("-i")
         .arg(format!("PATH={}", node.bb.display()))
         .arg(format!("MOSBOOT_ROOT={}", node.root.display()))
-        .args([
-            BUSYBOX, "udhcpc", "-i", &cli_if, "-n", "-q", "-t", "5", "-T", "1",
-        ])
+        .args([BUSYBOX, "udhcpc", "-i", &cli_if, "-n", "-q", "-t", "5", "-T", "1"])
         .args(["-O", "hostname", "-s"])
         .arg(node.path("etc/mosboot/udhcpc.script"))
         .output()
@@ -654,18 +577,9 @@ fn udhcpc_script_with_a_real_udhcpc_and_udhcpd() {
 fn booting_node(ctx: &Value) -> Node {
     let node = Node::new(ctx);
     node.stand_ins();
-    node.write(
-        "proc/filesystems",
-        "nodev\tsysfs\nnodev\ttmpfs\nnodev\tdevtmpfs\nnodev\tproc\n\text2\n",
-    );
-    node.write(
-        "proc/mounts",
-        "rootfs / rootfs rw 0 0\nproc /proc proc rw 0 0\n",
-    );
-    node.write(
-        "proc/net/dev",
-        "Inter-|   Receive\n face |bytes\n    lo: 0 0\n  eth0: 0 0\n",
-    );
+    node.write("proc/filesystems", "nodev\tsysfs\nnodev\ttmpfs\nnodev\tdevtmpfs\nnodev\tproc\n\text2\n");
+    node.write("proc/mounts", "rootfs / rootfs rw 0 0\nproc /proc proc rw 0 0\n");
+    node.write("proc/net/dev", "Inter-|   Receive\n face |bytes\n    lo: 0 0\n  eth0: 0 0\n");
     node.write("sys/class/net/eth0/address", "52:54:00:12:34:56\n");
     node.stand_in(
         "udhcpc",
@@ -685,20 +599,14 @@ fn boot(node: &Node, env: &[(&str, &str)]) -> String {
 }
 
 fn mosboot_lines(stdout: &str) -> Vec<&str> {
-    stdout
-        .lines()
-        .filter(|l| l.starts_with("mosboot: "))
-        .collect()
+    stdout.lines().filter(|l| l.starts_with("mosboot: ")).collect()
 }
 
 #[test]
 fn init_joins_prints_the_contract_lines_and_reports() {
     let node = booting_node(&sample_context());
     node.om_proc("proc/hpc");
-    let out = boot(
-        &node,
-        &[("FAKE_IP", "192.168.0.5"), ("FAKE_HOSTNAME", "ws005")],
-    );
+    let out = boot(&node, &[("FAKE_IP", "192.168.0.5"), ("FAKE_HOSTNAME", "ws005")]);
     let sha = hex::encode(Sha256::digest(MAP_TEXT.as_bytes()));
     assert_eq!(
         mosboot_lines(&out),
@@ -711,24 +619,15 @@ fn init_joins_prints_the_contract_lines_and_reports() {
     let r = |p: &str| node.node_path(p);
     assert_eq!(
         node.calls_of("udhcpc"),
-        [format!(
-            "udhcpc -i eth0 -n -t 6 -T 2 -O hostname -s {}",
-            r("etc/mosboot/udhcpc.script")
-        )]
+        [format!("udhcpc -i eth0 -n -t 6 -T 2 -O hostname -s {}", r("etc/mosboot/udhcpc.script"))]
     );
     assert_eq!(node.calls_of("hostname"), ["hostname ws005"]);
     assert_eq!(node.read("etc/mospe"), "6\n");
-    assert_eq!(
-        node.calls_of("setpe"),
-        [format!("setpe -W -p 6 -f {}", r("etc/openmosix.map"))]
-    );
+    assert_eq!(node.calls_of("setpe"), [format!("setpe -W -p 6 -f {}", r("etc/openmosix.map"))]);
     assert_eq!(node.calls_of("mosctl"), ["mosctl setyard P/133"]);
     assert_eq!(
         node.calls_of("tftp"),
-        [format!(
-            "tftp -g -r mosboot-report/joined/6/ws005 -l {} 192.168.0.254",
-            r("tmp/.mosboot-ack")
-        )]
+        [format!("tftp -g -r mosboot-report/joined/6/ws005 -l {} 192.168.0.254", r("tmp/.mosboot-ack"))]
     );
     assert_eq!(node.calls_of("setsid"), ["setsid cttyhack sh"]);
     let mounts = node.calls_of("mount");
@@ -740,26 +639,17 @@ fn init_joins_prints_the_contract_lines_and_reports() {
         assert!(mounts.contains(&want), "{want} not in {mounts:?}");
     }
     // The plan's hosts file already names ws005: nothing appended.
-    assert_eq!(
-        node.read("etc/hosts"),
-        render(&sample_context(), "node/hosts")
-    );
+    assert_eq!(node.read("etc/hosts"), render(&sample_context(), "node/hosts"));
     assert_eq!(node.read("etc/hostname"), "ws005\n");
 }
 
 #[test]
 fn init_without_openmosix_runs_standalone_and_still_reports() {
     let node = booting_node(&sample_context());
-    let out = boot(
-        &node,
-        &[("FAKE_IP", "192.168.0.1"), ("FAKE_HOSTNAME", "ws001")],
-    );
+    let out = boot(&node, &[("FAKE_IP", "192.168.0.1"), ("FAKE_HOSTNAME", "ws001")]);
     let lines = mosboot_lines(&out);
     assert_eq!(lines[0], "mosboot: up ws001 192.168.0.1 52:54:00:12:34:56");
-    assert_eq!(
-        lines[2],
-        "mosboot: no openMosix in this kernel; node 2 of 254 runs standalone"
-    );
+    assert_eq!(lines[2], "mosboot: no openMosix in this kernel; node 2 of 254 runs standalone");
     assert!(node.calls_of("setpe").is_empty());
     assert_eq!(node.calls_of("tftp").len(), 1);
     assert!(node.calls_of("tftp")[0].contains(" mosboot-report/joined/2/ws001 "));
@@ -772,13 +662,8 @@ fn init_takes_the_plan_name_when_dhcp_sends_none_and_cleans_a_hostile_one() {
     assert!(out.contains("mosboot: up ws012 192.168.0.12 "), "{out}");
 
     let node = booting_node(&sample_context());
-    let out = boot(
-        &node,
-        &[
-            ("FAKE_IP", "192.168.0.12"),
-            ("FAKE_HOSTNAME", "ws012.lab.example; $(touch PWNED)"),
-        ],
-    );
+    let out =
+        boot(&node, &[("FAKE_IP", "192.168.0.12"), ("FAKE_HOSTNAME", "ws012.lab.example; $(touch PWNED)")]);
     assert!(out.contains("mosboot: up ws012 192.168.0.12 "), "{out}");
     assert!(!node.path("PWNED").exists());
 }
@@ -787,14 +672,9 @@ fn init_takes_the_plan_name_when_dhcp_sends_none_and_cleans_a_hostile_one() {
 fn init_says_so_when_its_address_is_not_in_the_map() {
     let node = booting_node(&sample_context());
     node.om_proc("proc/hpc");
-    let out = boot(
-        &node,
-        &[("FAKE_IP", "10.9.9.9"), ("FAKE_HOSTNAME", "stray")],
-    );
+    let out = boot(&node, &[("FAKE_IP", "10.9.9.9"), ("FAKE_HOSTNAME", "stray")]);
     assert!(
-        out.contains(
-            "mosboot: 10.9.9.9 is not in the map of lab (/etc/openmosix.map); not joining"
-        ),
+        out.contains("mosboot: 10.9.9.9 is not in the map of lab (/etc/openmosix.map); not joining"),
         "{out}"
     );
     assert!(!out.contains("joined"));
@@ -817,10 +697,7 @@ fn init_without_a_dhcp_answer_says_so_and_leaves_a_shell() {
 fn init_gives_up_reporting_after_three_tries() {
     let node = booting_node(&sample_context());
     node.stand_in("tftp", "exit 1");
-    let out = boot(
-        &node,
-        &[("FAKE_IP", "192.168.0.5"), ("FAKE_HOSTNAME", "ws005")],
-    );
+    let out = boot(&node, &[("FAKE_IP", "192.168.0.5"), ("FAKE_HOSTNAME", "ws005")]);
     assert_eq!(node.calls_of("tftp").len(), 3);
     assert!(out.contains("mosboot: could not report to the server 192.168.0.254 over TFTP"));
     assert_eq!(node.calls_of("setsid"), ["setsid cttyhack sh"]);
@@ -839,21 +716,12 @@ fn init_and_every_script_pass_a_syntax_check_for_both_image_formats() {
     let check = |name: &str, source: &str| {
         let p = dir.path().join(name.replace('/', "_"));
         fs::write(&p, source).unwrap();
-        Command::new(BUSYBOX)
-            .args(["sh", "-n"])
-            .arg(&p)
-            .output()
-            .unwrap()
+        Command::new(BUSYBOX).args(["sh", "-n"]).arg(&p).output().unwrap()
     };
     // The check itself must be able to fail.
     assert!(!check("broken", "if true; then\n echo x\n").status.success());
     for ctx in [sample_context(), ext2] {
-        for name in [
-            "node/init",
-            "node/udhcpc.script",
-            "node/openmosix-start",
-            "node/mosboot.conf",
-        ] {
+        for name in ["node/init", "node/udhcpc.script", "node/openmosix-start", "node/mosboot.conf"] {
             let rendered = render(&ctx, name);
             let out = check(name, &rendered);
             assert_ok(&out);
@@ -893,9 +761,7 @@ fn hosts_keeps_node_names_off_loopback_and_lists_every_node() {
     assert!(block.ends_with("192.168.0.253\tws253\n# mosboot lab end\n"));
     assert!(block.contains("\n192.168.0.254\tlabserver\n"));
     assert!(
-        block
-            .lines()
-            .all(|l| l.starts_with('#') || !l.starts_with("127.")),
+        block.lines().all(|l| l.starts_with('#') || !l.starts_with("127.")),
         "the server block must not touch loopback"
     );
 }
@@ -903,30 +769,17 @@ fn hosts_keeps_node_names_off_loopback_and_lists_every_node() {
 #[test]
 fn fstab_has_the_mfs_line_only_with_mfs() {
     let off = render(&sample_context(), "node/fstab");
-    let on = render(
-        &with(sample_context(), "openmosix", "mfs", json!(true)),
-        "node/fstab",
-    );
+    let on = render(&with(sample_context(), "openmosix", "mfs", json!(true)), "node/fstab");
     let body = |s: &str| -> Vec<String> {
         s.lines()
             .filter(|l| !l.starts_with('#'))
             .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
             .collect()
     };
-    assert_eq!(
-        body(&off),
-        [
-            "proc /proc proc defaults 0 0",
-            "tmpfs /tmp tmpfs defaults 0 0"
-        ]
-    );
+    assert_eq!(body(&off), ["proc /proc proc defaults 0 0", "tmpfs /tmp tmpfs defaults 0 0"]);
     assert_eq!(
         body(&on),
-        [
-            "proc /proc proc defaults 0 0",
-            "tmpfs /tmp tmpfs defaults 0 0",
-            "none /mfs mfs dfsa=1 0 0"
-        ]
+        ["proc /proc proc defaults 0 0", "tmpfs /tmp tmpfs defaults 0 0", "none /mfs mfs dfsa=1 0 0"]
     );
 }
 
@@ -934,11 +787,7 @@ fn fstab_has_the_mfs_line_only_with_mfs() {
 fn map_file_is_exactly_the_map_text_whatever_the_newline_setting() {
     let ctx = sample_context();
     for keep in [true, false] {
-        let map = environment(keep)
-            .get_template("node/openmosix.map")
-            .unwrap()
-            .render(&ctx)
-            .unwrap();
+        let map = environment(keep).get_template("node/openmosix.map").unwrap().render(&ctx).unwrap();
         assert_eq!(map, MAP_TEXT, "keep_trailing_newline = {keep}");
     }
 }
@@ -958,12 +807,7 @@ fn nodes_table_has_one_line_per_node_with_yardstick_or_dash() {
 #[test]
 fn mosboot_conf_sources_back_to_the_context_values() {
     // A name with a quote and a $() shows the sh filter quotes safely.
-    let ctx = with(
-        sample_context(),
-        "cluster",
-        "name",
-        json!("o'lab $(touch PWNED)"),
-    );
+    let ctx = with(sample_context(), "cluster", "name", json!("o'lab $(touch PWNED)"));
     let node = Node::new(&ctx);
     let out = Command::new(BUSYBOX)
         .args([
@@ -1005,10 +849,7 @@ fn pxelinux_default_boots_the_kernel_and_initrd_at_once() {
         "INITRD initrd.gz",
         "APPEND console=tty0 console=ttyS0,115200 panic=1",
     ] {
-        assert!(
-            words.iter().any(|w| w == want),
-            "{want:?} missing in\n{cfg}"
-        );
+        assert!(words.iter().any(|w| w == want), "{want:?} missing in\n{cfg}");
     }
     // SeaBIOS mirrors the screen to serial already; a SERIAL line would print everything twice.
     assert!(!words.iter().any(|w| w.to_uppercase().starts_with("SERIAL")));
@@ -1020,9 +861,7 @@ fn boot_ipxe_loads_by_relative_path_and_retries() {
     assert!(script.starts_with("#!ipxe\n"));
     let lines: Vec<&str> = script.lines().map(str::trim).collect();
     assert!(lines.contains(&":load"));
-    assert!(
-        lines.contains(&"kernel vmlinuz console=tty0 console=ttyS0,115200 panic=1 || goto retry")
-    );
+    assert!(lines.contains(&"kernel vmlinuz console=tty0 console=ttyS0,115200 panic=1 || goto retry"));
     assert!(lines.contains(&"initrd initrd.gz || goto retry"));
     assert!(lines.contains(&"boot || goto retry"));
     assert!(lines.contains(&"goto load"));
@@ -1031,18 +870,11 @@ fn boot_ipxe_loads_by_relative_path_and_retries() {
 #[test]
 fn server_notes_render_with_map_paths_and_ports() {
     let notes = render(&sample_context(), "server/NOTES");
-    for want in [
-        "/etc/openmosix.map",
-        "/etc/hpc.map",
-        "TCP 4660",
-        "UDP 5428",
-        "setpe -W -f /etc/openmosix.map",
-    ] {
+    for want in
+        ["/etc/openmosix.map", "/etc/hpc.map", "TCP 4660", "UDP 5428", "setpe -W -f /etc/openmosix.map"]
+    {
         assert!(notes.contains(want), "{want:?} missing");
     }
-    let auto = render(
-        &with(sample_context(), "openmosix", "map_mode", json!("auto")),
-        "server/NOTES",
-    );
+    let auto = render(&with(sample_context(), "openmosix", "map_mode", json!("auto")), "server/NOTES");
     assert!(auto.contains("omdiscd") && !auto.contains("setpe -W"));
 }

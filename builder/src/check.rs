@@ -44,7 +44,7 @@ pub fn inputs_only(cfg: &Config, opts: &BuildOptions) -> Diagnostics {
         }
     }
     if let Some(b) = read("image.busybox", &img.busybox, &mut d) {
-        if let Err(e) = node_image::elf::check_static_i386(&b) {
+        if let Err(e) = node_image::elf::check_static_i386_named("busybox", &b) {
             d.push(&cfg.path, cfg.line_of("image.busybox"), "image.busybox", format!("{}: {e}", img.busybox.display()));
         }
     }

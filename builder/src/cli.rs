@@ -48,6 +48,10 @@ pub enum Command {
         #[arg(long)]
         templates: Option<PathBuf>,
     },
+    /// Run DHCP (full or proxy) and TFTP for the output tree until SIGINT/SIGTERM.
+    Serve(crate::serve::ServeArgs),
+    /// Table of nodes: number, hostname, IP, MAC, lease state/expiry, last boot stage and when.
+    Nodes(crate::nodes::NodesArgs),
     /// Print the cluster map exactly as written to the nodes.
     Map,
     /// Print a merged kernel config fragment from kernel-configs/.
@@ -115,6 +119,11 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             );
             println!("  boot:    tftpboot/pxelinux.0, ldlinux.c32, pxelinux.cfg/default, boot.ipxe");
             println!("  server:  server/ (map files, hosts block, NOTES), manifest.json");
+            Ok(())
+        }
+        Command::Serve(args) => crate::serve::run(&cli.config, &args),
+        Command::Nodes(args) => {
+            print!("{}", crate::nodes::run(&cli.config, &args)?);
             Ok(())
         }
         Command::Map => {

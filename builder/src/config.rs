@@ -376,6 +376,14 @@ impl<'a> Walker<'a> {
                 }
             },
         };
+        if let (Some((srv, plen)), Some(Some(r))) = (&server, &router) {
+            if let Ok(net) = ipnet::Ipv4Net::new(*srv, *plen) {
+                if !net.contains(r) {
+                    let line = self.lines.get("cluster.router").copied().unwrap_or(0);
+                    self.err(line, "cluster.router", format!("{r} is outside the server's subnet {}", net.trunc()));
+                }
+            }
+        }
         let (name, _) = name?;
         let (interface, _) = interface?;
         let (server, prefix_len) = server?;

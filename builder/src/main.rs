@@ -4,7 +4,12 @@ use clap::Parser;
 
 fn main() {
     let cli = mosboot::cli::Cli::parse();
-    mosboot::cli::init_logging(cli.verbose);
+    // serve is a foreground daemon whose log *is* its output: boot stages show without -v.
+    let verbose = match cli.command {
+        mosboot::cli::Command::Serve(_) => cli.verbose.max(1),
+        _ => cli.verbose,
+    };
+    mosboot::cli::init_logging(verbose);
     match mosboot::cli::run(cli) {
         Ok(()) => {}
         Err(e) => {

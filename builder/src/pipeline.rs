@@ -92,7 +92,7 @@ pub fn prepare(cfg: &Config, plan: &Plan, opts: &BuildOptions) -> Result<Prepare
 
     let busybox = read_input(cfg, "image.busybox", &img.busybox, &mut d);
     if let Some(b) = &busybox {
-        if let Err(e) = node_image::elf::check_static_i386(b) {
+        if let Err(e) = node_image::elf::check_static_i386_named("busybox", b) {
             d.push(&cfg.path, cfg.line_of("image.busybox"), "image.busybox", format!("{}: {e}", img.busybox.display()));
         }
         note_input("busybox", &img.busybox, b);

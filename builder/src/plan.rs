@@ -219,11 +219,6 @@ impl Plan {
         if map.len() > map::MAX_LINES {
             d.push(file, pool_line, "cluster.pool", format!("the cluster map would need {} lines; openMosix reads at most {} (use fewer, more contiguous ranges)", map.len(), map::MAX_LINES));
         }
-        if let Some(r) = c.router {
-            if !net.contains(&r) {
-                d.push(file, cfg.line_of("cluster.router"), "cluster.router", format!("{r} is outside the server's subnet {}", net.trunc()));
-            }
-        }
         if !d.is_empty() {
             return Err(d);
         }
@@ -324,10 +319,11 @@ mod tests {
     fn five_mistakes_five_messages() {
         let err = plan(
             "[[node]]\nmac = \"00:0c:29:aa:bb:01\"\nip = \"10.9.0.5\"\n[[node]]\nmac = \"00:0c:29:aa:bb:01\"\nip = \"10.0.0.7\"\n",
-            "server = \"10.0.0.1/24\"\npool = \"10.0.0.0-10.0.0.5\"\nrouter = \"10.1.0.1\"\n",
+            "server = \"10.0.0.1/24\"\npool = \"10.0.0.0-10.0.0.5,10.0.0.3\"\n",
         )
         .expect_err("invalid");
-        // network address in pool, server in pool, pinned ip outside subnet, duplicate MAC, router outside
+        // network address in pool, server in pool, overlapping ranges, pinned ip outside subnet,
+        // duplicate MAC
         assert_eq!(err.len(), 5, "{err}");
         assert!(err.items.iter().all(|d| d.line > 0), "{err}");
     }

@@ -113,6 +113,10 @@ fn environment() -> Environment<'static> {
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     env.set_keep_trailing_newline(true);
+    env.set_trim_blocks(true);
+    env.set_lstrip_blocks(true);
+    // Nothing we write is HTML; never escape, whatever a template's file name looks like.
+    env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
     env.add_filter("sh", shell_quote);
     env
 }

@@ -77,6 +77,9 @@ pub fn negotiate(
             ("timeout", Ok(asked)) if (1..=255).contains(&asked) => n.ignored.push(format!(
                 "timeout: {asked} s is longer than the server's {own_timeout_secs} s"
             )),
+            // curl (7.88 at least) rejects "tsize 0" in an OACK as invalid and fails the
+            // transfer, so an empty file's size is left unsaid; the DATA says it anyway.
+            ("tsize", Ok(_)) if size == 0 => n.ignored.push("tsize: empty file".into()),
             ("tsize", Ok(_)) if mode == Mode::Octet => {
                 n.oack.push((name.clone(), size.to_string()));
             }
@@ -148,6 +151,8 @@ mod tests {
         assert_eq!(n.oack, opts(&[("tsize", "12345"), ("blksize", "1456")]));
         let n = negotiate(&opts(&[("tsize", "0")]), LIMITS, Mode::Netascii, 12345);
         assert!(n.oack.is_empty());
+        let n = negotiate(&opts(&[("tsize", "0")]), LIMITS, Mode::Octet, 0);
+        assert!(n.oack.is_empty(), "curl refuses tsize 0");
     }
 
     #[test]
