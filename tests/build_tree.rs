@@ -144,7 +144,7 @@ fn build_writes_the_spec_tree_and_map() {
         "tftpboot/vmlinuz",
         "tftpboot/initrd.gz",
         "server/openmosix.map",
-        "server/hosts",
+        "server/hosts-block",
         "manifest.json",
     ] {
         assert!(out.join(f).is_file(), "{f} missing from the output tree");

@@ -79,15 +79,23 @@ impl Lab {
     fn server(&self, extra: &[&str], tag: &str) -> (ChildGuard, PathBuf) {
         let log = self.dir.path().join(format!("dhcpd-{tag}.log"));
         let mut cmd = self.srv.command(dhcpd_bin());
-        cmd.args(["--interface", "br0", "--server", &format!("{SERVER}/24"), "--pool", "192.168.77.10-192.168.77.99"])
-            .arg("--leases")
-            .arg(self.leases())
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap());
+        cmd.args([
+            "--interface",
+            "br0",
+            "--server",
+            &format!("{SERVER}/24"),
+            "--pool",
+            "192.168.77.10-192.168.77.99",
+        ])
+        .arg("--leases")
+        .arg(self.leases())
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap());
         let mut g = ChildGuard::spawn(&mut cmd);
         let ready = wait_until(Duration::from_secs(10), || {
-            std::fs::read_to_string(&log).unwrap_or_default().contains("READY") || matches!(g.child.try_wait(), Ok(Some(_)))
+            std::fs::read_to_string(&log).unwrap_or_default().contains("READY")
+                || matches!(g.child.try_wait(), Ok(Some(_)))
         });
         assert!(ready, "server did not start: {}", std::fs::read_to_string(&log).unwrap_or_default());
         (g, log)
@@ -98,7 +106,16 @@ impl Lab {
         let out = self.dir.path().join("udhcpc-out");
         std::fs::create_dir_all(&out).unwrap();
         let s = self.dir.path().join("udhcpc.sh");
-        std::fs::write(&s, format!("#!/bin/sh\nenv > {}/$interface.$1.tmp && mv {}/$interface.$1.tmp {}/$interface.$1\n", out.display(), out.display(), out.display())).unwrap();
+        std::fs::write(
+            &s,
+            format!(
+                "#!/bin/sh\nenv > {}/$interface.$1.tmp && mv {}/$interface.$1.tmp {}/$interface.$1\n",
+                out.display(),
+                out.display(),
+                out.display()
+            ),
+        )
+        .unwrap();
         run(&["chmod", "+x", s.to_str().unwrap()]);
         s
     }
@@ -132,7 +149,13 @@ fn udhcpc_and_dhclient_get_address_hostname_and_boot_file() {
     let script = lab.udhcpc_script();
 
     // busybox udhcpc: exports $ip, $hostname, $boot_file, $siaddr to its script.
-    let out = lab.cli.command("udhcpc").args(["-f", "-q", "-n", "-t", "5", "-T", "1", "-i", "c0", "-s"]).arg(&script).output().unwrap();
+    let out = lab
+        .cli
+        .command("udhcpc")
+        .args(["-f", "-q", "-n", "-t", "5", "-T", "1", "-i", "c0", "-s"])
+        .arg(&script)
+        .output()
+        .unwrap();
     assert!(out.status.success(), "udhcpc: {}", String::from_utf8_lossy(&out.stderr));
     let env = env_file(&lab.udhcpc_out().join("c0.bound"));
     assert_eq!(env.get("ip").map(String::as_str), Some("192.168.77.10"), "{env:?}");
@@ -144,14 +167,35 @@ fn udhcpc_and_dhclient_get_address_hostname_and_boot_file() {
     // ISC dhclient with its own script and lease file.
     let dscript = lab.dir.path().join("dhclient.sh");
     let dout = lab.dir.path().join("dhclient.env");
-    std::fs::write(&dscript, format!("#!/bin/sh\n[ \"$reason\" = BOUND ] && env > {}.tmp && mv {}.tmp {}\nexit 0\n", dout.display(), dout.display(), dout.display())).unwrap();
+    std::fs::write(
+        &dscript,
+        format!(
+            "#!/bin/sh\n[ \"$reason\" = BOUND ] && env > {}.tmp && mv {}.tmp {}\nexit 0\n",
+            dout.display(),
+            dout.display(),
+            dout.display()
+        ),
+    )
+    .unwrap();
     run(&["chmod", "+x", dscript.to_str().unwrap()]);
     let lf = lab.dir.path().join("dhclient.leases");
     let pf = lab.dir.path().join("dhclient.pid");
     let mut cmd = lab.cli.command("dhclient");
-    cmd.args(["-d", "-1", "-cf", "/dev/null", "-sf"]).arg(&dscript).arg("-lf").arg(&lf).arg("-pf").arg(&pf).arg("c1").stdout(Stdio::null()).stderr(Stdio::null());
+    cmd.args(["-d", "-1", "-cf", "/dev/null", "-sf"])
+        .arg(&dscript)
+        .arg("-lf")
+        .arg(&lf)
+        .arg("-pf")
+        .arg(&pf)
+        .arg("c1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
     let _dh = ChildGuard::spawn(&mut cmd);
-    assert!(wait_until(Duration::from_secs(20), || dout.exists()), "dhclient got no lease; server log:\n{}", std::fs::read_to_string(&log).unwrap());
+    assert!(
+        wait_until(Duration::from_secs(20), || dout.exists()),
+        "dhclient got no lease; server log:\n{}",
+        std::fs::read_to_string(&log).unwrap()
+    );
     let env = env_file(&dout);
     assert_eq!(env.get("new_ip_address").map(String::as_str), Some("192.168.77.11"), "{env:?}");
     assert_eq!(env.get("new_host_name").map(String::as_str), Some("ws011"));
@@ -166,7 +210,11 @@ fn udhcpc_and_dhclient_get_address_hostname_and_boot_file() {
     assert_eq!(got, vec![("192.168.77.10".into(), "ws010".into()), ("192.168.77.11".into(), "ws011".into())]);
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(
-        text.lines().any(|l| l.contains("acked") && l.contains("02:00:00:00:00:00") && l.contains("192.168.77.10") && l.contains("ws010") && l.contains("node=2")),
+        text.lines().any(|l| l.contains("acked")
+            && l.contains("02:00:00:00:00:00")
+            && l.contains("192.168.77.10")
+            && l.contains("ws010")
+            && l.contains("node=2")),
         "{text}"
     );
 }
@@ -176,7 +224,10 @@ fn storm(lab: &Lab, script: &Path, range: std::ops::Range<usize>) -> Vec<ChildGu
     range
         .map(|i| {
             let mut cmd = lab.cli.command("udhcpc");
-            cmd.args(["-f", "-q", "-n", "-t", "20", "-T", "1", "-A", "1", "-i", &format!("c{i}"), "-s"]).arg(script).stdout(Stdio::null()).stderr(Stdio::null());
+            cmd.args(["-f", "-q", "-n", "-t", "20", "-T", "1", "-A", "1", "-i", &format!("c{i}"), "-s"])
+                .arg(script)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
             ChildGuard::spawn(&mut cmd)
         })
         .collect()
@@ -184,7 +235,9 @@ fn storm(lab: &Lab, script: &Path, range: std::ops::Range<usize>) -> Vec<ChildGu
 
 fn bound(lab: &Lab, n: usize) -> BTreeMap<usize, String> {
     (0..n)
-        .filter_map(|i| env_file(&lab.udhcpc_out().join(format!("c{i}.bound"))).get("ip").map(|ip| (i, ip.clone())))
+        .filter_map(|i| {
+            env_file(&lab.udhcpc_out().join(format!("c{i}.bound"))).get("ip").map(|ip| (i, ip.clone()))
+        })
         .collect()
 }
 
@@ -200,14 +253,21 @@ fn storm_of_50_survives_kill_9_and_every_mac_keeps_its_address() {
     let (mut srv, log) = lab.server(&[], "first");
     let mut clients = storm(&lab, &script, 0..N);
     // Crash the server mid-storm: some clients are bound, others are not.
-    assert!(wait_until(Duration::from_secs(30), || bound(&lab, N).len() >= 10), "no leases: {}", std::fs::read_to_string(&log).unwrap());
+    assert!(
+        wait_until(Duration::from_secs(30), || bound(&lab, N).len() >= 10),
+        "no leases: {}",
+        std::fs::read_to_string(&log).unwrap()
+    );
     srv.signal(libc::SIGKILL);
     srv.wait_timeout(Duration::from_secs(5)).expect("server died");
     let acked_before_crash = bound(&lab, N);
     assert!(acked_before_crash.len() < N, "storm ended before the crash; test proves nothing");
     let (leases, warnings) = netboot::leases::read_leases(&lab.leases()).unwrap();
     for (i, ip) in &acked_before_crash {
-        let l = leases.iter().find(|l| l.ip.to_string() == *ip).unwrap_or_else(|| panic!("ACKed lease {ip} of c{i} lost in crash"));
+        let l = leases
+            .iter()
+            .find(|l| l.ip.to_string() == *ip)
+            .unwrap_or_else(|| panic!("ACKed lease {ip} of c{i} lost in crash"));
         assert_eq!(l.mac.to_string(), macs[*i].1);
     }
     eprintln!("crash after {} of {N} ACKs; warnings on reopen: {warnings:?}", acked_before_crash.len());
@@ -252,14 +312,25 @@ fn packets_from_another_interface_get_no_answer() {
     lab.srv.addr("eth9", "10.77.0.1/24");
     let (_srv, log) = lab.server(&[], "a");
     let script = lab.udhcpc_script();
-    let out = other.command("udhcpc").args(["-f", "-q", "-n", "-t", "3", "-T", "1", "-i", "o0", "-s"]).arg(&script).output().unwrap();
+    let out = other
+        .command("udhcpc")
+        .args(["-f", "-q", "-n", "-t", "3", "-T", "1", "-i", "o0", "-s"])
+        .arg(&script)
+        .output()
+        .unwrap();
     assert!(!out.status.success(), "client on the other interface got a lease");
     assert!(!lab.udhcpc_out().join("o0.bound").exists());
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(!text.contains("offered"), "{text}");
     // The same server does answer on its own interface (so the silence above means something).
     lab.clients(1);
-    let ok = lab.cli.command("udhcpc").args(["-f", "-q", "-n", "-t", "3", "-T", "1", "-i", "c0", "-s"]).arg(&script).output().unwrap();
+    let ok = lab
+        .cli
+        .command("udhcpc")
+        .args(["-f", "-q", "-n", "-t", "3", "-T", "1", "-i", "c0", "-s"])
+        .arg(&script)
+        .output()
+        .unwrap();
     assert!(ok.status.success());
 }
 
@@ -274,10 +345,27 @@ fn refuses_missing_interface_or_address() {
         assert!(!out.status.success());
         String::from_utf8_lossy(&out.stderr).to_string()
     };
-    let e = err(&["--interface", "nope0", "--server", "192.168.77.254/24", "--pool", "192.168.77.10-192.168.77.20"]);
+    let e = err(&[
+        "--interface",
+        "nope0",
+        "--server",
+        "192.168.77.254/24",
+        "--pool",
+        "192.168.77.10-192.168.77.20",
+    ]);
     assert!(e.contains("'nope0' does not exist"), "{e}");
-    let e = err(&["--interface", "br0", "--server", "192.168.77.253/24", "--pool", "192.168.77.10-192.168.77.20"]);
-    assert!(e.contains("does not have the server address 192.168.77.253") && e.contains("192.168.77.254/24"), "{e}");
+    let e = err(&[
+        "--interface",
+        "br0",
+        "--server",
+        "192.168.77.253/24",
+        "--pool",
+        "192.168.77.10-192.168.77.20",
+    ]);
+    assert!(
+        e.contains("does not have the server address 192.168.77.253") && e.contains("192.168.77.254/24"),
+        "{e}"
+    );
 }
 
 /// dnsmasq in its own namespace on the same bridge, handing out 192.168.77.150-160.
@@ -288,10 +376,20 @@ fn rival(lab: &Lab) -> (Netns, ChildGuard) {
     rns.addr("r0", "192.168.77.1/24");
     let leasefile = lab.dir.path().join("dnsmasq.leases");
     let mut cmd = rns.command("dnsmasq");
-    cmd.args(["--no-daemon", "--conf-file=/dev/null", "--port=0", "--interface=r0", "--bind-interfaces", "--no-ping", "--dhcp-range=192.168.77.150,192.168.77.160,1h", "--pid-file=", "--log-dhcp"])
-        .arg(format!("--dhcp-leasefile={}", leasefile.display()))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+    cmd.args([
+        "--no-daemon",
+        "--conf-file=/dev/null",
+        "--port=0",
+        "--interface=r0",
+        "--bind-interfaces",
+        "--no-ping",
+        "--dhcp-range=192.168.77.150,192.168.77.160,1h",
+        "--pid-file=",
+        "--log-dhcp",
+    ])
+    .arg(format!("--dhcp-leasefile={}", leasefile.display()))
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
     let g = ChildGuard::spawn(&mut cmd);
     std::thread::sleep(Duration::from_millis(500));
     (rns, g)
@@ -315,16 +413,38 @@ fn rival_server_blocks_full_mode_and_proxy_mode_boots_beside_it() {
 
     // Proxy mode beside dnsmasq: address from dnsmasq, boot file from us (offer and port 4011).
     let (_proxy, plog) = lab.server(&["--proxy"], "proxy");
-    let out = lab.cli.command(env!("CARGO_BIN_EXE_mosboot-test-pxeclient")).args(["c0", "02:00:00:00:00:00"]).output().unwrap();
+    let out = lab
+        .cli
+        .command(env!("CARGO_BIN_EXE_mosboot-test-pxeclient"))
+        .args(["c0", "02:00:00:00:00:00"])
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(out.status.success(), "{text}\n{}\nserver:\n{}", String::from_utf8_lossy(&out.stderr), std::fs::read_to_string(&plog).unwrap());
+    assert!(
+        out.status.success(),
+        "{text}\n{}\nserver:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        std::fs::read_to_string(&plog).unwrap()
+    );
     assert!(text.lines().any(|l| l.starts_with("offer 192.168.77.1 yiaddr=192.168.77.15")), "{text}");
-    assert!(text.lines().any(|l| l == format!("offer {SERVER} yiaddr=0.0.0.0 file=pxelinux.0 siaddr={SERVER}")), "{text}");
+    assert!(
+        text.lines().any(|l| l == format!("offer {SERVER} yiaddr=0.0.0.0 file=pxelinux.0 siaddr={SERVER}")),
+        "{text}"
+    );
     assert!(text.lines().any(|l| l.starts_with("ack 192.168.77.1 yiaddr=192.168.77.15")), "{text}");
-    assert!(text.lines().any(|l| l == format!("proxyack {SERVER} file=pxelinux.0 siaddr={SERVER}")), "{text}");
+    assert!(
+        text.lines().any(|l| l == format!("proxyack {SERVER} file=pxelinux.0 siaddr={SERVER}")),
+        "{text}"
+    );
     // And a plain (non-PXE) client is left to dnsmasq alone.
     let script = lab.udhcpc_script();
-    let out = lab.cli.command("udhcpc").args(["-f", "-q", "-n", "-t", "5", "-T", "1", "-i", "c0", "-s"]).arg(&script).output().unwrap();
+    let out = lab
+        .cli
+        .command("udhcpc")
+        .args(["-f", "-q", "-n", "-t", "5", "-T", "1", "-i", "c0", "-s"])
+        .arg(&script)
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let env = env_file(&lab.udhcpc_out().join("c0.bound"));
     assert_eq!(env.get("serverid").map(String::as_str), Some("192.168.77.1"), "{env:?}");
@@ -351,7 +471,11 @@ fn cluster(lab: &Lab, dhcp: &str) -> (PathBuf, PathBuf, PathBuf) {
     run(&["chmod", "755", lab.dir.path().to_str().unwrap()]);
     let out = lab.dir.path().join("out");
     std::fs::create_dir_all(out.join("tftpboot")).unwrap();
-    std::fs::write(out.join("tftpboot/pxelinux.0"), b"not really pxelinux, but served byte for byte\n".repeat(40)).unwrap();
+    std::fs::write(
+        out.join("tftpboot/pxelinux.0"),
+        b"not really pxelinux, but served byte for byte\n".repeat(40),
+    )
+    .unwrap();
     let cfg = lab.dir.path().join("cluster.toml");
     std::fs::write(
         &cfg,
@@ -367,11 +491,19 @@ fn cluster(lab: &Lab, dhcp: &str) -> (PathBuf, PathBuf, PathBuf) {
 fn mosboot_serve(lab: &Lab, cfg: &Path, out: &Path, state: &Path, tag: &str) -> (ChildGuard, PathBuf) {
     let log = lab.dir.path().join(format!("serve-{tag}.log"));
     let mut cmd = lab.srv.command(harness::mosboot_bin());
-    cmd.arg("-c").arg(cfg).arg("serve").arg("--state").arg(state).arg("--out").arg(out).args(["--probe", "1s"]);
+    cmd.arg("-c")
+        .arg(cfg)
+        .arg("serve")
+        .arg("--state")
+        .arg(state)
+        .arg("--out")
+        .arg(out)
+        .args(["--probe", "1s"]);
     cmd.stdout(Stdio::null()).stderr(std::fs::File::create(&log).unwrap());
     let mut g = ChildGuard::spawn(&mut cmd);
     wait_until(Duration::from_secs(15), || {
-        std::fs::read_to_string(&log).unwrap_or_default().contains("mosboot serve:") || matches!(g.child.try_wait(), Ok(Some(_)))
+        std::fs::read_to_string(&log).unwrap_or_default().contains("mosboot serve:")
+            || matches!(g.child.try_wait(), Ok(Some(_)))
     });
     (g, log)
 }
@@ -385,26 +517,61 @@ fn mosboot_serve_boots_a_client_and_nodes_shows_it() {
     lab.clients(1);
     let (cfg, out, state) = cluster(&lab, "full");
     let (mut srv, log) = mosboot_serve(&lab, &cfg, &out, &state, "a");
-    assert!(srv.child.try_wait().unwrap().is_none(), "serve exited: {}", std::fs::read_to_string(&log).unwrap());
+    assert!(
+        srv.child.try_wait().unwrap().is_none(),
+        "serve exited: {}",
+        std::fs::read_to_string(&log).unwrap()
+    );
 
     // A client that configures its address, then fetches the boot file it was told.
     let envdir = lab.dir.path().join("udhcpc-out");
     std::fs::create_dir_all(&envdir).unwrap();
     let script = lab.dir.path().join("cfg.sh");
-    std::fs::write(&script, format!("#!/bin/sh\n[ \"$1\" = bound ] && ip addr add $ip/$mask dev $interface\nenv > {}/$interface.$1\n", envdir.display())).unwrap();
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n[ \"$1\" = bound ] && ip addr add $ip/$mask dev $interface\nenv > {}/$interface.$1\n",
+            envdir.display()
+        ),
+    )
+    .unwrap();
     run(&["chmod", "+x", script.to_str().unwrap()]);
-    let o = lab.cli.command("udhcpc").args(["-f", "-q", "-n", "-t", "5", "-T", "1", "-i", "c0", "-s"]).arg(&script).output().unwrap();
+    let o = lab
+        .cli
+        .command("udhcpc")
+        .args(["-f", "-q", "-n", "-t", "5", "-T", "1", "-i", "c0", "-s"])
+        .arg(&script)
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", std::fs::read_to_string(&log).unwrap());
     let env = env_file(&envdir.join("c0.bound"));
-    assert_eq!((env["ip"].as_str(), env["hostname"].as_str(), env["boot_file"].as_str()), ("192.168.77.10", "ws010", "pxelinux.0"));
+    assert_eq!(
+        (env["ip"].as_str(), env["hostname"].as_str(), env["boot_file"].as_str()),
+        ("192.168.77.10", "ws010", "pxelinux.0")
+    );
     let got = lab.dir.path().join("fetched");
-    let o = lab.cli.command("busybox").args(["tftp", "-g", "-r", "pxelinux.0", "-l"]).arg(&got).arg(SERVER).output().unwrap();
+    let o = lab
+        .cli
+        .command("busybox")
+        .args(["tftp", "-g", "-r", "pxelinux.0", "-l"])
+        .arg(&got)
+        .arg(SERVER)
+        .output()
+        .unwrap();
     assert!(o.status.success(), "tftp: {}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(std::fs::read(&got).unwrap(), std::fs::read(out.join("tftpboot/pxelinux.0")).unwrap());
 
     // The stages reach the stage log, and `mosboot nodes` shows them while serve runs.
-    assert!(wait_until(Duration::from_secs(5), || std::fs::read_to_string(state.join("stages.log")).unwrap_or_default().contains("stage=fetched pxelinux.0")));
-    let o = Command::new(harness::mosboot_bin()).arg("-c").arg(&cfg).args(["nodes", "--json", "--state"]).arg(&state).output().unwrap();
+    assert!(wait_until(Duration::from_secs(5), || std::fs::read_to_string(state.join("stages.log"))
+        .unwrap_or_default()
+        .contains("stage=fetched pxelinux.0")));
+    let o = Command::new(harness::mosboot_bin())
+        .arg("-c")
+        .arg(&cfg)
+        .args(["nodes", "--json", "--state"])
+        .arg(&state)
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let rows: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let row = rows.as_array().unwrap().iter().find(|r| r["ip"] == "192.168.77.10").unwrap();
@@ -413,9 +580,21 @@ fn mosboot_serve_boots_a_client_and_nodes_shows_it() {
     assert_eq!(row["mac"], "02:00:00:00:00:00");
     assert_eq!(row["lease"], "bound");
     assert_eq!(row["last_stage"], "fetched pxelinux.0");
-    let table = Command::new(harness::mosboot_bin()).arg("-c").arg(&cfg).args(["nodes", "--state"]).arg(&state).output().unwrap();
+    let table = Command::new(harness::mosboot_bin())
+        .arg("-c")
+        .arg(&cfg)
+        .args(["nodes", "--state"])
+        .arg(&state)
+        .output()
+        .unwrap();
     let table = String::from_utf8_lossy(&table.stdout).to_string();
-    assert!(table.lines().any(|l| l.starts_with("2 ") && l.contains("ws010") && l.contains("bound") && l.contains("fetched pxelinux.0")), "{table}");
+    assert!(
+        table.lines().any(|l| l.starts_with("2 ")
+            && l.contains("ws010")
+            && l.contains("bound")
+            && l.contains("fetched pxelinux.0")),
+        "{table}"
+    );
 
     // Nothing runs as root once the sockets are open.
     let status = std::fs::read_to_string(format!("/proc/{}/status", srv.pid())).unwrap();
@@ -425,7 +604,13 @@ fn mosboot_serve_boots_a_client_and_nodes_shows_it() {
     // The log names every stage with MAC, IP, hostname and node.
     let text = std::fs::read_to_string(&log).unwrap();
     for stage in ["offered", "acked"] {
-        assert!(text.lines().any(|l| l.contains(stage) && l.contains("02:00:00:00:00:00") && l.contains("ws010") && l.contains("node=2")), "{stage}: {text}");
+        assert!(
+            text.lines().any(|l| l.contains(stage)
+                && l.contains("02:00:00:00:00:00")
+                && l.contains("ws010")
+                && l.contains("node=2")),
+            "{stage}: {text}"
+        );
     }
     srv.signal(libc::SIGTERM);
     let st = srv.wait_timeout(Duration::from_secs(5)).expect("serve stops on SIGTERM");
@@ -444,5 +629,10 @@ fn mosboot_serve_refuses_full_mode_beside_dnsmasq() {
     let st = srv.wait_timeout(Duration::from_secs(10)).expect("serve refuses");
     let text = std::fs::read_to_string(&log).unwrap();
     assert_eq!(st.code(), Some(1), "{text}");
-    assert!(text.contains("another DHCP server (192.168.77.1)") && text.contains("dhcp = \"proxy\"") && text.contains("--force"), "{text}");
+    assert!(
+        text.contains("another DHCP server (192.168.77.1)")
+            && text.contains("dhcp = \"proxy\"")
+            && text.contains("--force"),
+        "{text}"
+    );
 }

@@ -54,6 +54,16 @@ pub enum Command {
     Nodes(crate::nodes::NodesArgs),
     /// Print the cluster map exactly as written to the nodes.
     Map,
+    /// Write a 1.44 MB boot floppy for PCs whose NIC has no PXE ROM.
+    Floppy {
+        /// The image file to write.
+        #[arg(long, default_value = "mosboot-floppy.img")]
+        out: PathBuf,
+        /// The iPXE image to put on it (a post-2021 ipxe.lkrn; default: $MOSBOOT_IPXE_LKRN or
+        /// /usr/lib/ipxe/ipxe.lkrn).
+        #[arg(long)]
+        ipxe: Option<PathBuf>,
+    },
     /// Print a merged kernel config fragment from kernel-configs/.
     KernelConfig {
         /// CPU class of the nodes.
@@ -124,6 +134,10 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Serve(args) => crate::serve::run(&cli.config, &args),
         Command::Nodes(args) => {
             print!("{}", crate::nodes::run(&cli.config, &args)?);
+            Ok(())
+        }
+        Command::Floppy { out, ipxe } => {
+            println!("{}", crate::floppy::run(&out, ipxe.as_deref())?);
             Ok(())
         }
         Command::Map => {

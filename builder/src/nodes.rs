@@ -39,8 +39,14 @@ pub struct NodeRow {
 }
 
 /// Builds the rows; `warnings` collects damaged lease lines.
-pub fn rows(plan: &Plan, state: &Path, now: u64, warnings: &mut Vec<String>) -> Result<Vec<NodeRow>, Failure> {
-    let (leases, w) = read_leases(&state.join(LEASE_FILE)).map_err(|e| Failure::runtime("read the lease file", e))?;
+pub fn rows(
+    plan: &Plan,
+    state: &Path,
+    now: u64,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<NodeRow>, Failure> {
+    let (leases, w) =
+        read_leases(&state.join(LEASE_FILE)).map_err(|e| Failure::runtime("read the lease file", e))?;
     warnings.extend(w);
     let by_ip: HashMap<Ipv4Addr, _> = leases.into_iter().map(|l| (l.ip, l)).collect();
     let mut last: HashMap<Ipv4Addr, StageRecord> = HashMap::new();
@@ -94,7 +100,9 @@ pub fn run(cfg_path: &Path, args: &NodesArgs) -> Result<String, Failure> {
         tracing::warn!("{w}");
     }
     if args.json {
-        return serde_json::to_string_pretty(&rows).map(|s| s + "\n").map_err(|e| Failure::runtime("write JSON", e));
+        return serde_json::to_string_pretty(&rows)
+            .map(|s| s + "\n")
+            .map_err(|e| Failure::runtime("write JSON", e));
     }
     Ok(table(&rows, now))
 }

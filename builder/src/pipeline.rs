@@ -211,7 +211,7 @@ pub fn prepare(cfg: &Config, plan: &Plan, opts: &BuildOptions) -> Result<Prepare
     fn put(files: &mut BTreeMap<String, (Vec<u8>, u32)>, path: &str, bytes: Vec<u8>, mode: u32) {
         files.insert(path.to_string(), (bytes, mode));
     }
-    for (tpl, dest) in [("boot/pxelinux.cfg", "tftpboot/pxelinux.cfg/default"), ("boot/boot.ipxe", "tftpboot/boot.ipxe"), ("server/hosts-block", "server/hosts"), ("server/NOTES", "server/NOTES")] {
+    for (tpl, dest) in [("boot/pxelinux.cfg", "tftpboot/pxelinux.cfg/default"), ("boot/boot.ipxe", "tftpboot/boot.ipxe"), ("server/hosts-block", "server/hosts-block"), ("server/NOTES", "server/NOTES")] {
         match templates.render(tpl, &ctx) {
             Ok(s) => put(&mut files, dest, s.into_bytes(), 0o644),
             Err(e) => d.extend(e),

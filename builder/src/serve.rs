@@ -60,7 +60,12 @@ pub fn dhcp_config(plan: &Plan, lease_file: PathBuf) -> DhcpConfig {
         .nodes
         .iter()
         .filter(|n| n.ip != plan.server)
-        .map(|n| (n.ip, HostInfo { hostname: n.hostname.clone(), node: u16::try_from(n.number).unwrap_or(u16::MAX) }))
+        .map(|n| {
+            (
+                n.ip,
+                HostInfo { hostname: n.hostname.clone(), node: u16::try_from(n.number).unwrap_or(u16::MAX) },
+            )
+        })
         .collect();
     DhcpConfig {
         interface: plan.interface.clone(),
@@ -94,7 +99,8 @@ pub fn run(cfg_path: &Path, args: &ServeArgs) -> Result<(), Failure> {
         )));
     }
     let state = args.state.clone().unwrap_or_else(|| default_state_dir(&plan.cluster));
-    std::fs::create_dir_all(&state).map_err(|e| Failure::runtime(format!("create state folder {}", state.display()), e))?;
+    std::fs::create_dir_all(&state)
+        .map_err(|e| Failure::runtime(format!("create state folder {}", state.display()), e))?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -132,7 +138,8 @@ async fn serve(plan: Plan, root: PathBuf, state: PathBuf, args: &ServeArgs) -> R
         interface: Some(plan.interface.clone()),
         ..TftpConfig::default()
     };
-    let tftp = TftpServer::bind(tftp_cfg, Some(tx)).map_err(|e| Failure::Usage(format!("cannot start TFTP: {e}")))?;
+    let tftp = TftpServer::bind(tftp_cfg, Some(tx))
+        .map_err(|e| Failure::Usage(format!("cannot start TFTP: {e}")))?;
     let stage_path = state.join(STAGE_LOG);
     let stage_log = OpenOptions::new()
         .create(true)
@@ -169,7 +176,14 @@ async fn serve(plan: Plan, root: PathBuf, state: PathBuf, args: &ServeArgs) -> R
         state = %state.display(),
         "mosboot serve: ready"
     );
-    eprintln!("mosboot serve: {} on {} ({}), DHCP {:?}, TFTP from {}", plan.cluster, plan.interface, plan.server, plan.dhcp, root.display());
+    eprintln!(
+        "mosboot serve: {} on {} ({}), DHCP {:?}, TFTP from {}",
+        plan.cluster,
+        plan.interface,
+        plan.server,
+        plan.dhcp,
+        root.display()
+    );
 
     let tftp_task = tokio::spawn(tftp.run(stopped(stop_rx.clone())));
     let dhcp_result = match dhcp {
@@ -206,7 +220,9 @@ fn drop_privileges(user: &str, state: &Path) -> Result<(), Failure> {
     let u = User::from_name(user)
         .map_err(|e| Failure::runtime(format!("look up user '{user}'"), e))?
         .ok_or_else(|| Failure::Usage(format!("user '{user}' does not exist (pass --user NAME)")))?;
-    let chown_one = |p: &Path| chown(p, Some(u.uid), Some(u.gid)).map_err(|e| Failure::runtime(format!("chown {}", p.display()), e));
+    let chown_one = |p: &Path| {
+        chown(p, Some(u.uid), Some(u.gid)).map_err(|e| Failure::runtime(format!("chown {}", p.display()), e))
+    };
     chown_one(state)?;
     for name in [LEASE_FILE, STAGE_LOG] {
         let p = state.join(name);
@@ -246,7 +262,8 @@ async fn record_events(mut rx: EventReceiver, plan: Plan, lease_file: PathBuf, m
         }
         let mac = ev.mac.or_else(|| mac_of.get(&ev.ip).copied());
         let line = StageRecord::from_event(&ev, mac, &plan).to_line();
-        if !matches!(ev.stage, Stage::Offered | Stage::Acked | Stage::Nak | Stage::Declined | Stage::Released) {
+        if !matches!(ev.stage, Stage::Offered | Stage::Acked | Stage::Nak | Stage::Declined | Stage::Released)
+        {
             // DHCP logs its own events; TFTP fetches and joins are logged here.
             tracing::info!("{}", line.trim_end());
         }
@@ -301,7 +318,14 @@ impl StageRecord {
 
     pub fn parse(line: &str) -> Option<StageRecord> {
         let (head, stage) = line.split_once(" stage=")?;
-        let mut rec = StageRecord { at: 0, node: None, hostname: String::new(), ip: Ipv4Addr::UNSPECIFIED, mac: None, stage: stage.trim_end().to_string() };
+        let mut rec = StageRecord {
+            at: 0,
+            node: None,
+            hostname: String::new(),
+            ip: Ipv4Addr::UNSPECIFIED,
+            mac: None,
+            stage: stage.trim_end().to_string(),
+        };
         for f in head.split(' ') {
             let (k, v) = f.split_once('=')?;
             match (k, v) {

@@ -13,12 +13,20 @@ use netboot::dhcp::{BootFiles, DhcpConfig, DhcpMode, DhcpServer, HostInfo, probe
 use netboot::mac::MacAddr;
 
 fn main() {
-    tracing_subscriber::fmt().with_writer(std::io::stderr).with_ansi(false).with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into())).init();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+        .init();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let get = |k: &str| args.iter().position(|a| a == k).map(|i| args[i + 1].clone());
     let has = |k: &str| args.iter().any(|a| a == k);
     let interface = get("--interface").expect("--interface");
-    let (server, prefix) = get("--server").expect("--server").split_once('/').map(|(a, p)| (a.parse::<Ipv4Addr>().unwrap(), p.parse::<u8>().unwrap())).unwrap();
+    let (server, prefix) = get("--server")
+        .expect("--server")
+        .split_once('/')
+        .map(|(a, p)| (a.parse::<Ipv4Addr>().unwrap(), p.parse::<u8>().unwrap()))
+        .unwrap();
     let pool_arg = get("--pool").expect("--pool");
     let (first, last) = pool_arg.split_once('-').unwrap();
     let (first, last): (Ipv4Addr, Ipv4Addr) = (first.parse().unwrap(), last.parse().unwrap());

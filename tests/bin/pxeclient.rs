@@ -14,7 +14,11 @@ use netboot::dhcp::packet::{ReplyView, code, decode_reply, encode_request};
 use netboot::mac::MacAddr;
 
 fn sid(v: &ReplyView) -> Ipv4Addr {
-    v.options.get(&code::SERVER_ID).and_then(|s| <[u8; 4]>::try_from(s.as_slice()).ok()).map(Ipv4Addr::from).unwrap_or(Ipv4Addr::UNSPECIFIED)
+    v.options
+        .get(&code::SERVER_ID)
+        .and_then(|s| <[u8; 4]>::try_from(s.as_slice()).ok())
+        .map(Ipv4Addr::from)
+        .unwrap_or(Ipv4Addr::UNSPECIFIED)
 }
 
 fn collect(sock: &UdpSocket, xid: u32, wait: Duration) -> Vec<ReplyView> {
@@ -22,7 +26,10 @@ fn collect(sock: &UdpSocket, xid: u32, wait: Duration) -> Vec<ReplyView> {
     let mut out = Vec::new();
     let mut buf = [0u8; 1500];
     while Instant::now() < end {
-        sock.set_read_timeout(Some(end.saturating_duration_since(Instant::now()).max(Duration::from_millis(1)))).unwrap();
+        sock.set_read_timeout(Some(
+            end.saturating_duration_since(Instant::now()).max(Duration::from_millis(1)),
+        ))
+        .unwrap();
         if let Ok((n, _)) = sock.recv_from(&mut buf)
             && let Some(v) = decode_reply(&buf[..n])
             && v.xid == xid
@@ -37,25 +44,44 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let iface = &args[0];
     let mac: MacAddr = args[1].parse().unwrap();
-    let wait = args.iter().position(|a| a == "--wait-ms").map(|i| args[i + 1].parse().unwrap()).unwrap_or(2000);
+    let wait =
+        args.iter().position(|a| a == "--wait-ms").map(|i| args[i + 1].parse().unwrap()).unwrap_or(2000);
     let wait = Duration::from_millis(wait);
     let sock = UdpSocket::bind("0.0.0.0:68").unwrap();
     sock.set_broadcast(true).unwrap();
     let name = std::ffi::CString::new(iface.as_str()).unwrap();
     // SAFETY: setsockopt with a valid fd and a NUL-terminated name of the given length.
     let rc = unsafe {
-        libc::setsockopt(sock.as_raw_fd(), libc::SOL_SOCKET, libc::SO_BINDTODEVICE, name.as_ptr().cast(), iface.len() as u32)
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_BINDTODEVICE,
+            name.as_ptr().cast(),
+            iface.len() as u32,
+        )
     };
     assert_eq!(rc, 0, "SO_BINDTODEVICE");
     let vendor = (code::VENDOR_CLASS, b"PXEClient:Arch:00000:UNDI:002001".to_vec());
     let arch = (code::CLIENT_ARCH, vec![0, 0]);
     let uuid = (code::CLIENT_UUID, vec![0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16]);
     let xid = std::process::id().wrapping_mul(7919);
-    let discover = encode_request(xid, mac, 0x8000, Ipv4Addr::UNSPECIFIED, &[(code::MESSAGE_TYPE, vec![1]), vendor.clone(), arch.clone(), uuid.clone()]);
+    let discover = encode_request(
+        xid,
+        mac,
+        0x8000,
+        Ipv4Addr::UNSPECIFIED,
+        &[(code::MESSAGE_TYPE, vec![1]), vendor.clone(), arch.clone(), uuid.clone()],
+    );
     sock.send_to(&discover, "255.255.255.255:67").unwrap();
     let offers = collect(&sock, xid, wait);
     for o in &offers {
-        println!("offer {} yiaddr={} file={} siaddr={}", sid(o), o.yiaddr, String::from_utf8_lossy(&o.file), o.siaddr);
+        println!(
+            "offer {} yiaddr={} file={} siaddr={}",
+            sid(o),
+            o.yiaddr,
+            String::from_utf8_lossy(&o.file),
+            o.siaddr
+        );
     }
     if args.iter().any(|a| a == "--discover-only") {
         return;
@@ -74,17 +100,33 @@ fn main() {
         mac,
         0x8000,
         Ipv4Addr::UNSPECIFIED,
-        &[(code::MESSAGE_TYPE, vec![3]), (code::SERVER_ID, sid(addr_offer).octets().to_vec()), (code::REQUESTED_IP, addr_offer.yiaddr.octets().to_vec()), vendor.clone(), arch.clone(), uuid.clone()],
+        &[
+            (code::MESSAGE_TYPE, vec![3]),
+            (code::SERVER_ID, sid(addr_offer).octets().to_vec()),
+            (code::REQUESTED_IP, addr_offer.yiaddr.octets().to_vec()),
+            vendor.clone(),
+            arch.clone(),
+            uuid.clone(),
+        ],
     );
     sock.send_to(&request, "255.255.255.255:67").unwrap();
     let acks = collect(&sock, xid, wait);
-    let Some(ack) = acks.iter().find(|a| a.options.get(&code::MESSAGE_TYPE).map(Vec::as_slice) == Some(&[5][..])) else {
+    let Some(ack) =
+        acks.iter().find(|a| a.options.get(&code::MESSAGE_TYPE).map(Vec::as_slice) == Some(&[5][..]))
+    else {
         println!("no ack");
         std::process::exit(1);
     };
     println!("ack {} yiaddr={}", sid(ack), ack.yiaddr);
-    let prefix = ack.options.get(&code::SUBNET_MASK).map(|m| m.iter().map(|b| b.count_ones()).sum::<u32>()).unwrap_or(24);
-    let st = std::process::Command::new("ip").args(["addr", "add", &format!("{}/{prefix}", ack.yiaddr), "dev", iface]).status().unwrap();
+    let prefix = ack
+        .options
+        .get(&code::SUBNET_MASK)
+        .map(|m| m.iter().map(|b| b.count_ones()).sum::<u32>())
+        .unwrap_or(24);
+    let st = std::process::Command::new("ip")
+        .args(["addr", "add", &format!("{}/{prefix}", ack.yiaddr), "dev", iface])
+        .status()
+        .unwrap();
     assert!(st.success());
     let proxy_addr = if proxy.siaddr.is_unspecified() { sid(proxy) } else { proxy.siaddr };
     let pxe = UdpSocket::bind(SocketAddrV4::new(ack.yiaddr, 0)).unwrap();
@@ -92,7 +134,9 @@ fn main() {
     pxe.send_to(&req, SocketAddrV4::new(proxy_addr, 4011)).unwrap();
     let answers = collect(&pxe, xid, wait);
     match answers.first() {
-        Some(a) => println!("proxyack {} file={} siaddr={}", sid(a), String::from_utf8_lossy(&a.file), a.siaddr),
+        Some(a) => {
+            println!("proxyack {} file={} siaddr={}", sid(a), String::from_utf8_lossy(&a.file), a.siaddr)
+        }
         None => {
             println!("no proxy ack");
             std::process::exit(1);

@@ -112,9 +112,11 @@ impl Allocator {
             return Some(ip);
         }
         // Never-used addresses first, in pool order.
-        let fresh = self.pool.iter().copied().find(|&ip| {
-            self.table.get(ip).is_none() && self.check(mac, ip, now).is_ok()
-        });
+        let fresh = self
+            .pool
+            .iter()
+            .copied()
+            .find(|&ip| self.table.get(ip).is_none() && self.check(mac, ip, now).is_ok());
         if fresh.is_some() {
             return fresh;
         }

@@ -86,9 +86,13 @@ pub(crate) fn prefix_mask(prefix_len: u8) -> Ipv4Addr {
 pub enum DhcpError {
     #[error("interface '{0}' does not exist (check `interface` in cluster.toml and `ip link`)")]
     NoInterface(String),
-    #[error("interface '{interface}' does not have the server address {server} (has: {has}); add it with `ip addr add {server}/<prefix> dev {interface}` or fix `server` in cluster.toml")]
+    #[error(
+        "interface '{interface}' does not have the server address {server} (has: {has}); add it with `ip addr add {server}/<prefix> dev {interface}` or fix `server` in cluster.toml"
+    )]
     NoServerAddress { interface: String, server: Ipv4Addr, has: String },
-    #[error("cannot open UDP port {port} on {interface}: {source} (needs root or CAP_NET_BIND_SERVICE + CAP_NET_RAW)")]
+    #[error(
+        "cannot open UDP port {port} on {interface}: {source} (needs root or CAP_NET_BIND_SERVICE + CAP_NET_RAW)"
+    )]
     Bind { interface: String, port: u16, source: std::io::Error },
     #[error("DHCP socket on {interface}: {source}")]
     Io { interface: String, source: std::io::Error },

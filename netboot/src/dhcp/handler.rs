@@ -72,7 +72,13 @@ impl Handler {
     }
 
     /// Decodes and answers one datagram; garbage gets `None` (and a debug log line).
-    pub fn handle_datagram(&mut self, data: &[u8], src: SocketAddrV4, port: Port, now: u64) -> Option<Action> {
+    pub fn handle_datagram(
+        &mut self,
+        data: &[u8],
+        src: SocketAddrV4,
+        port: Port,
+        now: u64,
+    ) -> Option<Action> {
         let req = match packet::decode(data) {
             Ok(r) => r,
             Err(e) => {
@@ -162,7 +168,11 @@ impl Handler {
         reply.set_ip(code::SERVER_ID, self.cfg.server);
         reply.set(code::MESSAGE, why.as_bytes().to_vec());
         // RFC 2131 4.3.2: NAKs go broadcast unless relayed.
-        let dest = if req.giaddr.is_unspecified() { Dest::Broadcast } else { Dest::Unicast(SocketAddrV4::new(req.giaddr, 67)) };
+        let dest = if req.giaddr.is_unspecified() {
+            Dest::Broadcast
+        } else {
+            Dest::Unicast(SocketAddrV4::new(req.giaddr, 67))
+        };
         if dest == Dest::Broadcast {
             reply.flags |= 0x8000;
         }
@@ -175,8 +185,9 @@ impl Handler {
             return None;
         }
         let ip = req.opt_ip(code::REQUESTED_IP)?;
-        let ours_to_decline = self.alloc.table().get(ip).is_some_and(|l| l.mac == req.mac && l.state == LeaseState::Bound)
-            || self.alloc.check(req.mac, ip, now).is_ok();
+        let ours_to_decline =
+            self.alloc.table().get(ip).is_some_and(|l| l.mac == req.mac && l.state == LeaseState::Bound)
+                || self.alloc.check(req.mac, ip, now).is_ok();
         if !self.alloc.is_ours(ip) || !ours_to_decline {
             return None;
         }
@@ -189,7 +200,8 @@ impl Handler {
 
     fn release(&mut self, req: &Request, now: u64) -> Option<Action> {
         let ip = req.ciaddr;
-        let held = self.alloc.table().get(ip).is_some_and(|l| l.mac == req.mac && l.state == LeaseState::Bound);
+        let held =
+            self.alloc.table().get(ip).is_some_and(|l| l.mac == req.mac && l.state == LeaseState::Bound);
         if !held {
             return None;
         }
@@ -316,7 +328,15 @@ impl Handler {
         Dest::Broadcast
     }
 
-    fn finish(&mut self, req: &Request, reply: Reply, commit: Option<Lease>, stage: Stage, ip: Ipv4Addr, detail: &str) -> Action {
+    fn finish(
+        &mut self,
+        req: &Request,
+        reply: Reply,
+        commit: Option<Lease>,
+        stage: Stage,
+        ip: Ipv4Addr,
+        detail: &str,
+    ) -> Action {
         let dest = self.dest(req, &reply);
         let bytes = match reply.encode() {
             Ok(b) => Some((b, dest)),

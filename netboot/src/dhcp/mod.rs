@@ -51,7 +51,9 @@ impl DhcpServer {
         let ifindex = socket::check_interface(&cfg.interface, cfg.server)?;
         let dhcp = Arc::new(IfaceSocket::bind(&cfg.interface, ifindex, 67, cfg.server)?);
         let pxe = match cfg.mode {
-            DhcpMode::Proxy => Some(Arc::new(IfaceSocket::bind(&cfg.interface, ifindex, PXE_SERVICE_PORT, cfg.server)?)),
+            DhcpMode::Proxy => {
+                Some(Arc::new(IfaceSocket::bind(&cfg.interface, ifindex, PXE_SERVICE_PORT, cfg.server)?))
+            }
             DhcpMode::Full => None,
         };
         let (store, table, warnings) = LeaseStore::open(&cfg.lease_file)?;
@@ -92,7 +94,8 @@ impl DhcpServer {
             };
             let data = if port == Port::Dhcp { &buf67[..n] } else { &buf4011[..n] };
             let Some(action) = self.handler.handle_datagram(data, from, port, unix_now()) else { continue };
-            let sock = if port == Port::Dhcp { self.dhcp.clone() } else { pxe.clone().unwrap_or(self.dhcp.clone()) };
+            let sock =
+                if port == Port::Dhcp { self.dhcp.clone() } else { pxe.clone().unwrap_or(self.dhcp.clone()) };
             let store = self.store.clone();
             let events = self.events.clone();
             if action.commit.is_some() {
@@ -134,19 +137,25 @@ async fn complete(action: Action, store: LeaseStore, sock: Arc<IfaceSocket>, eve
     if let Some(note) = action.note {
         log_note(&note);
         if let Some(tx) = events {
-            let _ = tx.send(BootEvent { at: to_system_time(unix_now()), ip: note.ip, mac: Some(note.mac), stage: note.stage });
+            let _ = tx.send(BootEvent {
+                at: to_system_time(unix_now()),
+                ip: note.ip,
+                mac: Some(note.mac),
+                stage: note.stage,
+            });
         }
     }
 }
 
+/// One plain-text line per event, greppable whatever the log formatter does with fields.
 fn log_note(n: &Note) {
     let node = n.node.map(|x| x.to_string()).unwrap_or_else(|| "-".into());
     let host = if n.hostname.is_empty() { "-" } else { n.hostname.as_str() };
+    let detail = if n.detail.is_empty() { String::new() } else { format!(" ({})", n.detail) };
+    let line = format!("{} mac={} ip={} host={} node={}{}", n.stage.label(), n.mac, n.ip, host, node, detail);
     match n.stage {
-        Stage::Nak | Stage::Declined => {
-            tracing::warn!(mac = %n.mac, ip = %n.ip, hostname = host, node = %node, detail = %n.detail, "{}", n.stage.label())
-        }
-        _ => tracing::info!(mac = %n.mac, ip = %n.ip, hostname = host, node = %node, detail = %n.detail, "{}", n.stage.label()),
+        Stage::Nak | Stage::Declined => tracing::warn!("{line}"),
+        _ => tracing::info!("{line}"),
     }
 }
 

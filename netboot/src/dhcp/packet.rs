@@ -209,12 +209,13 @@ fn walk_options(
             code::PAD => i += 1,
             code::END => return Ok(()),
             _ => {
-                let len = *data.get(i + 1).ok_or(PacketError::OptionOverrun { code: c, offset: i, len: 0 })? as usize;
+                let len = *data.get(i + 1).ok_or(PacketError::OptionOverrun { code: c, offset: i, len: 0 })?
+                    as usize;
                 let body = data
                     .get(i + 2..i + 2 + len)
                     .filter(|_| i + 2 + len <= end)
                     .ok_or(PacketError::OptionOverrun { code: c, offset: i, len })?;
-                out.entry(c).or_insert_with(Vec::new).extend_from_slice(body);
+                out.entry(c).or_default().extend_from_slice(body);
                 i += 2 + len;
             }
         }
@@ -289,7 +290,14 @@ impl Reply {
         if self.file.len() > 127 {
             return Err(format!("boot file name is {} bytes, the field holds 127 + NUL", self.file.len()));
         }
-        let mut msg = Message::new_with_id(self.xid, self.ciaddr, self.yiaddr, self.siaddr, self.giaddr, &self.chaddr[..6]);
+        let mut msg = Message::new_with_id(
+            self.xid,
+            self.ciaddr,
+            self.yiaddr,
+            self.siaddr,
+            self.giaddr,
+            &self.chaddr[..6],
+        );
         msg.set_opcode(Opcode::BootReply).set_hops(self.hops).set_flags(Flags::from(self.flags));
         if !self.sname.is_empty() {
             msg.set_sname(&self.sname);
@@ -330,7 +338,13 @@ impl Reply {
 }
 
 /// Builds a request datagram (for the rival probe and tests).
-pub fn encode_request(xid: u32, mac: MacAddr, flags: u16, ciaddr: Ipv4Addr, options: &[(u8, Vec<u8>)]) -> Vec<u8> {
+pub fn encode_request(
+    xid: u32,
+    mac: MacAddr,
+    flags: u16,
+    ciaddr: Ipv4Addr,
+    options: &[(u8, Vec<u8>)],
+) -> Vec<u8> {
     let mut out = vec![0u8; HEADER_LEN];
     out[0] = 1;
     out[1] = 1;

@@ -11,7 +11,11 @@ use crate::mac::MacAddr;
 
 /// Broadcasts one DISCOVER (from port 68, on `interface` only) and waits up to `wait` for an
 /// OFFER from anybody but `server`. Returns the rival's server id (or source address).
-pub async fn probe_rival(interface: &str, server: Ipv4Addr, wait: Duration) -> Result<Option<Ipv4Addr>, DhcpError> {
+pub async fn probe_rival(
+    interface: &str,
+    server: Ipv4Addr,
+    wait: Duration,
+) -> Result<Option<Ipv4Addr>, DhcpError> {
     let ifindex = check_interface(interface, server)?;
     let sock = IfaceSocket::bind(interface, ifindex, 68, server)?;
     let mac = interface_mac(interface).unwrap_or(MacAddr([0x02, 0x6d, 0x6f, 0x73, 0x62, 0x74]));

@@ -6,7 +6,9 @@ use std::io::{IoSlice, IoSliceMut};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::fd::AsRawFd;
 
-use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, SockaddrIn, recvmsg, sendmsg, setsockopt, sockopt};
+use nix::sys::socket::{
+    ControlMessage, ControlMessageOwned, MsgFlags, SockaddrIn, recvmsg, sendmsg, setsockopt, sockopt,
+};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
@@ -15,7 +17,8 @@ use super::config::DhcpError;
 
 /// The interface's index and its IPv4 addresses with prefix lengths.
 pub fn interface_addrs(interface: &str) -> Result<(u32, Vec<(Ipv4Addr, u8)>), DhcpError> {
-    let index = nix::net::if_::if_nametoindex(interface).map_err(|_| DhcpError::NoInterface(interface.to_string()))?;
+    let index = nix::net::if_::if_nametoindex(interface)
+        .map_err(|_| DhcpError::NoInterface(interface.to_string()))?;
     let mut addrs = Vec::new();
     let ifaddrs = nix::ifaddrs::getifaddrs()
         .map_err(|e| DhcpError::Io { interface: interface.to_string(), source: e.into() })?;
@@ -78,8 +81,13 @@ impl IfaceSocket {
                 .async_io(Interest::READABLE, || {
                     let mut iov = [IoSliceMut::new(buf)];
                     let mut cmsg = nix::cmsg_space!(libc::in_pktinfo);
-                    let msg = recvmsg::<SockaddrIn>(self.sock.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::empty())
-                        .map_err(std::io::Error::from)?;
+                    let msg = recvmsg::<SockaddrIn>(
+                        self.sock.as_raw_fd(),
+                        &mut iov,
+                        Some(&mut cmsg),
+                        MsgFlags::empty(),
+                    )
+                    .map_err(std::io::Error::from)?;
                     let mut ifindex = None;
                     if let Ok(cmsgs) = msg.cmsgs() {
                         for c in cmsgs {
@@ -113,7 +121,8 @@ impl IfaceSocket {
             .async_io(Interest::WRITABLE, || {
                 let iov = [IoSlice::new(data)];
                 let cmsgs = [ControlMessage::Ipv4PacketInfo(&info)];
-                sendmsg(self.sock.as_raw_fd(), &iov, &cmsgs, MsgFlags::empty(), Some(&to)).map_err(std::io::Error::from)
+                sendmsg(self.sock.as_raw_fd(), &iov, &cmsgs, MsgFlags::empty(), Some(&to))
+                    .map_err(std::io::Error::from)
             })
             .await
             .map(|_| ())

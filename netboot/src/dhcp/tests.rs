@@ -89,7 +89,11 @@ fn dora_gives_lowest_address_hostname_and_boot_file() {
     assert_eq!(v.options[&code::T2], 3150u32.to_be_bytes());
     assert!(offer.commit.is_none());
 
-    let req = msg(3, mac(1), &[(code::SERVER_ID, SERVER.octets().to_vec()), (code::REQUESTED_IP, ip(1).octets().to_vec())]);
+    let req = msg(
+        3,
+        mac(1),
+        &[(code::SERVER_ID, SERVER.octets().to_vec()), (code::REQUESTED_IP, ip(1).octets().to_vec())],
+    );
     let ack = h.handle_datagram(&req, src(), Port::Dhcp, NOW).unwrap();
     let (v, _, _) = reply(&ack);
     assert_eq!(v.options[&code::MESSAGE_TYPE], [5]);
@@ -109,14 +113,28 @@ fn dora_gives_lowest_address_hostname_and_boot_file() {
 fn pxe_and_ipxe_clients_get_their_files_and_echoes() {
     let mut h = handler(DhcpMode::Full);
     let uuid = vec![0u8, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16];
-    let pxe = msg(1, mac(3), &[(code::VENDOR_CLASS, b"PXEClient:Arch:00000:UNDI:002001".to_vec()), (code::CLIENT_UUID, uuid.clone())]);
+    let pxe = msg(
+        1,
+        mac(3),
+        &[
+            (code::VENDOR_CLASS, b"PXEClient:Arch:00000:UNDI:002001".to_vec()),
+            (code::CLIENT_UUID, uuid.clone()),
+        ],
+    );
     let (v, _, _) = reply(&h.handle_datagram(&pxe, src(), Port::Dhcp, NOW).unwrap());
     assert_eq!(v.options[&code::VENDOR_CLASS], b"PXEClient");
     assert_eq!(v.options[&code::VENDOR_SPECIFIC], [6, 1, 8, 255]);
     assert_eq!(v.options[&code::CLIENT_UUID], uuid);
     assert_eq!(v.file, b"pxelinux.0");
 
-    let ipxe = msg(1, mac(3), &[(code::VENDOR_CLASS, b"PXEClient:Arch:00000:UNDI:002001".to_vec()), (code::USER_CLASS, b"iPXE".to_vec())]);
+    let ipxe = msg(
+        1,
+        mac(3),
+        &[
+            (code::VENDOR_CLASS, b"PXEClient:Arch:00000:UNDI:002001".to_vec()),
+            (code::USER_CLASS, b"iPXE".to_vec()),
+        ],
+    );
     let (v, _, _) = reply(&h.handle_datagram(&ipxe, src(), Port::Dhcp, NOW).unwrap());
     assert_eq!(v.file, b"boot.ipxe");
     let ipxe175 = msg(1, mac(3), &[(code::IPXE_ENCAP, vec![1, 1, 1])]);
@@ -134,7 +152,10 @@ fn naks_foreign_and_taken_addresses_and_honours_pins() {
     assert_eq!((v.options[&code::MESSAGE_TYPE].as_slice(), d), (&[6u8][..], Dest::Broadcast));
     // Someone else's pinned address.
     let r = msg(3, mac(1), &[(code::REQUESTED_IP, ip(101).octets().to_vec())]);
-    assert_eq!(reply(&h.handle_datagram(&r, src(), Port::Dhcp, NOW).unwrap()).0.options[&code::MESSAGE_TYPE], [6]);
+    assert_eq!(
+        reply(&h.handle_datagram(&r, src(), Port::Dhcp, NOW).unwrap()).0.options[&code::MESSAGE_TYPE],
+        [6]
+    );
     // The pinned MAC gets its address.
     let (v, _, _) = reply(&h.handle_datagram(&msg(1, mac(0x99), &[]), src(), Port::Dhcp, NOW).unwrap());
     assert_eq!((v.yiaddr, v.options[&code::HOSTNAME].as_slice()), (ip(101), &b"mosix1"[..]));
@@ -142,9 +163,16 @@ fn naks_foreign_and_taken_addresses_and_honours_pins() {
     let take = msg(3, mac(1), &[(code::REQUESTED_IP, ip(5).octets().to_vec())]);
     assert!(h.handle_datagram(&take, src(), Port::Dhcp, NOW).unwrap().commit.is_some());
     let steal = msg(3, mac(2), &[(code::REQUESTED_IP, ip(5).octets().to_vec())]);
-    assert_eq!(reply(&h.handle_datagram(&steal, src(), Port::Dhcp, NOW).unwrap()).0.options[&code::MESSAGE_TYPE], [6]);
+    assert_eq!(
+        reply(&h.handle_datagram(&steal, src(), Port::Dhcp, NOW).unwrap()).0.options[&code::MESSAGE_TYPE],
+        [6]
+    );
     // A REQUEST for another server's offer is silence (and frees our offer).
-    let other = msg(3, mac(2), &[(code::SERVER_ID, vec![192, 168, 0, 1]), (code::REQUESTED_IP, ip(2).octets().to_vec())]);
+    let other = msg(
+        3,
+        mac(2),
+        &[(code::SERVER_ID, vec![192, 168, 0, 1]), (code::REQUESTED_IP, ip(2).octets().to_vec())],
+    );
     assert!(h.handle_datagram(&other, src(), Port::Dhcp, NOW).is_none());
 }
 
@@ -170,20 +198,39 @@ fn decline_quarantines_and_release_frees() {
     let mut h = handler(DhcpMode::Full);
     let take = msg(3, mac(1), &[(code::REQUESTED_IP, ip(1).octets().to_vec())]);
     h.handle_datagram(&take, src(), Port::Dhcp, NOW).unwrap();
-    let decline = msg(4, mac(1), &[(code::SERVER_ID, SERVER.octets().to_vec()), (code::REQUESTED_IP, ip(1).octets().to_vec())]);
+    let decline = msg(
+        4,
+        mac(1),
+        &[(code::SERVER_ID, SERVER.octets().to_vec()), (code::REQUESTED_IP, ip(1).octets().to_vec())],
+    );
     let a = h.handle_datagram(&decline, src(), Port::Dhcp, NOW).unwrap();
     assert!(a.reply.is_none() && a.commit.is_some());
     // Nobody gets .1 during the quarantine, not even the decliner.
-    assert_eq!(reply(&h.handle_datagram(&msg(1, mac(1), &[]), src(), Port::Dhcp, NOW).unwrap()).0.yiaddr, ip(2));
-    assert_eq!(reply(&h.handle_datagram(&msg(1, mac(7), &[]), src(), Port::Dhcp, NOW).unwrap()).0.yiaddr, ip(3));
+    assert_eq!(
+        reply(&h.handle_datagram(&msg(1, mac(1), &[]), src(), Port::Dhcp, NOW).unwrap()).0.yiaddr,
+        ip(2)
+    );
+    assert_eq!(
+        reply(&h.handle_datagram(&msg(1, mac(7), &[]), src(), Port::Dhcp, NOW).unwrap()).0.yiaddr,
+        ip(3)
+    );
 
     let take = msg(3, mac(8), &[(code::REQUESTED_IP, ip(6).octets().to_vec())]);
     h.handle_datagram(&take, src(), Port::Dhcp, NOW).unwrap();
-    let release = encode_request(1, mac(8), 0, ip(6), &[(code::MESSAGE_TYPE, vec![7]), (code::SERVER_ID, SERVER.octets().to_vec())]);
+    let release = encode_request(
+        1,
+        mac(8),
+        0,
+        ip(6),
+        &[(code::MESSAGE_TYPE, vec![7]), (code::SERVER_ID, SERVER.octets().to_vec())],
+    );
     let a = h.handle_datagram(&release, SocketAddrV4::new(ip(6), 68), Port::Dhcp, NOW).unwrap();
     assert_eq!(a.commit.unwrap().state, crate::leases::LeaseState::Released);
     // The releasing MAC still gets its address back first.
-    assert_eq!(reply(&h.handle_datagram(&msg(1, mac(8), &[]), src(), Port::Dhcp, NOW + 5).unwrap()).0.yiaddr, ip(6));
+    assert_eq!(
+        reply(&h.handle_datagram(&msg(1, mac(8), &[]), src(), Port::Dhcp, NOW + 5).unwrap()).0.yiaddr,
+        ip(6)
+    );
 }
 
 #[test]
@@ -208,7 +255,9 @@ fn relayed_requests_from_our_subnet_go_back_to_the_relay() {
     let (_, _, d) = reply(&h.handle_datagram(&req, SocketAddrV4::new(ip(200), 67), Port::Dhcp, NOW).unwrap());
     assert_eq!(d, Dest::Unicast(SocketAddrV4::new(ip(200), 67)));
     req[24..28].copy_from_slice(&[10, 1, 1, 1]);
-    assert!(h.handle_datagram(&req, SocketAddrV4::new(Ipv4Addr::new(10, 1, 1, 1), 67), Port::Dhcp, NOW).is_none());
+    assert!(
+        h.handle_datagram(&req, SocketAddrV4::new(Ipv4Addr::new(10, 1, 1, 1), 67), Port::Dhcp, NOW).is_none()
+    );
 }
 
 #[test]
@@ -230,23 +279,37 @@ fn proxy_mode_answers_only_pxe_clients_and_never_gives_addresses() {
     let mut h = handler(DhcpMode::Proxy);
     assert!(h.handle_datagram(&msg(1, mac(1), &[]), src(), Port::Dhcp, NOW).is_none());
     let pxe_opts = [(code::VENDOR_CLASS, b"PXEClient:Arch:00000:UNDI:002001".to_vec())];
-    let (v, bytes, d) = reply(&h.handle_datagram(&msg(1, mac(1), &pxe_opts), src(), Port::Dhcp, NOW).unwrap());
-    assert_eq!((v.yiaddr, v.siaddr, v.file.as_slice(), d), (Ipv4Addr::UNSPECIFIED, SERVER, &b"pxelinux.0"[..], Dest::Broadcast));
+    let (v, bytes, d) =
+        reply(&h.handle_datagram(&msg(1, mac(1), &pxe_opts), src(), Port::Dhcp, NOW).unwrap());
+    assert_eq!(
+        (v.yiaddr, v.siaddr, v.file.as_slice(), d),
+        (Ipv4Addr::UNSPECIFIED, SERVER, &b"pxelinux.0"[..], Dest::Broadcast)
+    );
     assert!(bytes.len() >= 300);
     assert_eq!(v.options[&code::VENDOR_CLASS], b"PXEClient");
     assert!(!v.options.contains_key(&code::LEASE_TIME));
     // REQUEST on 67 belongs to the real DHCP server.
     assert!(h.handle_datagram(&msg(3, mac(1), &pxe_opts), src(), Port::Dhcp, NOW).is_none());
-    let req = encode_request(3, mac(1), 0, Ipv4Addr::new(192, 168, 0, 50), &[(code::MESSAGE_TYPE, vec![3]), pxe_opts[0].clone()]);
+    let req = encode_request(
+        3,
+        mac(1),
+        0,
+        Ipv4Addr::new(192, 168, 0, 50),
+        &[(code::MESSAGE_TYPE, vec![3]), pxe_opts[0].clone()],
+    );
     let from = SocketAddrV4::new(Ipv4Addr::new(192, 168, 0, 50), 68);
     let (v, _, d) = reply(&h.handle_datagram(&req, from, Port::PxeService, NOW).unwrap());
-    assert_eq!((v.options[&code::MESSAGE_TYPE].as_slice(), v.yiaddr, d), (&[5u8][..], Ipv4Addr::UNSPECIFIED, Dest::Unicast(from)));
+    assert_eq!(
+        (v.options[&code::MESSAGE_TYPE].as_slice(), v.yiaddr, d),
+        (&[5u8][..], Ipv4Addr::UNSPECIFIED, Dest::Unicast(from))
+    );
 }
 
 #[test]
 fn one_bad_option_does_not_hide_the_rest_and_overload_is_read() {
     // A 3-byte "subnet mask" (invalid for dhcproto) before the PXE vendor class.
-    let req = msg(1, mac(1), &[(code::SUBNET_MASK, vec![1, 2, 3]), (code::VENDOR_CLASS, b"PXEClient".to_vec())]);
+    let req =
+        msg(1, mac(1), &[(code::SUBNET_MASK, vec![1, 2, 3]), (code::VENDOR_CLASS, b"PXEClient".to_vec())]);
     assert!(packet::decode(&req).unwrap().is_pxe());
     // Option overload: 60 lives in the file field.
     let mut req = msg(1, mac(1), &[(code::OVERLOAD, vec![1])]);

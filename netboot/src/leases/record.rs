@@ -61,10 +61,7 @@ fn ser_display<S: serde::Serializer, T: std::fmt::Display>(v: &T, s: S) -> Resul
 
 /// Seconds since the Unix epoch, 0 if the clock is before it.
 pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 /// `SystemTime` for a unix-seconds value.
@@ -110,30 +107,13 @@ impl Lease {
         let (mut mac, mut ip, mut host, mut expires, mut state, mut at) =
             (None, None, None, None, None, None);
         for f in fields {
-            let (k, v) = f
-                .split_once('=')
-                .ok_or_else(|| format!("field '{f}' has no '='"))?;
+            let (k, v) = f.split_once('=').ok_or_else(|| format!("field '{f}' has no '='"))?;
             match k {
                 "mac" => mac = Some(v.parse::<MacAddr>().map_err(|e| format!("mac: {e}"))?),
-                "ip" => {
-                    ip = Some(
-                        v.parse::<Ipv4Addr>()
-                            .map_err(|e| format!("ip '{v}': {e}"))?,
-                    )
-                }
-                "host" => {
-                    host = Some(unescape(v).ok_or_else(|| format!("host '{v}' is badly escaped"))?)
-                }
-                "expires" => {
-                    expires = Some(
-                        v.parse::<u64>()
-                            .map_err(|e| format!("expires '{v}': {e}"))?,
-                    )
-                }
-                "state" => {
-                    state =
-                        Some(LeaseState::parse(v).ok_or_else(|| format!("unknown state '{v}'"))?)
-                }
+                "ip" => ip = Some(v.parse::<Ipv4Addr>().map_err(|e| format!("ip '{v}': {e}"))?),
+                "host" => host = Some(unescape(v).ok_or_else(|| format!("host '{v}' is badly escaped"))?),
+                "expires" => expires = Some(v.parse::<u64>().map_err(|e| format!("expires '{v}': {e}"))?),
+                "state" => state = Some(LeaseState::parse(v).ok_or_else(|| format!("unknown state '{v}'"))?),
                 "at" => at = Some(v.parse::<u64>().map_err(|e| format!("at '{v}': {e}"))?),
                 // Unknown keys are skipped so a newer mosboot's log still reads here.
                 _ => {}

@@ -25,10 +25,7 @@ const MAX_BATCH: usize = 512;
 #[derive(Debug, thiserror::Error)]
 pub enum LeaseError {
     #[error("lease file {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     #[error("lease writer stopped (an earlier write to {0} failed)")]
     WriterGone(PathBuf),
     #[error("lease file {path}: write failed: {msg}")]
@@ -36,10 +33,7 @@ pub enum LeaseError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> LeaseError + '_ {
-    move |source| LeaseError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
+    move |source| LeaseError::Io { path: path.to_path_buf(), source }
 }
 
 /// Result of parsing a log's text.
@@ -96,13 +90,7 @@ fn parse_log(path: &Path, data: &[u8]) -> Parsed {
         }
         offset = next;
     }
-    Parsed {
-        table,
-        records,
-        warnings,
-        good_len,
-        unterminated_ok,
-    }
+    Parsed { table, records, warnings, good_len, unterminated_ok }
 }
 
 /// Reads a lease log without locking or changing it (for `mosboot nodes`, also while serve
@@ -148,9 +136,7 @@ impl LeaseStore {
         let warnings = parsed.warnings;
         let table = parsed.table;
 
-        let file = if data.is_empty()
-            || parsed.records > table.len() + COMPACT_SLACK
-            || !warnings.is_empty()
+        let file = if data.is_empty() || parsed.records > table.len() + COMPACT_SLACK || !warnings.is_empty()
         {
             // Rewrite: fresh files get the header, grown ones shrink, damaged ones get clean.
             drop(file);
@@ -175,31 +161,18 @@ impl LeaseStore {
             .name("lease-writer".into())
             .spawn(move || writer_loop(file, writer_path, rx))
             .map_err(io_err(path))?;
-        Ok((
-            LeaseStore {
-                path: path.to_path_buf(),
-                tx,
-            },
-            table,
-            warnings,
-        ))
+        Ok((LeaseStore { path: path.to_path_buf(), tx }, table, warnings))
     }
 
     /// Queues a record and resolves once it (and its batch) is fsynced.
     pub async fn commit(&self, lease: &Lease) -> Result<(), LeaseError> {
         let (done, wait) = oneshot::channel();
         self.tx
-            .send(Pending {
-                line: lease.to_line(),
-                done,
-            })
+            .send(Pending { line: lease.to_line(), done })
             .map_err(|_| LeaseError::WriterGone(self.path.clone()))?;
         match wait.await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(msg)) => Err(LeaseError::Write {
-                path: self.path.clone(),
-                msg,
-            }),
+            Ok(Err(msg)) => Err(LeaseError::Write { path: self.path.clone(), msg }),
             Err(_) => Err(LeaseError::WriterGone(self.path.clone())),
         }
     }
@@ -230,13 +203,8 @@ fn compact(path: &Path, table: &LeaseTable) -> Result<File, LeaseError> {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    File::open(&dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err(&dir))?;
-    OpenOptions::new()
-        .append(true)
-        .open(path)
-        .map_err(io_err(path))
+    File::open(&dir).and_then(|d| d.sync_all()).map_err(io_err(&dir))?;
+    OpenOptions::new().append(true).open(path).map_err(io_err(path))
 }
 
 fn writer_loop(mut file: File, path: PathBuf, mut rx: mpsc::UnboundedReceiver<Pending>) {
@@ -258,9 +226,7 @@ fn writer_loop(mut file: File, path: PathBuf, mut rx: mpsc::UnboundedReceiver<Pe
             for p in &batch {
                 buf.push_str(&p.line);
             }
-            let r = file
-                .write_all(buf.as_bytes())
-                .and_then(|_| file.sync_data());
+            let r = file.write_all(buf.as_bytes()).and_then(|_| file.sync_data());
             r.map_err(|e| {
                 // After a failed write the file's tail is unknown; refuse further commits so no
                 // ACK claims durability we do not have.

@@ -98,14 +98,8 @@ mod tests {
         assert!(t.of_mac(MacAddr([0, 0, 0, 0, 0, 1])).is_none());
         assert_eq!(t.get(Ipv4Addr::new(10, 0, 0, 5)).unwrap().mac.0[5], 2);
         t.apply(lease(2, 6, LeaseState::Bound));
-        assert_eq!(
-            t.get(Ipv4Addr::new(10, 0, 0, 5)).unwrap().state,
-            LeaseState::Released
-        );
-        assert_eq!(
-            t.of_mac(MacAddr([0, 0, 0, 0, 0, 2])).unwrap().ip,
-            Ipv4Addr::new(10, 0, 0, 6)
-        );
+        assert_eq!(t.get(Ipv4Addr::new(10, 0, 0, 5)).unwrap().state, LeaseState::Released);
+        assert_eq!(t.of_mac(MacAddr([0, 0, 0, 0, 0, 2])).unwrap().ip, Ipv4Addr::new(10, 0, 0, 6));
     }
 
     #[test]
@@ -114,9 +108,6 @@ mod tests {
         t.apply(lease(1, 5, LeaseState::Bound));
         t.apply(lease(1, 5, LeaseState::Declined));
         assert!(t.of_mac(MacAddr([0, 0, 0, 0, 0, 1])).is_none());
-        assert_eq!(
-            t.get(Ipv4Addr::new(10, 0, 0, 5)).unwrap().state,
-            LeaseState::Declined
-        );
+        assert_eq!(t.get(Ipv4Addr::new(10, 0, 0, 5)).unwrap().state, LeaseState::Declined);
     }
 }

@@ -53,10 +53,7 @@ fn bad_crc_in_the_middle_skips_only_that_record() {
     std::fs::write(&path, damaged).unwrap();
     let (all, warnings) = read_leases(&path).unwrap();
     assert_eq!(all.len(), 4);
-    assert!(
-        warnings[0].contains(":3:") && warnings[0].contains("crc32"),
-        "{warnings:?}"
-    );
+    assert!(warnings[0].contains(":3:") && warnings[0].contains("crc32"), "{warnings:?}");
     let (_s, table, w) = LeaseStore::open(&path).unwrap();
     assert_eq!(table.len(), 4);
     assert_eq!(w.len(), 1);
@@ -79,11 +76,7 @@ fn kill_at_every_byte_of_the_last_record_always_opens() {
         }
         let complete = cut >= data.len() - 1; // all but the newline is a whole record
         assert_eq!(table.get(leases[3].ip).is_some(), complete, "cut at {cut}");
-        assert_eq!(
-            warnings.is_empty(),
-            complete || cut == last_start,
-            "cut at {cut}: {warnings:?}"
-        );
+        assert_eq!(warnings.is_empty(), complete || cut == last_start, "cut at {cut}: {warnings:?}");
         // Whatever was cut, the file is appendable and clean afterwards.
         let (_, w2) = read_leases(&path).unwrap();
         assert!(w2.is_empty(), "cut at {cut}: {w2:?}");
@@ -99,9 +92,7 @@ async fn group_commit_persists_every_acknowledged_record() {
     let mut tasks = Vec::new();
     for n in 1..=200u8 {
         let store = store.clone();
-        tasks.push(tokio::spawn(async move {
-            store.commit(&lease(n, LeaseState::Bound)).await
-        }));
+        tasks.push(tokio::spawn(async move { store.commit(&lease(n, LeaseState::Bound)).await }));
     }
     for t in tasks {
         t.await.unwrap().unwrap();
