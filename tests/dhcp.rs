@@ -250,21 +250,26 @@ fn storm_of_50_survives_kill_9_and_every_mac_keeps_its_address() {
     let lab = Lab::new();
     let macs = lab.clients(N);
     let script = lab.udhcpc_script();
-    let (mut srv, log) = lab.server(&[], "first");
-    let mut clients = storm(&lab, &script, 0..N);
-    // Crash the server mid-storm: some clients are bound, others are not.
+    // The real thing: `mosboot serve` with a cluster.toml (it drops to nobody after binding).
+    let (cfg, out, state) = cluster(&lab, "full");
+    let leases = state.join("leases");
+    let (mut srv, log) = mosboot_serve(&lab, &cfg, &out, &state, "first");
+    // Crash the server mid-storm: half the nodes are booting, the other half starts during the
+    // outage, so some clients are bound and many are in flight whatever the timing.
+    let mut clients = storm(&lab, &script, 0..N / 2);
     assert!(
-        wait_until(Duration::from_secs(30), || bound(&lab, N).len() >= 10),
+        wait_until(Duration::from_secs(30), || bound(&lab, N).len() >= 5),
         "no leases: {}",
         std::fs::read_to_string(&log).unwrap()
     );
     srv.signal(libc::SIGKILL);
     srv.wait_timeout(Duration::from_secs(5)).expect("server died");
+    clients.extend(storm(&lab, &script, N / 2..N));
     let acked_before_crash = bound(&lab, N);
     assert!(acked_before_crash.len() < N, "storm ended before the crash; test proves nothing");
-    let (leases, warnings) = netboot::leases::read_leases(&lab.leases()).unwrap();
+    let (on_disk, warnings) = netboot::leases::read_leases(&leases).unwrap();
     for (i, ip) in &acked_before_crash {
-        let l = leases
+        let l = on_disk
             .iter()
             .find(|l| l.ip.to_string() == *ip)
             .unwrap_or_else(|| panic!("ACKed lease {ip} of c{i} lost in crash"));
@@ -272,7 +277,7 @@ fn storm_of_50_survives_kill_9_and_every_mac_keeps_its_address() {
     }
     eprintln!("crash after {} of {N} ACKs; warnings on reopen: {warnings:?}", acked_before_crash.len());
 
-    let (_srv2, log2) = lab.server(&[], "second");
+    let (_srv2, log2) = mosboot_serve(&lab, &cfg, &out, &state, "second");
     for c in clients.iter_mut() {
         c.wait_timeout(Duration::from_secs(60)).expect("udhcpc finished");
     }
@@ -287,9 +292,27 @@ fn storm_of_50_survives_kill_9_and_every_mac_keeps_its_address() {
             assert_eq!(before, ip, "c{i} changed address across the crash");
         }
     }
-    let (leases, warnings) = netboot::leases::read_leases(&lab.leases()).unwrap();
+    let (on_disk, warnings) = netboot::leases::read_leases(&leases).unwrap();
     assert!(warnings.is_empty(), "{warnings:?}");
-    assert_eq!(leases.len(), N);
+    assert_eq!(on_disk.len(), N);
+    // Consistent with `mosboot map`: node numbers count up from 2 at .10, one map line.
+    let map = Command::new(harness::mosboot_bin()).arg("-c").arg(&cfg).arg("map").output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&map.stdout), "1 192.168.77.254 1\n2 192.168.77.10 90\n");
+    let nodes = Command::new(harness::mosboot_bin())
+        .arg("-c")
+        .arg(&cfg)
+        .args(["nodes", "--json", "--state"])
+        .arg(&state)
+        .output()
+        .unwrap();
+    let rows: serde_json::Value = serde_json::from_slice(&nodes.stdout).unwrap();
+    for (i, ip) in &first {
+        let row = rows.as_array().unwrap().iter().find(|r| r["ip"] == ip.as_str()).unwrap();
+        let last: u32 = ip.rsplit('.').next().unwrap().parse().unwrap();
+        assert_eq!(row["node"], last - 10 + 2, "{row}");
+        assert_eq!(row["mac"], macs[*i].1.as_str(), "{row}");
+        assert_eq!(row["lease"], "bound", "{row}");
+    }
 
     // Second boot of every node (no remembered lease, plain DISCOVER): same address each.
     std::fs::remove_dir_all(lab.udhcpc_out()).unwrap();

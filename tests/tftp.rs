@@ -586,12 +586,32 @@ fn transfers_survive_five_percent_loss() {
     srv.addr(&va, "10.69.0.1/24");
     cli.addr(&vb, "10.69.0.2/24");
     for (ns, ifname) in [(&srv, &va), (&cli, &vb)] {
-        let rules = format!(
-            "table inet loss {{ chain pre {{ type filter hook prerouting priority -300; \
-             iifname \"{ifname}\" numgen random mod 100 < 5 counter drop; }} }}"
-        );
-        let out = ns.command("nft").arg(&rules).output().unwrap();
-        assert!(out.status.success(), "nft: {}", String::from_utf8_lossy(&out.stderr));
+        let steps: [Vec<String>; 3] = [
+            vec!["add", "table", "inet", "loss"],
+            vec!["add", "chain", "inet", "loss", "pre", "{ type filter hook prerouting priority -300; }"],
+            vec![
+                "add",
+                "rule",
+                "inet",
+                "loss",
+                "pre",
+                "iifname",
+                ifname.as_str(),
+                "numgen",
+                "random",
+                "mod",
+                "100",
+                "<",
+                "5",
+                "counter",
+                "drop",
+            ],
+        ]
+        .map(|v| v.into_iter().map(String::from).collect());
+        for args in steps {
+            let out = ns.command("nft").args(&args).output().unwrap();
+            assert!(out.status.success(), "nft {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        }
     }
     let d = Tftpd::start_cmd(
         &mut srv.command(TFTPD),

@@ -304,7 +304,7 @@ impl<'a> Walker<'a> {
             &["name", "interface", "server", "pool", "hostname", "lease_time", "router", "dns", "dhcp"],
         );
         let name = self.string(t, "name", "cluster.name");
-        let name = name.map(|n| n.map(|(s, l)| (s, l)).unwrap_or(("mosboot".into(), 0)));
+        let name = name.map(|n| n.unwrap_or(("mosboot".into(), 0)));
         if let Some((n, l)) = &name {
             let valid = !n.is_empty()
                 && n.len() <= 32
@@ -314,11 +314,10 @@ impl<'a> Walker<'a> {
             }
         }
         let interface = self.required_string(t, "interface", "cluster.interface");
-        if let Some((i, l)) = &interface {
-            if i.is_empty() || i.len() > 15 || i.contains(['/', ' ']) {
+        if let Some((i, l)) = &interface
+            && (i.is_empty() || i.len() > 15 || i.contains(['/', ' '])) {
                 self.err(*l, "cluster.interface", format!("'{i}' is not a network interface name"));
             }
-        }
         let server = self.required_string(t, "server", "cluster.server").and_then(|(s, l)| {
             match s.parse::<ipnet::Ipv4Net>() {
                 Ok(net) if net.prefix_len() >= 8 && net.prefix_len() <= 30 => Some((net.addr(), net.prefix_len())),
@@ -376,14 +375,12 @@ impl<'a> Walker<'a> {
                 }
             },
         };
-        if let (Some((srv, plen)), Some(Some(r))) = (&server, &router) {
-            if let Ok(net) = ipnet::Ipv4Net::new(*srv, *plen) {
-                if !net.contains(r) {
+        if let (Some((srv, plen)), Some(Some(r))) = (&server, &router)
+            && let Ok(net) = ipnet::Ipv4Net::new(*srv, *plen)
+                && !net.contains(r) {
                     let line = self.lines.get("cluster.router").copied().unwrap_or(0);
                     self.err(line, "cluster.router", format!("{r} is outside the server's subnet {}", net.trunc()));
                 }
-            }
-        }
         let (name, _) = name?;
         let (interface, _) = interface?;
         let (server, prefix_len) = server?;
@@ -453,12 +450,11 @@ impl<'a> Walker<'a> {
                 }
             },
         };
-        if let (Some((_, v)), Some(true)) = (&version, mfs) {
-            if *v >= (2, 4, 26) {
+        if let (Some((_, v)), Some(true)) = (&version, mfs)
+            && *v >= (2, 4, 26) {
                 let line = self.lines.get("openmosix.mfs").copied().unwrap_or(0);
                 self.err(line, "openmosix.mfs", "oMFS was removed in openMosix 2.4.26; set mfs = false or an older version");
             }
-        }
         let (version, version_parts) = version?;
         Some(OpenMosixSection { version, version_parts, mfs: mfs?, lstay: lstay?, map: map? })
     }
@@ -500,12 +496,11 @@ impl<'a> Walker<'a> {
             },
         };
         let cmdline = self.string(t, "cmdline", "image.cmdline").map(|c| c.map(|(s, _)| s).unwrap_or_default());
-        if let Some(c) = &cmdline {
-            if c.contains(['\n', '\r']) {
+        if let Some(c) = &cmdline
+            && c.contains(['\n', '\r']) {
                 let line = self.lines.get("image.cmdline").copied().unwrap_or(0);
                 self.err(line, "image.cmdline", "must be one line");
             }
-        }
         let out = self.path(t, "out", base).map(|p| p.unwrap_or_else(|| base.join("mosboot-out")));
         Some(ImageSection {
             kernel: kernel?,
@@ -553,11 +548,10 @@ impl<'a> Walker<'a> {
                 .and_then(|(s, l)| self.ip(&s, l, &format!("{prefix}.ip")));
             let hostname = self.string(t, "hostname", &format!("{prefix}.hostname"));
             let yardstick = self.string(t, "yardstick", &format!("{prefix}.yardstick"));
-            if let Some(Some((y, l))) = &yardstick {
-                if y.is_empty() || y.len() > 32 || !y.chars().all(|c| c.is_ascii_alphanumeric() || "/._-".contains(c)) {
+            if let Some(Some((y, l))) = &yardstick
+                && (y.is_empty() || y.len() > 32 || !y.chars().all(|c| c.is_ascii_alphanumeric() || "/._-".contains(c))) {
                     self.err(*l, &format!("{prefix}.yardstick"), format!("'{y}' is not a CPU yardstick like P/133"));
                 }
-            }
             match (mac, ip, hostname, yardstick) {
                 (Some(mac), Some(ip), Some(hostname), Some(yardstick)) => out.push(NodeSection {
                     mac,

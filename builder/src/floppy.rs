@@ -14,7 +14,7 @@ use crate::error::Failure;
 const LKRN_SEARCH: &[&str] = &["/usr/lib/ipxe/ipxe.lkrn", "/usr/share/ipxe/ipxe.lkrn"];
 
 /// The first iPXE build date known not to hang on FXSR-less CPUs (a conservative bound).
-const MIN_IPXE_DATE: u32 = 2021_01_01;
+const MIN_IPXE_DATE: u32 = 20_210_101;
 
 /// Reads the Debian-style version (`1.21.1+git20250501...`) out of an iPXE binary and returns
 /// the git date as YYYYMMDD.
@@ -25,11 +25,10 @@ pub fn ipxe_build_date(bin: &[u8]) -> Option<u32> {
         let at = from + pos + pat.len();
         let rest = &bin[at..bin.len().min(at + 10)];
         let digits: Vec<u8> = rest.iter().copied().skip_while(|&b| b == b'-').take(8).collect();
-        if digits.len() == 8 && digits.iter().all(u8::is_ascii_digit) {
-            if let Some(d) = std::str::from_utf8(&digits).ok().and_then(|s| s.parse().ok()) {
+        if digits.len() == 8 && digits.iter().all(u8::is_ascii_digit)
+            && let Some(d) = std::str::from_utf8(&digits).ok().and_then(|s| s.parse().ok()) {
                 return Some(d);
             }
-        }
         from = at;
     }
     None
@@ -112,7 +111,7 @@ mod tests {
     #[test]
     fn reads_debian_ipxe_versions() {
         assert_eq!(ipxe_build_date(b"xx1.21.1+git20250501.dad20602+dfsg-1\0"), Some(20250501));
-        assert_eq!(ipxe_build_date(b"\01.0.0+git-20190125.36a4c85-5.1\0"), Some(20190125));
+        assert_eq!(ipxe_build_date(b"v 1.0.0+git-20190125.36a4c85-5.1\0"), Some(20190125));
         assert_eq!(ipxe_build_date(b"no version"), None);
         assert_eq!(ipxe_build_date(b"+git"), None);
     }

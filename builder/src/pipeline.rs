@@ -99,23 +99,21 @@ pub fn prepare(cfg: &Config, plan: &Plan, opts: &BuildOptions) -> Result<Prepare
     }
 
     let mut tarballs = Vec::new();
-    if let Some(m) = &img.modules {
-        if let Some(b) = read_input(cfg, "image.modules", m, &mut d) {
+    if let Some(m) = &img.modules
+        && let Some(b) = read_input(cfg, "image.modules", m, &mut d) {
             note_input("modules", m, &b);
             tarballs.push((m.display().to_string(), b));
         }
-    }
     for u in &img.userland {
         if let Some(b) = read_input(cfg, "image.userland", u, &mut d) {
             note_input("userland", u, &b);
             tarballs.push((u.display().to_string(), b));
         }
     }
-    if let Some(o) = &img.overlay {
-        if !o.is_dir() {
+    if let Some(o) = &img.overlay
+        && !o.is_dir() {
             d.push(&cfg.path, cfg.line_of("image.overlay"), "image.overlay", format!("{} is not a folder", o.display()));
         }
-    }
     let pxelinux = first_existing(PXELINUX_SEARCH);
     let ldlinux = first_existing(LDLINUX_SEARCH);
     if pxelinux.is_none() || ldlinux.is_none() {

@@ -74,11 +74,10 @@ pub fn assemble(templates: &Templates, ctx: &Value, inp: &RootInputs<'_>) -> Res
     if let Err(e) = t.add_dir("/tmp", 0o1777) {
         fail(&mut d, "/tmp", &e);
     }
-    if inp.mfs {
-        if let Err(e) = t.add_dir("/mfs", 0o755) {
+    if inp.mfs
+        && let Err(e) = t.add_dir("/mfs", 0o755) {
             fail(&mut d, "/mfs", &e);
         }
-    }
     for &(path, mode, major, minor) in DEVICES {
         if let Err(e) = t.add_char_device(path, mode, major, minor) {
             fail(&mut d, path, &e);
@@ -94,11 +93,10 @@ pub fn assemble(templates: &Templates, ctx: &Value, inp: &RootInputs<'_>) -> Res
     for a in &applets {
         let dir = if SBIN_APPLETS.contains(&a.as_str()) { "/sbin" } else { "/bin" };
         let path = format!("{dir}/{a}");
-        if t.get(&path).is_none() {
-            if let Err(e) = t.add_symlink(&path, "/bin/busybox") {
+        if t.get(&path).is_none()
+            && let Err(e) = t.add_symlink(&path, "/bin/busybox") {
                 fail(&mut d, &path, &e);
             }
-        }
     }
 
     let render = |name: &str, d: &mut Diagnostics| -> Option<Vec<u8>> {
@@ -110,17 +108,15 @@ pub fn assemble(templates: &Templates, ctx: &Value, inp: &RootInputs<'_>) -> Res
             }
         }
     };
-    if let Some(init) = render("node/init", &mut d) {
-        if let Err(e) = t.add_file(inp.init_path, 0o755, init) {
+    if let Some(init) = render("node/init", &mut d)
+        && let Err(e) = t.add_file(inp.init_path, 0o755, init) {
             fail(&mut d, inp.init_path, &e);
         }
-    }
     for &(name, dest, mode) in NODE_FILES {
-        if let Some(bytes) = render(name, &mut d) {
-            if let Err(e) = t.add_file(dest, mode, bytes) {
+        if let Some(bytes) = render(name, &mut d)
+            && let Err(e) = t.add_file(dest, mode, bytes) {
                 fail(&mut d, dest, &e);
             }
-        }
     }
     if let Some(map) = render("node/openmosix.map", &mut d) {
         for f in inp.map_files {
@@ -135,11 +131,10 @@ pub fn assemble(templates: &Templates, ctx: &Value, inp: &RootInputs<'_>) -> Res
             d.push(Path::new(name), 0, "image", e.to_string());
         }
     }
-    if let Some(dir) = inp.overlay {
-        if let Err(e) = t.import_dir(dir) {
+    if let Some(dir) = inp.overlay
+        && let Err(e) = t.import_dir(dir) {
             d.push(dir, 0, "image.overlay", e.to_string());
         }
-    }
     if d.is_empty() { Ok(t) } else { Err(d) }
 }
 

@@ -39,18 +39,12 @@ impl KernelInfo {
     }
 
     pub fn initrd_kind(&self) -> InitrdKind {
-        if self.is_2_4_or_older() {
-            InitrdKind::Ext2
-        } else {
-            InitrdKind::Cpio
-        }
+        if self.is_2_4_or_older() { InitrdKind::Ext2 } else { InitrdKind::Cpio }
     }
 }
 
 fn err(reason: impl Into<String>) -> ImageError {
-    ImageError::Kernel {
-        reason: reason.into(),
-    }
+    ImageError::Kernel { reason: reason.into() }
 }
 
 fn u16_at(bytes: &[u8], offset: usize) -> Option<u16> {
@@ -89,29 +83,17 @@ pub fn inspect(bytes: &[u8]) -> Result<KernelInfo, ImageError> {
     }
     let window = &bytes[start..bytes.len().min(start + MAX_VERSION_LEN)];
     let Some(end) = window.iter().position(|&b| b == 0) else {
-        return Err(err(format!(
-            "version string at 0x{start:x} has no terminating NUL"
-        )));
+        return Err(err(format!("version string at 0x{start:x} has no terminating NUL")));
     };
     let version_string = String::from_utf8_lossy(&window[..end]).into_owned();
-    let release = version_string
-        .split_whitespace()
-        .next()
-        .unwrap_or("")
-        .to_string();
+    let release = version_string.split_whitespace().next().unwrap_or("").to_string();
     let (major, minor) = parse_release(&release).ok_or_else(|| {
         err(format!(
             "version string at 0x{start:x} does not start with a release like 2.4.26: \
              '{version_string}'"
         ))
     })?;
-    Ok(KernelInfo {
-        protocol,
-        release,
-        version_string,
-        major,
-        minor,
-    })
+    Ok(KernelInfo { protocol, release, version_string, major, minor })
 }
 
 /// "2.4.26-om1" -> (2, 4); "6.1.0" -> (6, 1).

@@ -44,11 +44,7 @@ pub fn write_newc<W: Write>(tree: &Tree, out: W) -> Result<(), ImageError> {
             }
             _ => (0, 0),
         };
-        let nlink = if entry.is_dir() {
-            2 + subdirs.get(path).copied().unwrap_or(0)
-        } else {
-            1
-        };
+        let nlink = if entry.is_dir() { 2 + subdirs.get(path).copied().unwrap_or(0) } else { 1 };
         let data: &[u8] = match &entry.kind {
             EntryKind::File(d) => d,
             EntryKind::Symlink(t) => t.as_bytes(),
@@ -88,10 +84,7 @@ pub fn write_newc<W: Write>(tree: &Tree, out: W) -> Result<(), ImageError> {
 }
 
 fn write_err(source: std::io::Error) -> ImageError {
-    ImageError::Write {
-        what: "cpio archive",
-        source,
-    }
+    ImageError::Write { what: "cpio archive", source }
 }
 
 /// One record: 110-byte header, NUL-terminated name padded so the data starts on a 4-byte
@@ -106,9 +99,19 @@ fn write_record<W: Write>(
     let mut head = Vec::with_capacity(112 + name.len());
     head.extend_from_slice(MAGIC);
     for field in [
-        h.ino, h.mode, h.uid, h.gid, h.nlink, h.mtime, h.filesize, 0, // devmajor
+        h.ino,
+        h.mode,
+        h.uid,
+        h.gid,
+        h.nlink,
+        h.mtime,
+        h.filesize,
+        0, // devmajor
         0, // devminor
-        h.rdevmajor, h.rdevminor, namesize, 0, // check
+        h.rdevmajor,
+        h.rdevminor,
+        namesize,
+        0, // check
     ] {
         head.extend_from_slice(format!("{field:08X}").as_bytes());
     }

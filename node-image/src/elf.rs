@@ -29,10 +29,7 @@ pub fn check_static_i386(bytes: &[u8]) -> Result<(), ImageError> {
 
 /// Errors read "<name> is a 64-bit ELF (x86-64); the nodes are i386" and the like.
 pub fn check_static_i386_named(name: &str, bytes: &[u8]) -> Result<(), ImageError> {
-    let fail = |reason: String| ImageError::Elf {
-        name: name.to_string(),
-        reason,
-    };
+    let fail = |reason: String| ImageError::Elf { name: name.to_string(), reason };
     if bytes.len() < 52 || &bytes[..4] != b"\x7fELF" {
         return Err(fail("is not an ELF executable".to_string()));
     }
@@ -41,16 +38,11 @@ pub fn check_static_i386_named(name: &str, bytes: &[u8]) -> Result<(), ImageErro
     let class = bytes[4];
     let data = bytes[5];
     if data != 1 {
-        return Err(fail(
-            "is a big-endian ELF; the nodes are i386 (little-endian)".to_string(),
-        ));
+        return Err(fail("is a big-endian ELF; the nodes are i386 (little-endian)".to_string()));
     }
     let machine = u16_at(18);
     if class == 2 {
-        return Err(fail(format!(
-            "is a 64-bit ELF ({}); the nodes are i386",
-            machine_name(machine)
-        )));
+        return Err(fail(format!("is a 64-bit ELF ({}); the nodes are i386", machine_name(machine))));
     }
     if class != 1 {
         return Err(fail(format!("has an invalid ELF class {class}")));
@@ -79,9 +71,7 @@ pub fn check_static_i386_named(name: &str, bytes: &[u8]) -> Result<(), ImageErro
     for i in 0..phnum {
         let off = phoff + i * phentsize;
         let Some(ph) = bytes.get(off..off + 32) else {
-            return Err(fail(format!(
-                "is truncated: program header {i} at offset {off} is past the end"
-            )));
+            return Err(fail(format!("is truncated: program header {i} at offset {off} is past the end")));
         };
         let p_type = u32::from_le_bytes([ph[0], ph[1], ph[2], ph[3]]);
         if p_type == PT_INTERP {
@@ -134,17 +124,10 @@ mod tests {
 
     #[test]
     fn names_the_problem() {
-        let e = check_static_i386_named("busybox", &elf(2, 62, ET_EXEC, &[1]))
-            .unwrap_err()
-            .to_string();
+        let e = check_static_i386_named("busybox", &elf(2, 62, ET_EXEC, &[1])).unwrap_err().to_string();
         assert_eq!(e, "busybox is a 64-bit ELF (x86-64); the nodes are i386");
-        let e = check_static_i386_named("busybox", &elf(1, 3, ET_EXEC, &[6, 3, 1]))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.starts_with("busybox is dynamically linked (PT_INTERP /lib/ld-linux.so.2)"),
-            "{e}"
-        );
+        let e = check_static_i386_named("busybox", &elf(1, 3, ET_EXEC, &[6, 3, 1])).unwrap_err().to_string();
+        assert!(e.starts_with("busybox is dynamically linked (PT_INTERP /lib/ld-linux.so.2)"), "{e}");
         let e = check_static_i386(&elf(1, 40, ET_EXEC, &[1])).unwrap_err().to_string();
         assert!(e.contains("ARM (e_machine 40)"), "{e}");
         let e = check_static_i386(b"#!/bin/sh\n").unwrap_err().to_string();

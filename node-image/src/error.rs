@@ -20,19 +20,11 @@ pub enum ImageError {
 
     /// A tarball entry would land outside the node root (absolute path, `..`, escaping link).
     #[error("tarball {tarball}: entry '{entry}' escapes the node root{detail}")]
-    TarEscape {
-        tarball: String,
-        entry: String,
-        detail: String,
-    },
+    TarEscape { tarball: String, entry: String, detail: String },
 
     /// A tarball entry is readable but unusable (e.g. a hard link to a missing file).
     #[error("tarball {tarball}: entry '{entry}': {reason}")]
-    TarEntry {
-        tarball: String,
-        entry: String,
-        reason: String,
-    },
+    TarEntry { tarball: String, entry: String, reason: String },
 
     /// The tarball itself could not be read (truncated, corrupt gzip, bad header).
     #[error("tarball {tarball}: {source}")]
@@ -64,18 +56,11 @@ pub enum ImageError {
 
     /// The tree cannot be represented in the requested format (e.g. ext2 limits).
     #[error("{format}: '/{path}': {reason}")]
-    Unrepresentable {
-        format: &'static str,
-        path: String,
-        reason: String,
-    },
+    Unrepresentable { format: &'static str, path: String, reason: String },
 
     /// Image options are out of range (e.g. a volume label longer than 16 bytes).
     #[error("{format} options: {reason}")]
-    Options {
-        format: &'static str,
-        reason: String,
-    },
+    Options { format: &'static str, reason: String },
 
     /// A kernel image is not a bzImage or is damaged.
     #[error("kernel image: {reason}")]

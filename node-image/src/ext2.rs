@@ -72,14 +72,9 @@ impl Default for Ext2Options {
 /// Size in KiB of an ext2 image as its superblock states it (falls back to the buffer length),
 /// i.e. the value for the kernel's `ramdisk_size=`.
 pub fn ext2_size_kib(image: &[u8]) -> u32 {
-    let field = |o: usize| {
-        image
-            .get(BLOCK + o..BLOCK + o + 4)
-            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-    };
-    let magic = image
-        .get(BLOCK + 56..BLOCK + 58)
-        .map(|b| u16::from_le_bytes([b[0], b[1]]));
+    let field =
+        |o: usize| image.get(BLOCK + o..BLOCK + o + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+    let magic = image.get(BLOCK + 56..BLOCK + 58).map(|b| u16::from_le_bytes([b[0], b[1]]));
     match (magic, field(4), field(24)) {
         (Some(0xEF53), Some(blocks), Some(log)) if log < 6 => blocks << log,
         _ => (image.len().div_ceil(1024)) as u32,
@@ -100,12 +95,7 @@ impl Layout {
         let groups = (total_blocks - 1).div_ceil(BLOCKS_PER_GROUP);
         let inodes_per_group = inodes_wanted.div_ceil(groups).div_ceil(8) * 8;
         let gdt_blocks = (groups as usize * DESC_SIZE).div_ceil(BLOCK) as u32;
-        Layout {
-            total_blocks,
-            groups,
-            inodes_per_group,
-            gdt_blocks,
-        }
+        Layout { total_blocks, groups, inodes_per_group, gdt_blocks }
     }
 
     fn itable_blocks(&self) -> u32 {
@@ -133,12 +123,7 @@ impl Layout {
     }
 
     fn block_bitmap(&self, g: u32) -> u32 {
-        self.group_start(g)
-            + if self.has_super(g) {
-                1 + self.gdt_blocks
-            } else {
-                0
-            }
+        self.group_start(g) + if self.has_super(g) { 1 + self.gdt_blocks } else { 0 }
     }
 
     fn inode_bitmap(&self, g: u32) -> u32 {
@@ -175,9 +160,7 @@ fn plan_layout(data_blocks: u64, inodes_wanted: u32, opts: &Ext2Options) -> Resu
             total += u64::from(BLOCKS_PER_GROUP);
             continue;
         }
-        let meta: u64 = (0..layout.groups)
-            .map(|g| u64::from(layout.meta_blocks(g)))
-            .sum();
+        let meta: u64 = (0..layout.groups).map(|g| u64::from(layout.meta_blocks(g))).sum();
         let capacity = total - 1 - meta;
         if capacity < wanted {
             total += wanted - capacity;
@@ -413,11 +396,7 @@ fn put32(buf: &mut [u8], at: usize, v: u32) {
 }
 
 fn unrepresentable(path: &str, reason: String) -> ImageError {
-    ImageError::Unrepresentable {
-        format: "ext2",
-        path: path.to_string(),
-        reason,
-    }
+    ImageError::Unrepresentable { format: "ext2", path: path.to_string(), reason }
 }
 
 /// Writes `tree` as a complete ext2 image (a multiple of 1 KiB; its KiB size is
@@ -426,10 +405,7 @@ pub fn write_ext2(tree: &Tree, opts: &Ext2Options) -> Result<Vec<u8>, ImageError
     if opts.volume_label.len() > 16 {
         return Err(ImageError::Options {
             format: "ext2",
-            reason: format!(
-                "volume label '{}' is longer than 16 bytes",
-                opts.volume_label
-            ),
+            reason: format!("volume label '{}' is longer than 16 bytes", opts.volume_label),
         });
     }
     let mtime = u32::try_from(tree.mtime()).map_err(|_| ImageError::Options {
@@ -438,12 +414,7 @@ pub fn write_ext2(tree: &Tree, opts: &Ext2Options) -> Result<Vec<u8>, ImageError
     })?;
 
     // Inode numbers: root 2, lost+found 11, everything else from 12 in tree order.
-    let lost_found = Entry {
-        kind: EntryKind::Directory,
-        mode: 0o700,
-        uid: 0,
-        gid: 0,
-    };
+    let lost_found = Entry { kind: EntryKind::Directory, mode: 0o700, uid: 0, gid: 0 };
     let mut items: Vec<(&str, &Entry)> = Vec::with_capacity(tree.len() + 1);
     match tree.get("lost+found") {
         Some(e) if e.is_dir() => {}
@@ -495,29 +466,13 @@ pub fn write_ext2(tree: &Tree, opts: &Ext2Options) -> Result<Vec<u8>, ImageError
         let ino = inos[path];
         let (content, size, nblocks) = match &entry.kind {
             EntryKind::Directory => {
-                let parent_ino = if path.is_empty() {
-                    ROOT_INO
-                } else {
-                    inos[parent_of(path)]
-                };
+                let parent_ino = if path.is_empty() { ROOT_INO } else { inos[parent_of(path)] };
                 let mut list = vec![
-                    DirEntry {
-                        name: ".",
-                        ino,
-                        file_type: FT_DIR,
-                    },
-                    DirEntry {
-                        name: "..",
-                        ino: parent_ino,
-                        file_type: FT_DIR,
-                    },
+                    DirEntry { name: ".", ino, file_type: FT_DIR },
+                    DirEntry { name: "..", ino: parent_ino, file_type: FT_DIR },
                 ];
                 list.extend(children.remove(path).unwrap_or_default());
-                let min = if ino == LOST_FOUND_INO {
-                    LOST_FOUND_BLOCKS
-                } else {
-                    1
-                };
+                let min = if ino == LOST_FOUND_INO { LOST_FOUND_BLOCKS } else { 1 };
                 let packed = pack_dir(&list, min);
                 let n = packed.len() / BLOCK;
                 (Content::Owned(packed), (n * BLOCK) as u64, n)
@@ -554,20 +509,12 @@ pub fn write_ext2(tree: &Tree, opts: &Ext2Options) -> Result<Vec<u8>, ImageError
         data_blocks += blocks_with_indirect(nblocks) as u64;
         let links = if entry.is_dir() {
             let subs = subdirs.get(path).copied().unwrap_or(0);
-            subs.checked_add(2).ok_or_else(|| {
-                unrepresentable(path, "more than 65533 subdirectories".to_string())
-            })?
+            subs.checked_add(2)
+                .ok_or_else(|| unrepresentable(path, "more than 65533 subdirectories".to_string()))?
         } else {
             1
         };
-        nodes.push(Node {
-            path,
-            ino,
-            entry,
-            links,
-            content,
-            size,
-        });
+        nodes.push(Node { path, ino, entry, links, content, size });
     }
 
     let inodes_used = last_ino;
@@ -759,11 +706,7 @@ mod tests {
         let names: Vec<String> = (0..300).map(|i| format!("file-number-{i:04}")).collect();
         let mut list = vec![];
         for (i, n) in names.iter().enumerate() {
-            list.push(DirEntry {
-                name: n,
-                ino: 20 + i as u32,
-                file_type: FT_REG,
-            });
+            list.push(DirEntry { name: n, ino: 20 + i as u32, file_type: FT_REG });
         }
         let packed = pack_dir(&list, 1);
         assert_eq!(packed.len() % BLOCK, 0);
@@ -797,10 +740,7 @@ mod tests {
 
     #[test]
     fn refuses_long_label_and_bad_lost_found() {
-        let opts = Ext2Options {
-            volume_label: "x".repeat(17),
-            ..Ext2Options::default()
-        };
+        let opts = Ext2Options { volume_label: "x".repeat(17), ..Ext2Options::default() };
         assert!(write_ext2(&Tree::new(), &opts).is_err());
         let mut t = Tree::new();
         t.add_file("lost+found", 0o644, vec![]).unwrap();

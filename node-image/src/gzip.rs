@@ -10,14 +10,10 @@ const OS_UNIX: u8 = 3;
 
 /// Compresses `data` at `level` (0-9, clamped) into a reproducible gzip member.
 pub fn gzip_deterministic(data: &[u8], level: u32) -> Vec<u8> {
-    let mut encoder = GzBuilder::new()
-        .mtime(0)
-        .operating_system(OS_UNIX)
-        .write(Vec::new(), Compression::new(level.min(9)));
+    let mut encoder =
+        GzBuilder::new().mtime(0).operating_system(OS_UNIX).write(Vec::new(), Compression::new(level.min(9)));
     // Writing into a Vec cannot fail; flate2 only reports errors of the sink.
-    encoder
-        .write_all(data)
-        .expect("gzip into a Vec cannot fail");
+    encoder.write_all(data).expect("gzip into a Vec cannot fail");
     encoder.finish().expect("gzip into a Vec cannot fail")
 }
 
@@ -36,9 +32,7 @@ mod tests {
         assert_eq!(&a[4..8], &[0, 0, 0, 0], "mtime 0");
         assert_eq!(a[9], OS_UNIX);
         let mut back = Vec::new();
-        flate2::read::GzDecoder::new(&a[..])
-            .read_to_end(&mut back)
-            .unwrap();
+        flate2::read::GzDecoder::new(&a[..]).read_to_end(&mut back).unwrap();
         assert_eq!(back, data);
     }
 }

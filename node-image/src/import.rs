@@ -41,16 +41,11 @@ impl Tree {
     /// `source_name` names the tarball in errors. Owners and modes come from the tar headers.
     /// The archive's own root entry ("./") is not applied: a tarball made from a private
     /// temp dir would otherwise turn the node root into mode 0700.
-    pub fn import_tar<R: Read>(
-        &mut self,
-        reader: R,
-        source_name: &str,
-    ) -> Result<ImportStats, ImageError> {
+    pub fn import_tar<R: Read>(&mut self, reader: R, source_name: &str) -> Result<ImportStats, ImageError> {
         let mut buffered = BufReader::new(reader);
-        let head = buffered.fill_buf().map_err(|source| ImageError::TarRead {
-            tarball: source_name.to_string(),
-            source,
-        })?;
+        let head = buffered
+            .fill_buf()
+            .map_err(|source| ImageError::TarRead { tarball: source_name.to_string(), source })?;
         if head.starts_with(&[0x1f, 0x8b]) {
             self.import_plain_tar(MultiGzDecoder::new(buffered), source_name)
         } else {
@@ -58,15 +53,8 @@ impl Tree {
         }
     }
 
-    fn import_plain_tar<R: Read>(
-        &mut self,
-        reader: R,
-        tarball: &str,
-    ) -> Result<ImportStats, ImageError> {
-        let read_err = |source| ImageError::TarRead {
-            tarball: tarball.to_string(),
-            source,
-        };
+    fn import_plain_tar<R: Read>(&mut self, reader: R, tarball: &str) -> Result<ImportStats, ImageError> {
+        let read_err = |source| ImageError::TarRead { tarball: tarball.to_string(), source };
         let mut archive = tar::Archive::new(reader);
         let mut stats = ImportStats::default();
         for item in archive.entries().map_err(read_err)? {
@@ -91,12 +79,7 @@ impl Tree {
             let uid = owner_id(header.uid().map_err(read_err)?).map_err(&entry_err)?;
             let gid = owner_id(header.gid().map_err(read_err)?).map_err(&entry_err)?;
             let kind = header.entry_type();
-            let make = |kind: EntryKind| Entry {
-                kind,
-                mode,
-                uid,
-                gid,
-            };
+            let make = |kind: EntryKind| Entry { kind, mode, uid, gid };
 
             let new_entry = match kind {
                 tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
@@ -117,21 +100,15 @@ impl Tree {
                 tar::EntryType::Symlink => {
                     let target = link_name(&entry).map_err(&entry_err)?;
                     if link_escapes_root(parent_of(&path), &target) {
-                        return Err(escape(&format!(
-                            " (symlink to '{target}' points above the root)"
-                        )));
+                        return Err(escape(&format!(" (symlink to '{target}' points above the root)")));
                     }
                     stats.symlinks += 1;
-                    Entry {
-                        mode: 0o777,
-                        ..make(EntryKind::Symlink(target))
-                    }
+                    Entry { mode: 0o777, ..make(EntryKind::Symlink(target)) }
                 }
                 tar::EntryType::Link => {
                     let target = link_name(&entry).map_err(&entry_err)?;
-                    let target_path = checked_member_path(&target).map_err(|detail| {
-                        escape(&format!(" (hard link to '{target}'{detail})"))
-                    })?;
+                    let target_path = checked_member_path(&target)
+                        .map_err(|detail| escape(&format!(" (hard link to '{target}'{detail})")))?;
                     let Some(existing) = self.get(&target_path) else {
                         return Err(entry_err(format!(
                             "hard link to '{target}', which is not in the node root \
@@ -139,9 +116,7 @@ impl Tree {
                         )));
                     };
                     if existing.is_dir() {
-                        return Err(entry_err(format!(
-                            "hard link to directory '{target}'"
-                        )));
+                        return Err(entry_err(format!("hard link to directory '{target}'")));
                     }
                     stats.hard_links += 1;
                     stats.bytes += existing.data_len() as u64;
@@ -173,10 +148,7 @@ impl Tree {
     /// copied as links, device nodes by their numbers, owners forced to root (the admin's files
     /// belong to the admin on the host, but to root on the node); fifos and sockets are skipped.
     pub fn import_dir(&mut self, dir: &Path) -> Result<ImportStats, ImageError> {
-        let meta = fs::metadata(dir).map_err(|source| ImageError::Io {
-            path: dir.to_path_buf(),
-            source,
-        })?;
+        let meta = fs::metadata(dir).map_err(|source| ImageError::Io { path: dir.to_path_buf(), source })?;
         if !meta.is_dir() {
             return Err(ImageError::Overlay {
                 path: dir.to_path_buf(),
@@ -211,11 +183,7 @@ impl Tree {
                     reason: "file name is not valid UTF-8".to_string(),
                 });
             };
-            let node_path = if node_dir.is_empty() {
-                name.to_string()
-            } else {
-                format!("{node_dir}/{name}")
-            };
+            let node_path = if node_dir.is_empty() { name.to_string() } else { format!("{node_dir}/{name}") };
             let meta = fs::symlink_metadata(&host_path).map_err(io_err(&host_path))?;
             let mode = meta.permissions().mode() & 0o7777;
             let ft = meta.file_type();
@@ -238,9 +206,7 @@ impl Tree {
                 if link_escapes_root(node_dir, &target) {
                     return Err(ImageError::Overlay {
                         path: host_path,
-                        reason: format!(
-                            "symlink to '{target}' points above the node root"
-                        ),
+                        reason: format!("symlink to '{target}' points above the node root"),
                     });
                 }
                 stats.symlinks += 1;
@@ -259,24 +225,9 @@ impl Tree {
                 continue;
             };
             let is_dir = matches!(kind, EntryKind::Directory);
-            let mode = if matches!(kind, EntryKind::Symlink(_)) {
-                0o777
-            } else {
-                mode
-            };
-            self.insert(
-                &node_path,
-                Entry {
-                    kind,
-                    mode,
-                    uid: 0,
-                    gid: 0,
-                },
-            )
-            .map_err(|e| ImageError::Overlay {
-                path: host_path.clone(),
-                reason: e.to_string(),
-            })?;
+            let mode = if matches!(kind, EntryKind::Symlink(_)) { 0o777 } else { mode };
+            self.insert(&node_path, Entry { kind, mode, uid: 0, gid: 0 })
+                .map_err(|e| ImageError::Overlay { path: host_path.clone(), reason: e.to_string() })?;
             if is_dir {
                 self.import_dir_rec(&host_path, &node_path, stats)?;
             }
@@ -306,8 +257,9 @@ fn checked_member_path(raw: &str) -> Result<String, String> {
 
 fn link_name<R: Read>(entry: &tar::Entry<'_, R>) -> Result<String, String> {
     match entry.link_name_bytes() {
-        Some(bytes) if !bytes.is_empty() => String::from_utf8(bytes.into_owned())
-            .map_err(|_| "link target is not valid UTF-8".to_string()),
+        Some(bytes) if !bytes.is_empty() => {
+            String::from_utf8(bytes.into_owned()).map_err(|_| "link target is not valid UTF-8".to_string())
+        }
         _ => Err("link without a target".to_string()),
     }
 }
@@ -376,7 +328,9 @@ mod tests {
     #[test]
     fn refuses_escaping_symlink_but_accepts_absolute_target() {
         let err = import(&[("usr/lib/x", T::Symlink, "../../../etc", b"")]).unwrap_err();
-        assert!(err.to_string().contains("entry 'usr/lib/x' escapes the node root (symlink to '../../../etc'"));
+        assert!(
+            err.to_string().contains("entry 'usr/lib/x' escapes the node root (symlink to '../../../etc'")
+        );
         let t = import(&[
             ("bin/sh", T::Symlink, "/bin/busybox", b""),
             ("usr/bin/env", T::Symlink, "../../bin/busybox", b""),
@@ -387,11 +341,8 @@ mod tests {
 
     #[test]
     fn hard_links_copy_content_and_refuse_outside_or_missing() {
-        let t = import(&[
-            ("bin/busybox", T::Regular, "", b"ELF"),
-            ("bin/sh", T::Link, "bin/busybox", b""),
-        ])
-        .unwrap();
+        let t = import(&[("bin/busybox", T::Regular, "", b"ELF"), ("bin/sh", T::Link, "bin/busybox", b"")])
+            .unwrap();
         assert_eq!(t.get("bin/sh").unwrap().kind, EntryKind::File(b"ELF".to_vec()));
         let err = import(&[("x", T::Link, "../etc/shadow", b"")]).unwrap_err();
         assert!(err.to_string().contains("entry 'x' escapes the node root (hard link to '../etc/shadow'"));
@@ -457,8 +408,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         fs::create_dir_all(dir.path().join("etc/init.d")).unwrap();
         fs::write(dir.path().join("etc/motd"), b"hello").unwrap();
-        fs::set_permissions(dir.path().join("etc/motd"), fs::Permissions::from_mode(0o640))
-            .unwrap();
+        fs::set_permissions(dir.path().join("etc/motd"), fs::Permissions::from_mode(0o640)).unwrap();
         std::os::unix::fs::symlink("/bin/busybox", dir.path().join("etc/init.d/rc")).unwrap();
         let mut t = Tree::new();
         t.add_file("etc/motd", 0o644, b"old".to_vec()).unwrap();
@@ -467,10 +417,7 @@ mod tests {
         let motd = t.get("etc/motd").unwrap();
         assert_eq!((motd.mode, motd.uid), (0o640, 0));
         assert_eq!(motd.kind, EntryKind::File(b"hello".to_vec()));
-        assert_eq!(
-            t.get("etc/init.d/rc").unwrap().kind,
-            EntryKind::Symlink("/bin/busybox".into())
-        );
+        assert_eq!(t.get("etc/init.d/rc").unwrap().kind, EntryKind::Symlink("/bin/busybox".into()));
 
         std::os::unix::fs::symlink("../../..", dir.path().join("etc/up")).unwrap();
         let err = Tree::new().import_dir(dir.path()).unwrap_err();

@@ -48,12 +48,7 @@ pub const S_IFBLK: u32 = 0o060000;
 
 impl Entry {
     fn new(kind: EntryKind, mode: u32) -> Self {
-        Entry {
-            kind,
-            mode: mode & 0o7777,
-            uid: 0,
-            gid: 0,
-        }
+        Entry { kind, mode: mode & 0o7777, uid: 0, gid: 0 }
     }
 
     /// The `S_IFMT` bits for this entry's kind.
@@ -123,10 +118,7 @@ impl Default for Tree {
 /// Turns "/bin//./sh", "bin/sh/" or "bin/sh" into "bin/sh"; "/" becomes "" (the root).
 /// Refuses what could escape the root or cannot be stored: "..", NUL, empty input, long names.
 pub fn normalize_path(path: &str) -> Result<String, ImageError> {
-    let bad = |reason: &str| ImageError::InvalidPath {
-        path: path.to_string(),
-        reason: reason.to_string(),
-    };
+    let bad = |reason: &str| ImageError::InvalidPath { path: path.to_string(), reason: reason.to_string() };
     if path.is_empty() {
         return Err(bad("empty path"));
     }
@@ -161,11 +153,7 @@ pub fn name_of(path: &str) -> &str {
 /// resolve above the node root. Absolute targets start at the node root, which is where the
 /// kernel on the node will resolve them; only climbing above it with ".." escapes.
 pub fn link_escapes_root(dir: &str, target: &str) -> bool {
-    let mut depth: usize = if target.starts_with('/') || dir.is_empty() {
-        0
-    } else {
-        dir.split('/').count()
-    };
+    let mut depth: usize = if target.starts_with('/') || dir.is_empty() { 0 } else { dir.split('/').count() };
     for component in target.split('/') {
         match component {
             "" | "." => {}
@@ -183,10 +171,7 @@ impl Tree {
     /// An empty tree holding only the root directory (mode 0755, owned by root).
     pub fn new() -> Self {
         let mut entries = BTreeMap::new();
-        entries.insert(
-            Key(String::new()),
-            Entry::new(EntryKind::Directory, 0o755),
-        );
+        entries.insert(Key(String::new()), Entry::new(EntryKind::Directory, 0o755));
         Tree { entries, mtime: 0 }
     }
 
@@ -216,10 +201,7 @@ impl Tree {
                 reason: format!("symlink target '{target}' is empty or contains NUL"),
             });
         }
-        self.insert(
-            path,
-            Entry::new(EntryKind::Symlink(target.to_string()), 0o777),
-        )
+        self.insert(path, Entry::new(EntryKind::Symlink(target.to_string()), 0o777))
     }
 
     pub fn add_char_device(
@@ -229,10 +211,7 @@ impl Tree {
         major: u32,
         minor: u32,
     ) -> Result<(), ImageError> {
-        self.insert(
-            path,
-            Entry::new(EntryKind::CharDevice { major, minor }, mode),
-        )
+        self.insert(path, Entry::new(EntryKind::CharDevice { major, minor }, mode))
     }
 
     pub fn add_block_device(
@@ -242,10 +221,7 @@ impl Tree {
         major: u32,
         minor: u32,
     ) -> Result<(), ImageError> {
-        self.insert(
-            path,
-            Entry::new(EntryKind::BlockDevice { major, minor }, mode),
-        )
+        self.insert(path, Entry::new(EntryKind::BlockDevice { major, minor }, mode))
     }
 
     /// Changes the owner of an existing entry (tarball layers carry their own owners).
@@ -257,10 +233,9 @@ impl Tree {
                 entry.gid = gid;
                 Ok(())
             }
-            None => Err(ImageError::InvalidPath {
-                path: path.to_string(),
-                reason: "no such entry".to_string(),
-            }),
+            None => {
+                Err(ImageError::InvalidPath { path: path.to_string(), reason: "no such entry".to_string() })
+            }
         }
     }
 
@@ -305,10 +280,7 @@ impl Tree {
                     });
                 }
                 None => {
-                    self.entries.insert(
-                        Key(parent.to_string()),
-                        Entry::new(EntryKind::Directory, 0o755),
-                    );
+                    self.entries.insert(Key(parent.to_string()), Entry::new(EntryKind::Directory, 0o755));
                 }
             }
             end += pos + 1;

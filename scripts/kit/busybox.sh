@@ -48,7 +48,7 @@ fi
 
 # 3. A toolchain directory: CROSS_COMPILE=$bin/i486-linux-musl- gives busybox's Makefile zig's
 #    compiler and archiver and binutils' strip/nm/objcopy (they read i386 ELF). The compiler
-#    wrapper drops the GNU-ld-only flags that lld rejects.
+#    wrapper drops the GNU-ld-only flags that lld rejects and rewrites -Wp,-MD for zig.
 build=$KIT_DIR/build/busybox-$(busybox_key)
 rm -rf "$build"; mkdir -p "$build/bin"
 bin=$build/bin
@@ -58,6 +58,9 @@ args=()
 for a in "\$@"; do
   case "\$a" in
     -Wl,--warn-common|-Wl,--sort-common|-Wl,--sort-section,*|-Wl,--sort-section=*) ;;
+    # zig cc manages its own dependency files and fails on kbuild's preprocessor form.
+    -Wp,-MD,*) args+=(-MD -MF "\${a#-Wp,-MD,}") ;;
+    -Wp,-MMD,*) args+=(-MMD -MF "\${a#-Wp,-MMD,}") ;;
     *) args+=("\$a") ;;
   esac
 done
@@ -72,8 +75,13 @@ logfile=$build/build.log
 log "busybox: configuring in $build; log: $logfile"
 mkb=(make -C "$srcdir" O="$build/obj" CROSS_COMPILE="$bin/i486-linux-musl-" HOSTCC=gcc)
 mkdir -p "$build/obj"
+# busybox's kconfig ignores a second assignment of a symbol, so the overlay's symbols are
+# removed from Debian's config before the overlay is appended.
+overlay=$REPO_ROOT/scripts/kit/busybox.config
+syms=$(grep -oE 'CONFIG_[A-Za-z0-9_]+' "$overlay" | sort -u | sed 's/.*/&[= ]/')
 cat "$srcdir/debian/config/os/linux" "$srcdir/debian/config/pkg/static" \
-    "$REPO_ROOT/scripts/kit/busybox.config" > "$build/obj/.config"
+  | grep -vE "^(# )?($(echo "$syms" | paste -sd'|'))" > "$build/obj/.config" || true
+grep -E '^(CONFIG_|# CONFIG_)' "$overlay" >> "$build/obj/.config"
 run_logged "$logfile" bash -c 'yes "" | "$@" oldconfig' _ "${mkb[@]}"
 bad=()
 while IFS= read -r line; do

@@ -19,6 +19,10 @@ pub struct Allocator {
     ours: HashSet<Ipv4Addr>,
     table: LeaseTable,
     offers: HashMap<Ipv4Addr, (MacAddr, u64)>,
+    offer_of: HashMap<MacAddr, Ipv4Addr>,
+    /// Pool index before which every address has a lease record (records are never removed,
+    /// so this only moves up): keeps "lowest never-used address" O(1) in a boot storm.
+    first_fresh: std::cell::Cell<usize>,
 }
 
 /// Why an address cannot go to a client.
@@ -53,7 +57,16 @@ impl Allocator {
         ours.extend(pinned_by_ip.keys().copied());
         // Pinned addresses never come from the pool, even if the pool range covers them.
         let pool = pool.into_iter().filter(|ip| !pinned_by_ip.contains_key(ip)).collect();
-        Allocator { pool, pinned_by_mac, pinned_by_ip, ours, table, offers: HashMap::new() }
+        Allocator {
+            pool,
+            pinned_by_mac,
+            pinned_by_ip,
+            ours,
+            table,
+            offers: HashMap::new(),
+            offer_of: HashMap::new(),
+            first_fresh: std::cell::Cell::new(0),
+        }
     }
 
     pub fn table(&self) -> &LeaseTable {
@@ -108,12 +121,18 @@ impl Allocator {
         {
             return Some(prev.ip);
         }
-        if let Some((&ip, _)) = self.offers.iter().find(|(_, (m, until))| *m == mac && *until > now) {
+        if let Some(&ip) = self.offer_of.get(&mac)
+            && self.offers.get(&ip).is_some_and(|(m, until)| *m == mac && *until > now)
+        {
             return Some(ip);
         }
         // Never-used addresses first, in pool order.
-        let fresh = self
-            .pool
+        let mut start = self.first_fresh.get();
+        while start < self.pool.len() && self.table.get(self.pool[start]).is_some() {
+            start += 1;
+        }
+        self.first_fresh.set(start);
+        let fresh = self.pool[start..]
             .iter()
             .copied()
             .find(|&ip| self.table.get(ip).is_none() && self.check(mac, ip, now).is_ok());
@@ -130,13 +149,22 @@ impl Allocator {
 
     /// Holds `ip` for `mac` for [`OFFER_HOLD_SECS`].
     pub fn reserve(&mut self, mac: MacAddr, ip: Ipv4Addr, now: u64) {
-        self.offers.retain(|_, (m, until)| *until > now && *m != mac);
+        self.drop_offer(mac);
+        if self.offers.len() > 4096 {
+            self.offers.retain(|_, (_, until)| *until > now);
+            self.offer_of.retain(|_, ip| self.offers.contains_key(ip));
+        }
         self.offers.insert(ip, (mac, now + OFFER_HOLD_SECS));
+        self.offer_of.insert(mac, ip);
     }
 
     /// The client chose another server (or took its lease): let the offer go.
     pub fn drop_offer(&mut self, mac: MacAddr) {
-        self.offers.retain(|_, (m, _)| *m != mac);
+        if let Some(ip) = self.offer_of.remove(&mac)
+            && self.offers.get(&ip).is_some_and(|(m, _)| *m == mac)
+        {
+            self.offers.remove(&ip);
+        }
     }
 
     /// Records a new fact (ACK, release, decline) in memory; the caller persists it.

@@ -1,0 +1,740 @@
+#!/usr/bin/env python3
+"""`make bench`: mosboot side by side with Kea, dnsmasq and tftpd-hpa, in one run.
+
+Every server and client runs inside network namespaces this script creates and deletes; every
+process it starts is ended by its PID. Results go to a JSON file; report.py turns them into
+BENCHMARKS.md. A series that cannot run is recorded as skipped with the reason: benchmarks
+measure, they never fail the build (exit non-zero only when the harness itself breaks).
+
+Usage: bench.py --mosboot BIN [--delayfwd BIN] [--out results.json] [--series dhcp,tftp,...]
+"""
+
+import argparse
+import atexit
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+
+SERVER_IP = "10.50.255.254"
+CLIENT_IP = "10.50.255.253"
+PREFIX = 16
+POOL = ("10.50.0.1", "10.50.31.254")  # 8188 addresses, 32 map lines
+SERVER_CPU = "0"
+LOAD_CPU = "1"
+TFTP_FILE = "bench3m.bin"
+TFTP_SIZE = 3 * 1024 * 1024
+
+
+def log(*a):
+    print("[bench %s]" % time.strftime("%H:%M:%S"), *a, file=sys.stderr, flush=True)
+
+
+def run(cmd, check=True, **kw):
+    return subprocess.run(cmd, check=check, text=True, capture_output=True, **kw)
+
+
+class Harness:
+    def __init__(self, args):
+        self.args = args
+        self.tag = f"mbb{os.getpid()}"
+        self.srv = self.tag + "s"
+        self.cli = self.tag + "c"
+        self.tmp = tempfile.mkdtemp(prefix="mosboot-bench.")
+        os.chmod(self.tmp, 0o755)
+        self.procs = []  # Popen objects we started (killed by PID on cleanup)
+        self.namespaces = []
+        self.cgroups = set()
+        self.fwd = None
+        self.results = {"started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
+        atexit.register(self.cleanup)
+        for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(s, self._on_signal)
+
+    def _on_signal(self, signum, _frame):
+        log(f"signal {signum}: cleaning up")
+        self.cleanup()
+        os._exit(2)
+
+    # ---- processes -------------------------------------------------------------------------
+    def spawn(self, ns, cmd, name, cpu=None, env=None):
+        """Starts cmd in namespace ns (pinned to cpu); its stdout/stderr go to tmp/name.log."""
+        full = ["ip", "netns", "exec", ns]
+        if cpu is not None:
+            full += ["taskset", "-c", cpu]
+        full += cmd
+        out = open(os.path.join(self.tmp, name + ".log"), "ab")
+        p = subprocess.Popen(full, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                             start_new_session=True, env=env)
+        out.close()
+        p.bench_name = name
+        self.procs.append(p)
+        p.cgroup = self.cgroup_for(name, p.pid)
+        return p
+
+    def cgroup_for(self, name, pid):
+        """A cpuacct cgroup per server, so CPU time of forked children (tftpd-hpa forks per
+        transfer and does not leave it in cutime) is counted too."""
+        for base in ("/sys/fs/cgroup/cpuacct", "/sys/fs/cgroup/cpu,cpuacct"):
+            if os.path.exists(os.path.join(base, "cpuacct.usage")):
+                path = os.path.join(base, f"{self.tag}-{name}")
+                try:
+                    os.makedirs(path, exist_ok=True)
+                    with open(os.path.join(path, "cgroup.procs"), "w") as f:
+                        f.write(str(pid))
+                except OSError:
+                    return None
+                self.cgroups.add(path)
+                return path
+        return None
+
+    def stop(self, p, sig=signal.SIGTERM, grace=3.0):
+        if p.poll() is None:
+            try:
+                os.kill(p.pid, sig)
+            except ProcessLookupError:
+                pass
+            try:
+                p.wait(grace)
+            except subprocess.TimeoutExpired:
+                try:
+                    os.kill(p.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                p.wait(5)
+        if p in self.procs:
+            self.procs.remove(p)
+
+    def cleanup(self):
+        for p in list(self.procs):
+            try:
+                self.stop(p, grace=2.0)
+            except Exception:  # noqa: BLE001 - cleanup must go on
+                pass
+        if self.fwd is not None:
+            self.stop(self.fwd, grace=1.0)
+            self.fwd = None
+        for ns in list(self.namespaces):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+            self.namespaces.remove(ns)
+        for cg in list(self.cgroups):
+            try:
+                os.rmdir(cg)
+                self.cgroups.discard(cg)
+            except OSError:
+                pass
+        if os.path.isdir(self.tmp) and not self.args.keep:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def cpu_seconds(self, p):
+        """CPU seconds of a server: its cgroup's total, else utime+stime(+reaped children)."""
+        if getattr(p, "cgroup", None):
+            try:
+                with open(os.path.join(p.cgroup, "cpuacct.usage")) as f:
+                    return int(f.read()) / 1e9
+            except (OSError, ValueError):
+                pass
+        pid = p.pid
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        tick = os.sysconf("SC_CLK_TCK")
+        return sum(int(fields[i]) for i in (11, 12, 13, 14)) / tick
+
+    # ---- network ---------------------------------------------------------------------------
+    def netns_up(self):
+        for ns in (self.srv, self.cli):
+            run(["ip", "netns", "add", ns])
+            self.namespaces.append(ns)
+            run(["ip", "-n", ns, "link", "set", "lo", "up"])
+
+    def link(self, kind):
+        """(Re)creates the server<->client link: 'veth' (direct) or 'delay' (taps + forwarder)."""
+        self.unlink()
+        if kind == "veth":
+            run(["ip", "-n", self.srv, "link", "add", "vs", "type", "veth", "peer", "name", "vc",
+                 "netns", self.cli])
+        else:
+            run(["ip", "-n", self.srv, "tuntap", "add", "dev", "vs", "mode", "tap"])
+            run(["ip", "-n", self.cli, "tuntap", "add", "dev", "vc", "mode", "tap"])
+        run(["ip", "-n", self.srv, "addr", "add", f"{SERVER_IP}/{PREFIX}", "dev", "vs"])
+        run(["ip", "-n", self.cli, "addr", "add", f"{CLIENT_IP}/{PREFIX}", "dev", "vc"])
+        run(["ip", "-n", self.srv, "link", "set", "vs", "up"])
+        run(["ip", "-n", self.cli, "link", "set", "vc", "up"])
+        if kind == "delay":
+            out = open(os.path.join(self.tmp, "delayfwd.log"), "ab")
+            self.fwd = subprocess.Popen(
+                ["taskset", "-c", LOAD_CPU, self.args.delayfwd, "--a", f"{self.srv}:vs",
+                 "--b", f"{self.cli}:vc", "--delay-us", str(self.args.delay_us)],
+                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            out.close()
+            time.sleep(0.5)
+            if self.fwd.poll() is not None:
+                raise RuntimeError("delay forwarder exited; see delayfwd.log")
+        time.sleep(0.3)
+
+    def unlink(self):
+        if self.fwd is not None:
+            self.stop(self.fwd, grace=1.0)
+            self.fwd = None
+        run(["ip", "-n", self.srv, "link", "del", "vs"], check=False)
+        run(["ip", "-n", self.cli, "link", "del", "vc"], check=False)
+
+    def loss(self, permille):
+        for ns in (self.srv, self.cli):
+            subprocess.run(["ip", "netns", "exec", ns, "nft", "delete", "table", "inet", "mbbloss"],
+                           capture_output=True)
+            if permille:
+                rules = ("table inet mbbloss { chain pre { type filter hook prerouting priority -300; "
+                         f"policy accept; meta l4proto udp numgen random mod 1000 < {permille} drop; }} }}")
+                subprocess.run(["ip", "netns", "exec", ns, "nft", "-f", "-"], input=rules, text=True,
+                               check=True, capture_output=True)
+
+    def rate_limit(self, rate):
+        subprocess.run(["ip", "netns", "exec", self.srv, "tc", "qdisc", "del", "dev", "vs", "root"],
+                       capture_output=True)
+        if rate:
+            run(["ip", "netns", "exec", self.srv, "tc", "qdisc", "add", "dev", "vs", "root", "tbf",
+                 "rate", rate, "burst", "64kb", "latency", "400ms"])
+
+    def wait_port(self, p, proto_port, timeout=10.0):
+        """Waits until something in the server namespace listens on UDP port `proto_port`."""
+        t = time.monotonic() + timeout
+        while time.monotonic() < t:
+            if p.poll() is not None:
+                return False
+            out = subprocess.run(["ip", "netns", "exec", self.srv, "ss", "-uln"],
+                                 capture_output=True, text=True).stdout
+            if re.search(rf":{proto_port}\s", out):
+                return True
+            time.sleep(0.1)
+        return False
+
+    def tail(self, name, n=15):
+        try:
+            with open(os.path.join(self.tmp, name + ".log"), errors="replace") as f:
+                return "".join(f.readlines()[-n:])
+        except OSError:
+            return ""
+
+
+# ---- servers -----------------------------------------------------------------------------------
+class Server:
+    """One server under test: start() in the server namespace, lease file for the loss test."""
+
+    def __init__(self, h, kind, variant=""):
+        self.h, self.kind, self.variant = h, kind, variant
+        self.name = kind + (f"-{variant}" if variant else "")
+        self.dir = os.path.join(h.tmp, "srv-" + self.name)
+        self.p = None
+
+    def fresh(self):
+        shutil.rmtree(self.dir, ignore_errors=True)
+        os.makedirs(self.dir)
+        os.chmod(self.dir, 0o777)
+
+    def start(self, dhcp=True, tftp=False):
+        h = self.h
+        if not os.path.isdir(self.dir):
+            self.fresh()
+        if self.kind == "mosboot":
+            cfg = h.args.dhcp_toml if dhcp else h.args.tftp_toml
+            cmd = [h.args.mosboot, "-c", cfg, "serve", "--out", h.args.outtree, "--state",
+                   os.path.join(self.dir, "state"), "--force"]
+            self.p = h.spawn(h.srv, cmd, self.name, SERVER_CPU)
+            port = 67 if dhcp else 69
+        elif self.kind == "kea":
+            conf = os.path.join(self.dir, "kea.json")
+            with open(conf, "w") as f:
+                json.dump(kea_config(self.dir), f)
+            env = dict(os.environ, KEA_PIDFILE_DIR=self.dir, KEA_LOCKFILE_DIR=self.dir)
+            self.p = h.spawn(h.srv, ["kea-dhcp4", "-c", conf], self.name, SERVER_CPU, env=env)
+            port = 67
+        elif self.kind == "dnsmasq":
+            cmd = ["dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--port=0", "--interface=vs",
+                   "--bind-interfaces", f"--dhcp-range={POOL[0]},{POOL[1]},255.255.0.0,12h",
+                   f"--dhcp-leasefile={self.dir}/dnsmasq.leases", f"--pid-file={self.dir}/pid",
+                   f"--log-facility={self.dir}/dnsmasq.log", "--user=root"]
+            if self.variant == "tuned":
+                # the default ping check stalls each OFFER and lease-max defaults to 1000
+                cmd += ["--no-ping", "--dhcp-lease-max=100000"]
+            self.p = h.spawn(h.srv, cmd, self.name, SERVER_CPU)
+            port = 67
+        elif self.kind == "tftpd-hpa":
+            cmd = ["in.tftpd", "-L", "-s", h.args.tftproot, "-a", f"{SERVER_IP}:69", "-u", "root"]
+            self.p = h.spawn(h.srv, cmd, self.name, SERVER_CPU)
+            port = 69
+        else:
+            raise ValueError(self.kind)
+        if not h.wait_port(self.p, port, 15):
+            msg = h.tail(self.name)
+            self.stop()
+            raise RuntimeError(f"{self.name} did not start: {msg.strip()[-600:]}")
+        if self.kind == "mosboot" and dhcp:
+            time.sleep(0.3)
+
+    def stop(self, sig=signal.SIGTERM):
+        if self.p is not None:
+            self.h.stop(self.p, sig)
+            self.p = None
+
+    def leases_on_disk(self):
+        """{mac: ip} of bound leases in the server's own lease file."""
+        out = {}
+        if self.kind == "mosboot":
+            path = os.path.join(self.dir, "state", "leases")
+            if os.path.exists(path):
+                for line in open(path, errors="replace"):
+                    f = dict(kv.split("=", 1) for kv in line.split()[1:] if "=" in kv)
+                    if "mac" in f and "ip" in f:
+                        if f.get("state") == "bound":
+                            out[f["mac"].lower()] = f["ip"]
+                        else:
+                            out.pop(f["mac"].lower(), None)
+        elif self.kind == "kea":
+            for name in ("leases4.csv.2", "leases4.csv.1", "leases4.csv"):
+                path = os.path.join(self.dir, name)
+                if not os.path.exists(path):
+                    continue
+                for line in open(path, errors="replace"):
+                    parts = line.strip().split(",")
+                    if len(parts) > 9 and parts[0] != "address":
+                        if parts[9] == "0" and parts[3] != "0":
+                            out[parts[1].lower()] = parts[0]
+        elif self.kind == "dnsmasq":
+            path = os.path.join(self.dir, "dnsmasq.leases")
+            if os.path.exists(path):
+                for line in open(path, errors="replace"):
+                    parts = line.split()
+                    if len(parts) >= 3:
+                        out[parts[1].lower()] = parts[2]
+        return out
+
+
+def kea_config(d):
+    return {"Dhcp4": {
+        "interfaces-config": {"interfaces": ["vs"], "dhcp-socket-type": "raw"},
+        "lease-database": {"type": "memfile", "persist": True, "lfc-interval": 0,
+                           "name": os.path.join(d, "leases4.csv")},
+        "valid-lifetime": 43200,
+        "subnet4": [{"id": 1, "subnet": f"10.50.0.0/{PREFIX}",
+                     "pools": [{"pool": f"{POOL[0]} - {POOL[1]}"}]}],
+        "loggers": [{"name": "kea-dhcp4", "severity": "INFO",
+                     "output_options": [{"output": os.path.join(d, "kea.log")}]}],
+    }}
+
+
+# ---- DHCP series -------------------------------------------------------------------------------
+def parse_perfdhcp(text):
+    """Pulls the DO and RA exchange statistics out of perfdhcp's final report."""
+    res = {}
+    blocks = re.split(r"\*{3}Statistics for: ", text)
+    for b in blocks[1:]:
+        key = "DO" if b.startswith("DISCOVER-OFFER") else "RA" if b.startswith("REQUEST-ACK") else None
+        if not key:
+            continue
+
+        def num(label, cast=float):
+            m = re.search(rf"{label}\s*:\s*([0-9.]+)", b)
+            return cast(m.group(1)) if m else None
+        res[key] = {"sent": num("sent packets", int), "received": num("received packets", int),
+                    "drops": num("drops", int), "avg_ms": num("avg delay"), "max_ms": num("max delay"),
+                    "min_ms": num("min delay")}
+    m = re.search(r"[Rr]ate:\s*([0-9.]+)", text)
+    if m:
+        res["rate_line"] = float(m.group(1))
+    return res
+
+
+def dhcp_series(h, servers):
+    rates = [int(r) for r in h.args.dhcp_rates.split(",")]
+    period = h.args.dhcp_period
+    rows = []
+    for s in servers:
+        for rate in rates:
+            s.fresh()
+            try:
+                s.start(dhcp=True)
+            except RuntimeError as e:
+                log(str(e))
+                rows.append({"server": s.name, "rate": rate, "error": str(e)[:300]})
+                continue
+            cpu0 = h.cpu_seconds(s.p)
+            cmd = ["ip", "netns", "exec", h.cli, "taskset", "-c", LOAD_CPU, "perfdhcp", "-4",
+                   "-l", "vc", "-r", str(rate), "-p", str(period), "-R", str(h.args.dhcp_clients)]
+            t0 = time.monotonic()
+            p = subprocess.run(cmd, capture_output=True, text=True, timeout=period + 30)
+            wall = time.monotonic() - t0
+            cpu1 = h.cpu_seconds(s.p)
+            alive = s.p.poll() is None
+            s.stop()
+            st = parse_perfdhcp(p.stdout)
+            row = {"server": s.name, "rate": rate, "period_s": period, "wall_s": round(wall, 2),
+                   "server_alive": alive}
+            if "RA" in st and "DO" in st:
+                do, ra = st["DO"], st["RA"]
+                acks = ra["received"] or 0
+                row.update({
+                    "discovers": do["sent"], "offers": do["received"], "requests": ra["sent"],
+                    "acks": acks, "leases_per_s": round(acks / period, 1),
+                    # drop % of the whole DORA: discovers that never ended in an ACK
+                    "drop_pct": round(100.0 * (1 - acks / do["sent"]), 2) if do["sent"] else None,
+                    "do_avg_ms": do["avg_ms"], "do_max_ms": do["max_ms"],
+                    "ra_avg_ms": ra["avg_ms"], "ra_max_ms": ra["max_ms"],
+                    "server_cpu_s": round(cpu1 - cpu0, 2) if cpu0 is not None and cpu1 is not None else None,
+                })
+            else:
+                row["error"] = ("perfdhcp gave no statistics: " + (p.stderr or p.stdout)[-300:]).strip()
+            log(f"dhcp {s.name} @{rate}/s: {row.get('leases_per_s')} leases/s, drop {row.get('drop_pct')} %")
+            rows.append(row)
+    return rows
+
+
+def storm_client(h, clients, rate, duration, acked=None, mac_base=0x42):
+    cmd = ["ip", "netns", "exec", h.cli, "taskset", "-c", LOAD_CPU, "python3",
+           os.path.join(HERE, "dhcpstorm.py"), "--iface", "vc", "--clients", str(clients),
+           "--rate", str(rate), "--duration", str(duration), "--mac-base", str(mac_base)]
+    if acked:
+        cmd += ["--acked", acked]
+    return cmd
+
+
+def avalanche_series(h, servers):
+    rows = []
+    for s in servers:
+        s.fresh()
+        try:
+            s.start(dhcp=True)
+        except RuntimeError as e:
+            rows.append({"server": s.name, "error": str(e)[:300]})
+            continue
+        p = subprocess.run(storm_client(h, 250, 0, h.args.avalanche_limit), capture_output=True,
+                           text=True, timeout=h.args.avalanche_limit + 20)
+        s.stop()
+        try:
+            row = json.loads(p.stdout.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            row = {"error": "dhcpstorm: " + p.stderr[-300:]}
+        row["server"] = s.name
+        log(f"avalanche {s.name}: {row.get('bound')}/250 bound in {row.get('seconds_to_last_ack')} s")
+        rows.append(row)
+    return rows
+
+
+def lease_loss_series(h, servers):
+    """kill -9 under load: every ACK a client saw must be in the lease file after a restart."""
+    rows = []
+    for s in servers:
+        for trial in range(h.args.loss_trials):
+            s.fresh()
+            acked = os.path.join(s.dir, "acked.txt")
+            try:
+                s.start(dhcp=True)
+            except RuntimeError as e:
+                rows.append({"server": s.name, "trial": trial + 1, "error": str(e)[:300]})
+                continue
+            load = subprocess.Popen(storm_client(h, 4000, h.args.loss_rate, 30, acked, 0x50 + trial),
+                                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                                    start_new_session=True)
+            h.procs.append(load)
+            time.sleep(h.args.loss_kill_after + 0.37 * trial)
+            s.stop(signal.SIGKILL)
+            time.sleep(1.0)  # replies already on the wire still reach the client
+            load.send_signal(signal.SIGTERM)
+            try:
+                load.communicate(timeout=10)
+            except subprocess.TimeoutExpired:
+                load.kill()
+            if load in h.procs:
+                h.procs.remove(load)
+            # restart on the same files (proves they load), then read what the server kept
+            restarted = True
+            try:
+                s.start(dhcp=True)
+                time.sleep(0.5)
+                s.stop()
+            except RuntimeError:
+                restarted = False
+            disk = s.leases_on_disk()
+            seen = {}
+            if os.path.exists(acked):
+                for line in open(acked):
+                    parts = line.split()
+                    if len(parts) == 2:
+                        seen[parts[0]] = parts[1]
+            lost = sum(1 for mac, ip in seen.items() if disk.get(mac) != ip)
+            row = {"server": s.name, "trial": trial + 1, "acked": len(seen), "on_disk": len(disk),
+                   "lost": lost, "restarted": restarted}
+            log(f"lease-loss {s.name} #{trial + 1}: acked {len(seen)}, lost {lost}")
+            rows.append(row)
+    return rows
+
+
+# ---- TFTP series -------------------------------------------------------------------------------
+def tftp_run(h, s, clients, blksize, max_time):
+    cpu0 = h.cpu_seconds(s.p)
+    cmd = ["ip", "netns", "exec", h.cli, "taskset", "-c", LOAD_CPU, "python3",
+           os.path.join(HERE, "tftpswarm.py"), "--url", f"tftp://{SERVER_IP}/{TFTP_FILE}",
+           "--clients", str(clients), "--blksize", str(blksize), "--size", str(TFTP_SIZE),
+           "--max-time", str(max_time)]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=max_time + 60)
+    time.sleep(0.3)  # let tftpd-hpa reap its children so their CPU time is counted
+    cpu1 = h.cpu_seconds(s.p)
+    try:
+        row = json.loads(p.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return {"error": "tftpswarm: " + (p.stderr or "")[-300:]}
+    if cpu0 is not None and cpu1 is not None:
+        row["server_cpu_s"] = round(cpu1 - cpu0, 3)
+        mb = row["bytes"] / 1e6
+        row["cpu_s_per_mb"] = round((cpu1 - cpu0) / mb, 5) if mb > 0 else None
+    return row
+
+
+def tftp_series(h, servers):
+    rows = []
+    conds = [("clean", "veth", 0)]
+    if h.args.delayfwd and os.path.exists(h.args.delayfwd):
+        conds.append(("delay 1 ms", "delay", 0))
+    else:
+        h.results.setdefault("skipped", []).append("TFTP with delay: no delay forwarder binary")
+    conds.append(("loss 1 %", "veth", 10))
+    for cond, link, loss in conds:
+        h.link(link)
+        h.loss(loss)
+        if cond == "clean":
+            steps = [(1, 512), (1, 1468)] + [(n, 1468) for n in (10, 50, 100, 250)]
+        elif cond.startswith("delay"):
+            steps = [(1, 512), (1, 1468), (10, 1468), (50, 1468), (250, 1468)]
+        else:
+            steps = [(1, 1468), (50, 1468), (250, 1468)]
+        max_time = 60 if cond == "clean" else h.args.tftp_lossy_max_time
+        for s in servers:
+            try:
+                s.start(dhcp=False, tftp=True)
+            except RuntimeError as e:
+                rows.append({"server": s.name, "cond": cond, "error": str(e)[:300]})
+                continue
+            for clients, blk in steps:
+                row = tftp_run(h, s, clients, blk, max_time)
+                row.update({"server": s.name, "cond": cond, "clients": clients, "blksize": blk})
+                log(f"tftp {cond} {s.name} x{clients} bs{blk}: {row.get('mb_per_s')} MB/s, "
+                    f"{row.get('failed')} failed")
+                rows.append(row)
+            s.stop()
+        h.loss(0)
+    # storm through a 100 Mbit/s limit
+    h.link("veth")
+    h.rate_limit("100mbit")
+    for s in servers:
+        try:
+            s.start(dhcp=False, tftp=True)
+        except RuntimeError as e:
+            rows.append({"server": s.name, "cond": "storm 100 Mbit", "error": str(e)[:300]})
+            continue
+        row = tftp_run(h, s, h.args.storm_clients, 1468, h.args.storm_max_time)
+        blocks = -(-TFTP_SIZE // 1468) + (1 if TFTP_SIZE % 1468 == 0 else 0)
+        wire = h.args.storm_clients * (TFTP_SIZE + blocks * (4 + 8 + 20 + 14))
+        bound = wire * 8 / 100e6
+        row.update({"server": s.name, "cond": "storm 100 Mbit", "clients": h.args.storm_clients,
+                    "blksize": 1468, "line_rate_bound_s": round(bound, 2),
+                    "vs_bound": round(row.get("wall_s", 0) / bound, 3) if row.get("wall_s") else None})
+        log(f"storm {s.name}: {row.get('wall_s')} s vs bound {bound:.1f} s, {row.get('failed')} failed")
+        rows.append(row)
+        s.stop()
+    h.rate_limit(None)
+    return rows
+
+
+# ---- build and boot ------------------------------------------------------------------------------
+def build_series(h):
+    a = h.args
+    row = {}
+    outdir = os.path.join(h.tmp, "build-out")
+    toml = a.demo_toml
+    # cold: empty output tree each run; warm: the same tree again (unchanged inputs)
+    cold_prep = f"rm -rf {outdir}"
+    base = f"{a.mosboot} -c {toml} build --out {outdir}"
+    hf = os.path.join(h.tmp, "hyperfine.json")
+    p = subprocess.run(["hyperfine", "--shell=bash", "--runs", str(a.build_runs),
+                        "--prepare", cold_prep, "--export-json", hf, "-n", "cold", base],
+                       capture_output=True, text=True, timeout=600)
+    if p.returncode == 0:
+        r = json.load(open(hf))["results"][0]
+        row["cold"] = {k: round(r[k], 3) for k in ("mean", "stddev", "min", "max")}
+    else:
+        row["cold_error"] = p.stderr[-300:]
+    subprocess.run(base, shell=True, capture_output=True)
+    p = subprocess.run(["hyperfine", "--shell=bash", "--warmup", "1", "--runs", str(a.build_runs * 2),
+                        "--export-json", hf, "-n", "warm", base],
+                       capture_output=True, text=True, timeout=600)
+    if p.returncode == 0:
+        r = json.load(open(hf))["results"][0]
+        row["warm"] = {k: round(r[k], 3) for k in ("mean", "stddev", "min", "max")}
+    else:
+        row["warm_error"] = p.stderr[-300:]
+    sizes = {}
+    tb = os.path.join(outdir, "tftpboot")
+    for name in ("initrd.gz", "vmlinuz", "pxelinux.0", "ldlinux.c32", "boot.ipxe"):
+        path = os.path.join(tb, name)
+        if os.path.exists(path):
+            sizes[name] = os.path.getsize(path)
+    total = 0
+    for dp, _, fs in os.walk(outdir):
+        for f in fs:
+            total += os.path.getsize(os.path.join(dp, f))
+    sizes["total_tree"] = total
+    row["sizes"] = sizes
+    log(f"build: cold {row.get('cold', {}).get('mean')} s, warm {row.get('warm', {}).get('mean')} s")
+    return row
+
+
+def boot_series(h):
+    a = h.args
+    lab = os.path.join(ROOT, "scripts", "lab", "lab.sh")
+    rows = []
+    macs = [f"52:54:00:be:00:{i + 1:02x}" for i in range(4)]
+    hosts = [f"ws{i + 1:03d}" for i in range(4)]
+    dns_hosts = " ".join(f"--dhcp-host={m},192.168.0.{i + 1},{hosts[i]}" for i, m in enumerate(macs))
+    tftproot = os.path.join(a.demo_out, "tftpboot")
+    servers = {
+        "mosboot": f"{a.mosboot} -c {a.demo_toml} serve --out {a.demo_out} --state {h.tmp}/boot-state-$$ --force",
+        "dnsmasq": (f"dnsmasq --no-daemon --conf-file=/dev/null --port=0 --interface=br0 --bind-interfaces "
+                    f"--dhcp-range=192.168.0.1,192.168.0.253,255.255.255.0,1h {dns_hosts} "
+                    f"--dhcp-leasefile={h.tmp}/boot-dnsmasq-$$.leases --enable-tftp --tftp-root={tftproot} "
+                    "--dhcp-boot=pxelinux.0 --dhcp-userclass=set:ipxe,iPXE --dhcp-boot=tag:ipxe,boot.ipxe "
+                    "--dhcp-option=3 --dhcp-option=6 --user=root --log-facility=-"),
+    }
+    for nodes in (1, 4):
+        for name, cmd in servers.items():
+            for trial in range(a.boot_trials):
+                logdir = tempfile.mkdtemp(prefix="lab-", dir=h.tmp)
+                args = [lab, "--server", cmd, "--timeout", str(a.boot_timeout), "--logdir", logdir,
+                        "--ns-prefix", h.tag + "lab"]
+                for i in range(nodes):
+                    args += ["--node", f"cpu=486,nic=ne2k_pci,mem=16,mac={macs[i]},name={hosts[i]}"]
+                env = dict(os.environ, KIT_QEMU_DIR=a.qemu_dir) if a.qemu_dir else None
+                t0 = time.monotonic()
+                p = subprocess.run(args, capture_output=True, text=True, timeout=a.boot_timeout + 60,
+                                   env=env)
+                wall = time.monotonic() - t0
+                took = [float(x) for x in re.findall(r"node \S+ done in ([0-9.]+) s", p.stdout + p.stderr)]
+                row = {"server": name, "nodes": nodes, "trial": trial + 1, "ok": p.returncode == 0,
+                       "done": len(took), "per_node_s": took,
+                       "last_node_s": max(took) if len(took) == nodes else None,
+                       "wall_s": round(wall, 1)}
+                if p.returncode != 0:
+                    row["error"] = (p.stdout + p.stderr)[-400:]
+                log(f"boot {name} x{nodes}: {row['last_node_s']} s (ok={row['ok']})")
+                rows.append(row)
+    return rows
+
+
+def machine():
+    model = "?"
+    for line in open("/proc/cpuinfo"):
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    mem = "?"
+    for line in open("/proc/meminfo"):
+        if line.startswith("MemTotal"):
+            mem = f"{int(line.split()[1]) // 1024 // 1024} GiB"
+    vers = {}
+    for name, cmd in (("kea-dhcp4", ["kea-dhcp4", "-v"]), ("dnsmasq", ["dnsmasq", "--version"]),
+                      ("perfdhcp", ["perfdhcp", "-v"]), ("curl", ["curl", "--version"]),
+                      ("tftpd-hpa", ["dpkg-query", "-W", "-f=${Version}", "tftpd-hpa"])):
+        try:
+            out = subprocess.run(cmd, capture_output=True, text=True, timeout=5)
+            vers[name] = (out.stdout or out.stderr).strip().splitlines()[0][:80]
+        except (OSError, IndexError, subprocess.TimeoutExpired):
+            vers[name] = "?"
+    return {"nproc": os.cpu_count(), "cpu": model, "mem": mem, "kernel": os.uname().release,
+            "versions": vers}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--mosboot", required=True)
+    ap.add_argument("--delayfwd", default="")
+    ap.add_argument("--dhcp-toml", required=True)
+    ap.add_argument("--tftp-toml", required=True)
+    ap.add_argument("--demo-toml", required=True)
+    ap.add_argument("--demo-out", required=True)
+    ap.add_argument("--outtree", required=True, help="output tree `mosboot serve --out` uses")
+    ap.add_argument("--tftproot", required=True)
+    ap.add_argument("--qemu-dir", default="")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--series", default="dhcp,avalanche,loss,tftp,build,boot")
+    ap.add_argument("--dhcp-rates", default="500,1000,2000,4000,6000")
+    ap.add_argument("--dhcp-period", type=int, default=10)
+    ap.add_argument("--dhcp-clients", type=int, default=4000)
+    ap.add_argument("--avalanche-limit", type=float, default=30)
+    ap.add_argument("--loss-trials", type=int, default=5)
+    ap.add_argument("--loss-rate", type=float, default=1000)
+    ap.add_argument("--loss-kill-after", type=float, default=1.5)
+    ap.add_argument("--delay-us", type=int, default=1000)
+    ap.add_argument("--tftp-lossy-max-time", type=int, default=90)
+    ap.add_argument("--storm-clients", type=int, default=250)
+    ap.add_argument("--storm-max-time", type=int, default=180)
+    ap.add_argument("--build-runs", type=int, default=3)
+    ap.add_argument("--boot-trials", type=int, default=1)
+    ap.add_argument("--boot-timeout", type=int, default=120)
+    ap.add_argument("--keep", action="store_true", help="keep the temp dir (logs)")
+    a = ap.parse_args()
+    series = a.series.split(",")
+
+    h = Harness(a)
+    res = h.results
+    res["machine"] = machine()
+    res["settings"] = {k: v for k, v in vars(a).items() if k not in ("out",)}
+    t_start = time.monotonic()
+
+    def save():
+        res["elapsed_s"] = round(time.monotonic() - t_start, 1)
+        with open(a.out, "w") as f:
+            json.dump(res, f, indent=1)
+
+    def attempt(name, fn):
+        if name not in series:
+            return
+        t = time.monotonic()
+        log(f"== {name}")
+        try:
+            res[name] = fn()
+        except Exception as e:  # noqa: BLE001 - one broken series must not hide the others
+            log(f"{name}: harness error: {e!r}")
+            res.setdefault("errors", {})[name] = repr(e)[:500]
+        res.setdefault("series_s", {})[name] = round(time.monotonic() - t, 1)
+        save()
+
+    h.netns_up()
+    h.link("veth")
+    dhcp_servers = [Server(h, "mosboot"), Server(h, "kea"), Server(h, "dnsmasq"),
+                    Server(h, "dnsmasq", "tuned")]
+    attempt("dhcp", lambda: dhcp_series(h, dhcp_servers))
+    attempt("avalanche", lambda: avalanche_series(h, dhcp_servers))
+    attempt("loss", lambda: lease_loss_series(h, [dhcp_servers[0], dhcp_servers[1], dhcp_servers[3]]))
+    tftp_servers = [Server(h, "mosboot"), Server(h, "tftpd-hpa")]
+    attempt("tftp", lambda: tftp_series(h, tftp_servers))
+    h.unlink()
+    attempt("build", lambda: build_series(h))
+    attempt("boot", lambda: boot_series(h))
+    save()
+    h.cleanup()
+    log(f"done in {res['elapsed_s']} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,308 @@
+#!/usr/bin/env python3
+"""Writes BENCHMARKS.md from bench.py's results: intro.md (hand-written), the machine, the issue's
+targets with where mosboot stands, and one table per series with ratios to the best peer.
+
+Usage: report.py results.json BENCHMARKS.md
+"""
+
+import json
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def fmt(v, nd=1):
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v:.{nd}f}"
+    return str(v)
+
+
+def ratio(a, b, nd=2):
+    if a is None or b in (None, 0):
+        return "–"
+    return f"{a / b:.{nd}f}×"
+
+
+def table(head, rows):
+    out = ["| " + " | ".join(head) + " |", "|" + "|".join(" --- " for _ in head) + "|"]
+    for r in rows:
+        out.append("| " + " | ".join(str(c) for c in r) + " |")
+    return "\n".join(out) + "\n"
+
+
+def best_peer(rows, key, pred, higher=True, exclude="mosboot"):
+    vals = [r for r in rows if pred(r) and r.get("server") != exclude and r.get(key) is not None]
+    if not vals:
+        return None
+    pick = max if higher else min
+    return pick(vals, key=lambda r: r[key])
+
+
+# ---- DHCP --------------------------------------------------------------------------------------
+def clean_max(rows, server, limit=0.2):
+    ok = [r for r in rows if r.get("server") == server and r.get("drop_pct") is not None
+          and r["drop_pct"] <= limit]
+    return max((r["leases_per_s"] for r in ok), default=None)
+
+
+def peak(rows, server):
+    return max((r.get("leases_per_s") or 0 for r in rows if r.get("server") == server), default=None)
+
+
+def dhcp_section(res):
+    rows = res.get("dhcp") or []
+    if not rows:
+        return "_not run_\n", {}
+    servers = list(dict.fromkeys(r["server"] for r in rows))
+    out = []
+    body = []
+    for rate in sorted({r["rate"] for r in rows}):
+        at = [r for r in rows if r["rate"] == rate]
+        best = best_peer(at, "leases_per_s", lambda r: True)
+        for r in at:
+            if "error" in r and "acks" not in r:
+                body.append([rate, r["server"], "error", "", "", "", "", "", r["error"][:80]])
+                continue
+            rat = ratio(r["leases_per_s"], best["leases_per_s"]) if r["server"] == "mosboot" and best else ""
+            body.append([rate, r["server"], fmt(r["leases_per_s"]), rat, fmt(r["drop_pct"], 2),
+                         f'{fmt(r["do_avg_ms"], 2)} / {fmt(r["do_max_ms"], 1)}',
+                         f'{fmt(r["ra_avg_ms"], 2)} / {fmt(r["ra_max_ms"], 1)}',
+                         fmt(r.get("server_cpu_s"), 2), "" if r.get("server_alive", True) else "server died"])
+    out.append(table(["offered /s", "server", "leases/s (ACKs)", "vs best peer", "drop %",
+                      "DISCOVER→OFFER avg / max ms", "REQUEST→ACK avg / max ms", "server CPU s", "note"], body))
+    summ = []
+    for s in servers:
+        summ.append([s, fmt(clean_max(rows, s)), fmt(peak(rows, s))])
+    out.append("\nBest step per server (the target compares the highest leases/s reached with ≤ 0.2 % "
+               "of DISCOVERs left without an ACK):\n\n")
+    out.append(table(["server", "leases/s at ≤ 0.2 % drop", "peak leases/s"], summ))
+    return "".join(out), {s: (clean_max(rows, s), peak(rows, s)) for s in servers}
+
+
+def avalanche_section(res):
+    rows = res.get("avalanche") or []
+    if not rows:
+        return "_not run_\n"
+    best = best_peer(rows, "leases_per_s", lambda r: r.get("bound") == 250)
+    body = []
+    for r in rows:
+        if "error" in r and "bound" not in r:
+            body.append([r["server"], "error", "", "", "", "", r["error"][:80]])
+            continue
+        rat = ratio(best["seconds_to_last_ack"], r["seconds_to_last_ack"]) if (
+            r["server"] == "mosboot" and best and r["seconds_to_last_ack"]) else ""
+        body.append([r["server"], f'{r["bound"]}/{r["clients"]}', fmt(r["seconds_to_last_ack"], 2), rat,
+                     fmt(r["leases_per_s"]), f'{fmt(r["lat_avg_ms"])} / {fmt(r["lat_p50_ms"])} / {fmt(r["lat_max_ms"])}',
+                     f'{r.get("discover")} / {r.get("request")}'])
+    return table(["server", "bound", "s to last ACK", "speed vs best peer", "leases/s",
+                  "latency avg / p50 / max ms", "DISCOVERs / REQUESTs sent"], body)
+
+
+def loss_section(res):
+    rows = res.get("loss") or []
+    if not rows:
+        return "_not run_\n", {}
+    body = []
+    agg = {}
+    for s in dict.fromkeys(r["server"] for r in rows):
+        mine = [r for r in rows if r["server"] == s and "acked" in r]
+        acked = sum(r["acked"] for r in mine)
+        lost = sum(r["lost"] for r in mine)
+        worst = max((r["lost"] / r["acked"] * 100 for r in mine if r["acked"]), default=None)
+        per = ", ".join(f'{r["lost"]}/{r["acked"]}' for r in mine)
+        errs = len([r for r in rows if r["server"] == s and "error" in r])
+        body.append([s, len(mine), acked, lost, fmt(100.0 * lost / acked if acked else None, 2),
+                     fmt(worst, 1), per + (f" ({errs} errors)" if errs else "")])
+        agg[s] = (acked, lost, len(mine))
+    return table(["server", "trials", "ACKs seen by clients", "lost after kill -9", "lost %",
+                  "worst trial %", "per trial lost/acked"], body), agg
+
+
+# ---- TFTP --------------------------------------------------------------------------------------
+def tftp_section(res):
+    rows = [r for r in (res.get("tftp") or []) if not r.get("cond", "").startswith("storm")]
+    if not rows:
+        return "_not run_\n"
+    body = []
+    keys = list(dict.fromkeys((r["cond"], r.get("clients"), r.get("blksize")) for r in rows))
+    for cond, clients, blk in keys:
+        at = [r for r in rows if (r["cond"], r.get("clients"), r.get("blksize")) == (cond, clients, blk)]
+        best = best_peer(at, "mb_per_s", lambda r: True)
+        for r in at:
+            if "mb_per_s" not in r:
+                body.append([cond, clients, blk, r["server"], "error", "", "", "", r.get("error", "")[:80]])
+                continue
+            rat = ratio(r["mb_per_s"], best["mb_per_s"]) if r["server"] == "mosboot" and best else ""
+            cpu_rat = ratio(r.get("cpu_s_per_mb"), best.get("cpu_s_per_mb")) if (
+                r["server"] == "mosboot" and best) else ""
+            body.append([cond, clients, blk, r["server"], fmt(r["mb_per_s"], 2), rat,
+                         f'{r["failed"]}', fmt(r.get("cpu_s_per_mb"), 4), cpu_rat])
+    return table(["link", "clients", "blksize", "server", "aggregate MB/s", "vs best peer", "failed",
+                  "server CPU s/MB", "CPU/MB vs peer"], body)
+
+
+def storm_section(res):
+    rows = [r for r in (res.get("tftp") or []) if r.get("cond", "").startswith("storm")]
+    if not rows:
+        return "_not run_\n"
+    body = []
+    for r in rows:
+        if "wall_s" not in r:
+            body.append([r["server"], "error", "", "", "", "", r.get("error", "")[:80]])
+            continue
+        body.append([r["server"], r["clients"], fmt(r["wall_s"], 1), fmt(r.get("line_rate_bound_s"), 1),
+                     fmt(r.get("vs_bound"), 3) + "×", r["failed"], fmt(r["mb_per_s"], 2)])
+    return table(["server", "clients", "time s", "line-rate bound s", "time / bound", "failed",
+                  "aggregate MB/s"], body)
+
+
+def build_section(res):
+    b = res.get("build")
+    if not b:
+        return "_not run_\n"
+    body = []
+    for k in ("cold", "warm"):
+        if k in b:
+            body.append([k, fmt(b[k]["mean"], 3), fmt(b[k]["stddev"], 3), fmt(b[k]["min"], 3), fmt(b[k]["max"], 3)])
+        else:
+            body.append([k, "error", "", "", b.get(k + "_error", "")[:80]])
+    out = table(["mosboot build", "mean s", "stddev s", "min s", "max s"], body)
+    sz = b.get("sizes", {})
+    out += "\n" + table(["file", "bytes"], [[k, f"{v:,}"] for k, v in sz.items()])
+    return out
+
+
+def boot_section(res):
+    rows = res.get("boot") or []
+    if not rows:
+        return "_not run_\n", {}
+    body = []
+    summary = {}
+    for n in sorted({r["nodes"] for r in rows}):
+        at = [r for r in rows if r["nodes"] == n]
+        per = {}
+        for s in dict.fromkeys(r["server"] for r in at):
+            ts = [r["last_node_s"] for r in at if r["server"] == s and r.get("last_node_s") is not None]
+            per[s] = (sum(ts) / len(ts)) if ts else None
+        for s, v in per.items():
+            fails = len([r for r in at if r["server"] == s and not r["ok"]])
+            rat = ratio(v, per.get("dnsmasq")) if s == "mosboot" else ""
+            body.append([n, s, fmt(v, 1), rat, fails])
+        summary[n] = per
+    return table(["nodes", "server", "power-on → last node joined s", "vs dnsmasq", "failed runs"], body), summary
+
+
+# ---- targets -----------------------------------------------------------------------------------
+def targets(res, dhcp_sum, loss_agg, boot_sum):
+    t = []
+    # DHCP throughput vs Kea at <= 0.2 % drop
+    m = dhcp_sum.get("mosboot")
+    k = dhcp_sum.get("kea")
+    if m and k:
+        mc, kc = m[0], k[0]
+        met = mc is not None and (kc is None or mc >= kc)
+        t.append(["DHCP leases/s ≥ Kea (persist) at ≤ 0.2 % drops, fsync per ACK",
+                  f"{fmt(mc)} (peak {fmt(m[1])})", f"Kea {fmt(kc)} (peak {fmt(k[1])})",
+                  "met" if met else "not met"])
+    else:
+        t.append(["DHCP leases/s ≥ Kea (persist) at ≤ 0.2 % drops", "–", "–", "not measured"])
+    if "mosboot" in loss_agg:
+        a, lost, n = loss_agg["mosboot"]
+        t.append(["0 acknowledged leases lost after kill -9", f"{lost} of {a} lost ({n} trials)",
+                  ", ".join(f"{s} {v[1]} of {v[0]}" for s, v in loss_agg.items() if s != "mosboot"),
+                  "met" if lost == 0 and n > 0 and a > 0 else "not met"])
+    else:
+        t.append(["0 acknowledged leases lost after kill -9", "–", "–", "not measured"])
+    tr = [r for r in (res.get("tftp") or []) if r.get("cond") == "clean" and r.get("clients") == 250]
+    mo = next((r for r in tr if r["server"] == "mosboot" and "mb_per_s" in r), None)
+    hp = next((r for r in tr if r["server"] == "tftpd-hpa" and "mb_per_s" in r), None)
+    if mo and hp:
+        cpu_ok = (mo.get("cpu_s_per_mb") or 0) <= 1.5 * (hp.get("cpu_s_per_mb") or 0)
+        met = mo["mb_per_s"] >= hp["mb_per_s"] and mo["failed"] == 0 and cpu_ok
+        t.append(["TFTP 250 clients: MB/s ≥ tftpd-hpa, 0 failures, CPU/MB ≤ 1.5× tftpd-hpa",
+                  f'{fmt(mo["mb_per_s"], 2)} MB/s, {mo["failed"]} failed, {fmt(mo.get("cpu_s_per_mb"), 4)} s/MB',
+                  f'{fmt(hp["mb_per_s"], 2)} MB/s, {hp["failed"]} failed, {fmt(hp.get("cpu_s_per_mb"), 4)} s/MB',
+                  "met" if met else "not met"])
+    else:
+        t.append(["TFTP 250 clients vs tftpd-hpa", "–", "–", "not measured"])
+    st = [r for r in (res.get("tftp") or []) if r.get("cond", "").startswith("storm")]
+    ms = next((r for r in st if r["server"] == "mosboot" and r.get("vs_bound")), None)
+    hs = next((r for r in st if r["server"] == "tftpd-hpa" and r.get("vs_bound")), None)
+    if ms:
+        t.append(["250-client storm at 100 Mbit/s ≤ 1.1× line-rate bound",
+                  f'{fmt(ms["vs_bound"], 3)}× ({ms["failed"]} failed)',
+                  f'tftpd-hpa {fmt(hs["vs_bound"], 3)}×' if hs else "–",
+                  "met" if ms["vs_bound"] <= 1.1 and ms["failed"] == 0 else "not met"])
+    else:
+        t.append(["250-client storm ≤ 1.1× line-rate bound", "–", "–", "not measured"])
+    b = res.get("build") or {}
+    if "warm" in b:
+        t.append(["warm `mosboot build` < 1 s", f'{fmt(b["warm"]["mean"], 3)} s', "–",
+                  "met" if b["warm"]["mean"] < 1.0 else "not met"])
+    else:
+        t.append(["warm `mosboot build` < 1 s", "–", "–", "not measured"])
+    if boot_sum:
+        cells, ok = [], True
+        peer = []
+        for n, per in sorted(boot_sum.items()):
+            mv, dv = per.get("mosboot"), per.get("dnsmasq")
+            cells.append(f"{n} node(s): {fmt(mv, 1)} s ({ratio(mv, dv)})")
+            peer.append(f"{n}: {fmt(dv, 1)} s")
+            ok = ok and mv is not None and dv is not None and mv <= 1.05 * dv
+        t.append(["boot time ≤ 1.05× dnsmasq-served", "; ".join(cells), "dnsmasq " + "; ".join(peer),
+                  "met" if ok else "not met"])
+    else:
+        t.append(["boot time ≤ 1.05× dnsmasq-served", "–", "–", "not measured"])
+    return t
+
+
+def main():
+    res = json.load(open(sys.argv[1]))
+    dest = sys.argv[2]
+    parts = []
+    intro = os.path.join(HERE, "intro.md")
+    if os.path.exists(intro):
+        parts.append(open(intro).read().rstrip() + "\n\n")
+    m = res.get("machine", {})
+    parts.append("## This run\n\n")
+    parts.append(f"- Date: {res.get('started')}; the whole run took {fmt(res.get('elapsed_s'), 0)} s "
+                 f"(per series: {', '.join(f'{k} {v:.0f} s' for k, v in res.get('series_s', {}).items())}).\n")
+    parts.append(f"- Machine: {m.get('nproc')} CPUs ({m.get('cpu')}), {m.get('mem')} RAM, Linux {m.get('kernel')}.\n")
+    vers = m.get("versions", {})
+    parts.append("- Peers: " + "; ".join(f"{k} {v}" for k, v in vers.items()) + ".\n")
+    st = res.get("settings", {})
+    parts.append(f"- Settings: DHCP steps {st.get('dhcp_period')} s each at {st.get('dhcp_rates')} offered/s, "
+                 f"perfdhcp -R {st.get('dhcp_clients')}; kill -9 trials {st.get('loss_trials')} per server "
+                 f"at {st.get('loss_rate')} new clients/s; added delay {st.get('delay_us')} µs one way.\n")
+    if res.get("errors"):
+        parts.append("- Harness errors: " + "; ".join(f"{k}: {v}" for k, v in res["errors"].items()) + "\n")
+    if res.get("skipped"):
+        parts.append("- Skipped: " + "; ".join(res["skipped"]) + "\n")
+    parts.append("\n")
+
+    dhcp_txt, dhcp_sum = dhcp_section(res)
+    loss_txt, loss_agg = loss_section(res)
+    boot_txt, boot_sum = boot_section(res)
+    parts.append("## Targets (issue 6)\n\n")
+    parts.append(table(["target", "mosboot", "peer", "status"], targets(res, dhcp_sum, loss_agg, boot_sum)))
+    notes = os.path.join(HERE, "notes.md")
+    if os.path.exists(notes):
+        parts.append("\n" + open(notes).read().rstrip() + "\n")
+    parts.append("\n## DHCP: perfdhcp full DORA\n\n" + dhcp_txt)
+    parts.append("\n## DHCP: 250-client avalanche (all clients start at once; retransmit after 1 s)\n\n"
+                 + avalanche_section(res))
+    parts.append("\n## DHCP: lease loss after kill -9 under load\n\n" + loss_txt)
+    parts.append("\n## TFTP: 3 MiB file\n\n" + tftp_section(res))
+    parts.append("\n## TFTP: 250-client storm through a 100 Mbit/s limit (tbf on the server's link)\n\n"
+                 + storm_section(res))
+    parts.append("\n## Build: `mosboot build` of the demo-like image (hyperfine)\n\n" + build_section(res))
+    parts.append("\n## Boot: QEMU power-on to `joined`/`standalone` (486, ne2k_pci, 16 MB)\n\n" + boot_txt)
+    with open(dest, "w") as f:
+        f.write("".join(parts))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# `make bench`: mosboot side by side with Kea, dnsmasq and tftpd-hpa, in one run (≤ 20 minutes).
+# Prepares the inputs (node kit, delay forwarder, cluster files, a built output tree with a 3 MB
+# test file), runs scripts/bench/bench.py (every server and client inside network namespaces it
+# creates and deletes) and writes BENCHMARKS.md from the results with scripts/bench/report.py.
+#
+# Benchmarks measure; they do not fail the build: exit 0 even when mosboot misses a target, and
+# non-zero only when the harness itself cannot run.
+#
+# Environment: MOSBOOT_RELEASE (binary; default $CARGO_TARGET_DIR/release/mosboot),
+#   BENCH_SERIES (default dhcp,avalanche,loss,tftp,build,boot), BENCH_ARGS (extra bench.py flags),
+#   BENCH_OUT (default BENCHMARKS.md in the repo), BENCH_KEEP=1 (keep the work dir with all logs).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+here=$root/scripts/bench
+[ "$(id -u)" = 0 ] || { echo "bench: needs root (network namespaces, taps, nftables, tc)" >&2; exit 2; }
+
+target=${CARGO_TARGET_DIR:-$root/target}
+mosboot=${MOSBOOT_RELEASE:-$target/release/mosboot}
+[ -x "$mosboot" ] || { echo "bench: no release binary at $mosboot (cargo build --release -p mosboot)" >&2; exit 2; }
+
+# The delay forwarder (tests/bin/delayfwd.rs); without it the delay series is skipped, not failed.
+delayfwd=$target/release/mosboot-delayfwd
+if ! (cd "$root" && cargo build --release -q -p mosboot-tests --bin mosboot-delayfwd) >&2; then
+  echo "bench: could not build the delay forwarder; the delay series will be skipped" >&2
+  delayfwd=""
+fi
+
+kernel=$("$root/scripts/kit/key.sh" kernel)
+busybox=$("$root/scripts/kit/key.sh" busybox)
+qemu_dir=$("$root/scripts/kit/key.sh" qemu-dir)
+if [ ! -f "$kernel" ] || [ ! -f "$busybox" ]; then
+  echo "bench: building the node kit first (kernel, busybox; ~10 minutes once)" >&2
+  make -C "$root" -s kit >&2
+fi
+
+work=$(mktemp -d /tmp/mosboot-bench-run.XXXXXX)
+chmod 755 "$work"
+cleanup() { [ "${BENCH_KEEP:-0}" = 1 ] && echo "bench: kept $work" >&2 || rm -rf "$work"; }
+trap cleanup EXIT
+
+# The demo-like cluster: what the Build and Boot series build and boot.
+cat > "$work/demo.toml" <<TOML
+[cluster]
+name = "bench"
+interface = "br0"
+server = "192.168.0.254/24"
+pool = "192.168.0.1-192.168.0.253"
+hostname = "ltsp"
+lease_time = "1h"
+
+[openmosix]
+version = "2.4.26"
+
+[image]
+kernel = "$kernel"
+busybox = "$busybox"
+cmdline = "panic=5"
+out = "$work/demo-out"
+TOML
+
+# The DHCP series: a /16 with 8188 pool addresses (32 map lines), hostnames mosix<N>.
+cat > "$work/dhcp.toml" <<TOML
+[cluster]
+name = "bench-dhcp"
+interface = "vs"
+server = "10.50.255.254/16"
+pool = "10.50.0.1-10.50.31.254"
+hostname = "mosix"
+lease_time = "12h"
+
+[openmosix]
+version = "2.4.26"
+
+[image]
+kernel = "$kernel"
+busybox = "$busybox"
+out = "$work/demo-out"
+TOML
+sed -e 's/^name = "bench-dhcp"/name = "bench-tftp"/' -e 's/^lease_time = "12h"/lease_time = "12h"\ndhcp = "off"/' \
+  "$work/dhcp.toml" > "$work/tftp.toml"
+
+for t in demo dhcp tftp; do
+  "$mosboot" -c "$work/$t.toml" check >&2 || { echo "bench: mosboot check failed for $t.toml" >&2; exit 2; }
+done
+"$mosboot" -c "$work/demo.toml" build >&2 || { echo "bench: mosboot build failed" >&2; exit 2; }
+head -c $((3 * 1024 * 1024)) /dev/urandom > "$work/demo-out/tftpboot/bench3m.bin"
+chmod -R a+rX "$work/demo-out"
+
+series=${BENCH_SERIES:-dhcp,avalanche,loss,tftp,build,boot}
+keep=()
+[ "${BENCH_KEEP:-0}" = 1 ] && keep=(--keep)
+rc=0
+# shellcheck disable=SC2086
+python3 "$here/bench.py" --mosboot "$mosboot" --delayfwd "$delayfwd" \
+  --dhcp-toml "$work/dhcp.toml" --tftp-toml "$work/tftp.toml" --demo-toml "$work/demo.toml" \
+  --demo-out "$work/demo-out" --outtree "$work/demo-out" --tftproot "$work/demo-out/tftpboot" \
+  --qemu-dir "$qemu_dir" --out "$work/results.json" --series "$series" "${keep[@]}" ${BENCH_ARGS:-} || rc=$?
+[ -f "$work/results.json" ] || { echo "bench: the harness produced no results (exit $rc)" >&2; exit 2; }
+mkdir -p "$root/scripts/bench/last"
+cp "$work/results.json" "$root/scripts/bench/last/results.json"
+python3 "$here/report.py" "$work/results.json" "${BENCH_OUT:-$root/BENCHMARKS.md}"
+echo "bench: wrote ${BENCH_OUT:-$root/BENCHMARKS.md}" >&2
+[ $rc = 0 ] || echo "bench: the harness reported a problem (exit $rc); see above" >&2
+exit $rc
