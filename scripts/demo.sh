@@ -51,7 +51,7 @@ set +e
   --node "name=486,cpu=486,nic=ne2k_pci,mem=16,mac=52:54:00:de:00:01" \
   --node "name=pentium,cpu=pentium,nic=rtl8139,mem=32,mac=52:54:00:de:00:02" \
   --node "name=p3,cpu=pentium3,nic=pcnet,mem=64,mac=52:54:00:de:00:03" \
-  --after "sleep 2; echo; echo '== mosboot nodes'; $mosboot -c $work/cluster.toml nodes --state $work/state | grep -v ' - *- *- *$' || true"
+  --after "sleep 2; echo; echo '== mosboot nodes'; $mosboot -c $work/cluster.toml nodes --state $work/state"
 rc=$?
 set -e
 echo

@@ -21,6 +21,9 @@ pub struct NodesArgs {
     /// The state folder serve uses (default /var/lib/mosboot/<cluster name>).
     #[arg(long)]
     pub state: Option<PathBuf>,
+    /// List every node of the plan in the table, also those never seen (a /24 pool has 253).
+    #[arg(long)]
+    pub all: bool,
 }
 
 /// One row of the table.
@@ -104,7 +107,19 @@ pub fn run(cfg_path: &Path, args: &NodesArgs) -> Result<String, Failure> {
             .map(|s| s + "\n")
             .map_err(|e| Failure::runtime("write JSON", e));
     }
-    Ok(table(&rows, now))
+    // The table shows what an admin looks for: the server, pinned nodes and every node that has
+    // been seen; the rest of a big pool is one line at the end.
+    let seen: Vec<NodeRow> = rows
+        .iter()
+        .filter(|r| args.all || r.role != Role::Pool || r.lease != "none" || r.last_stage.is_some())
+        .cloned()
+        .collect();
+    let mut out = table(&seen, now);
+    let hidden = rows.len() - seen.len();
+    if hidden > 0 {
+        out.push_str(&format!("({hidden} more node(s) of the plan not seen yet; --all lists them)\n"));
+    }
+    Ok(out)
 }
 
 fn table(rows: &[NodeRow], now: u64) -> String {

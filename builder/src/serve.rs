@@ -290,8 +290,15 @@ impl StageRecord {
         let node = plan.node_by_ip(ev.ip);
         let mut stage = ev.stage.label();
         if let Stage::Joined(text) = &ev.stage {
+            // The node fetched `mosboot-report/joined/<N>/<hostname>`; N is 0 when its address
+            // is not in the map.
             let clean: String = text.chars().filter(|c| !c.is_control()).take(120).collect();
-            stage = format!("joined {clean}");
+            let mut parts = clean.split('/');
+            stage = match (parts.next(), parts.next()) {
+                (Some("joined"), Some(n)) if n != "0" => format!("joined as node {n}"),
+                (Some("joined"), Some(_)) => "joined (not in the map)".to_string(),
+                _ => format!("reported {clean}"),
+            };
         }
         StageRecord {
             at: ev.at.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),

@@ -11,6 +11,8 @@ use std::collections::HashMap;
 
 use crate::error::ImageError;
 use crate::tree::{Entry, EntryKind, Tree, name_of, parent_of};
+#[cfg(test)]
+use crate::tree::{S_IFBLK, S_IFCHR, S_IFDIR, S_IFLNK, S_IFREG};
 
 const BLOCK: usize = 1024;
 const BLOCKS_PER_GROUP: u32 = 8192;
@@ -745,5 +747,206 @@ mod tests {
         let mut t = Tree::new();
         t.add_file("lost+found", 0o644, vec![]).unwrap();
         assert!(write_ext2(&t, &Ext2Options::default()).is_err());
+    }
+
+    /// A minimal reader, independent of the writer's internals, so a round trip checks the
+    /// on-disk structures (group descriptors, inode table, block maps, directories).
+    mod reader {
+        use super::super::*;
+
+        pub struct Image<'a>(pub &'a [u8]);
+
+        fn u16_at(b: &[u8], o: usize) -> u16 {
+            u16::from_le_bytes([b[o], b[o + 1]])
+        }
+
+        fn u32_at(b: &[u8], o: usize) -> u32 {
+            u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]])
+        }
+
+        impl Image<'_> {
+            fn block(&self, n: u32) -> &[u8] {
+                &self.0[n as usize * BLOCK..(n as usize + 1) * BLOCK]
+            }
+
+            pub fn inode(&self, ino: u32) -> &[u8] {
+                let ipg = u32_at(self.0, BLOCK + 40);
+                let g = (ino - 1) / ipg;
+                let desc = 2 * BLOCK + g as usize * DESC_SIZE;
+                let table = u32_at(self.0, desc + 8) as usize;
+                let at = table * BLOCK + ((ino - 1) % ipg) as usize * INODE_SIZE;
+                &self.0[at..at + INODE_SIZE]
+            }
+
+            /// Data block numbers in logical order, plus the count of indirect blocks.
+            fn block_list(&self, inode: &[u8], n: usize) -> (Vec<u32>, usize) {
+                let mut out = Vec::new();
+                let mut indirect = 0;
+                for i in 0..12 {
+                    if out.len() < n {
+                        out.push(u32_at(inode, 40 + 4 * i));
+                    }
+                }
+                for (slot, level) in [(12, 1), (13, 2), (14, 3)] {
+                    if out.len() < n {
+                        self.walk(u32_at(inode, 40 + 4 * slot), level, n, &mut out, &mut indirect);
+                    }
+                }
+                (out, indirect)
+            }
+
+            fn walk(&self, b: u32, level: u32, n: usize, out: &mut Vec<u32>, ind: &mut usize) {
+                *ind += 1;
+                let block = self.block(b);
+                for i in 0..PTRS_PER_BLOCK {
+                    if out.len() == n {
+                        return;
+                    }
+                    let p = u32_at(block, i * 4);
+                    if level == 1 {
+                        out.push(p);
+                    } else {
+                        self.walk(p, level - 1, n, out, ind);
+                    }
+                }
+            }
+
+            /// Content and the i_blocks value it implies.
+            pub fn data(&self, ino: u32) -> (Vec<u8>, u32) {
+                let inode = self.inode(ino);
+                let size = u32_at(inode, 4) as usize;
+                let (blocks, indirect) = self.block_list(inode, size.div_ceil(BLOCK));
+                let mut data: Vec<u8> = blocks.iter().flat_map(|b| self.block(*b).to_vec()).collect();
+                data.truncate(size);
+                (data, ((blocks.len() + indirect) * 2) as u32)
+            }
+
+            pub fn read_tree(&self) -> (Tree, Vec<String>) {
+                let mut tree = Tree::new();
+                let mut problems = Vec::new();
+                self.read_dir(ROOT_INO, "", &mut tree, &mut problems);
+                (tree, problems)
+            }
+
+            fn read_dir(&self, ino: u32, path: &str, tree: &mut Tree, problems: &mut Vec<String>) {
+                let (data, _) = self.data(ino);
+                let mut subdirs = 0;
+                let mut off = 0;
+                while off < data.len() {
+                    let child = u32_at(&data, off);
+                    let rec = u16_at(&data, off + 4) as usize;
+                    let len = data[off + 6] as usize;
+                    let name = String::from_utf8(data[off + 8..off + 8 + len].to_vec()).unwrap();
+                    off += rec;
+                    if child == 0 || name == "." || name == ".." {
+                        continue;
+                    }
+                    let child_path = if path.is_empty() { name.clone() } else { format!("{path}/{name}") };
+                    let inode = self.inode(child);
+                    let mode = u16_at(inode, 0) as u32;
+                    let uid = u16_at(inode, 2) as u32 | (u16_at(inode, 120) as u32) << 16;
+                    let gid = u16_at(inode, 24) as u32 | (u16_at(inode, 122) as u32) << 16;
+                    let size = u32_at(inode, 4) as usize;
+                    let dev = |i: &[u8]| {
+                        let (old, new) = (u32_at(i, 40), u32_at(i, 44));
+                        if old != 0 {
+                            (old >> 8, old & 0xff)
+                        } else {
+                            ((new >> 8) & 0xfff, (new & 0xff) | ((new >> 12) & 0xfff00))
+                        }
+                    };
+                    let kind = match mode & 0o170000 {
+                        S_IFDIR => EntryKind::Directory,
+                        S_IFREG => EntryKind::File(self.data(child).0),
+                        S_IFLNK if size <= FAST_SYMLINK_MAX => {
+                            EntryKind::Symlink(String::from_utf8(inode[40..40 + size].to_vec()).unwrap())
+                        }
+                        S_IFLNK => EntryKind::Symlink(String::from_utf8(self.data(child).0).unwrap()),
+                        S_IFCHR => {
+                            let (major, minor) = dev(inode);
+                            EntryKind::CharDevice { major, minor }
+                        }
+                        S_IFBLK => {
+                            let (major, minor) = dev(inode);
+                            EntryKind::BlockDevice { major, minor }
+                        }
+                        other => panic!("{child_path}: unknown type {other:o}"),
+                    };
+                    let expected_blocks = match kind {
+                        EntryKind::File(_) | EntryKind::Directory => self.data(child).1,
+                        EntryKind::Symlink(_) if size > FAST_SYMLINK_MAX => 2,
+                        _ => 0,
+                    };
+                    if u32_at(inode, 28) != expected_blocks {
+                        problems.push(format!("{child_path}: i_blocks {}", u32_at(inode, 28)));
+                    }
+                    let is_dir = matches!(kind, EntryKind::Directory);
+                    tree.insert(&child_path, Entry { kind, mode: mode & 0o7777, uid, gid }).unwrap();
+                    if is_dir {
+                        subdirs += 1;
+                        self.read_dir(child, &child_path, tree, problems);
+                    } else if u16_at(inode, 26) != 1 {
+                        problems.push(format!("{child_path}: links {}", u16_at(inode, 26)));
+                    }
+                }
+                let links = u16_at(self.inode(ino), 26);
+                if links != 2 + subdirs {
+                    problems.push(format!("/{path}: links {links}, expected {}", 2 + subdirs));
+                }
+            }
+        }
+    }
+
+    use proptest::prelude::*;
+
+    fn arb_tree() -> impl Strategy<Value = Tree> {
+        let names = prop::sample::select(vec!["a", "bb", "c.d", "e-f_g", "lib", "x"]);
+        let op = (
+            prop::collection::vec(names, 1..5),
+            0u8..6,
+            prop::sample::select(vec![0o755u32, 0o644, 0o4755, 0o1777, 0o600]),
+            prop_oneof![Just(0usize), Just(1024), Just(12 * 1024 + 1), Just(268 * 1024 + 1), 0usize..5000,],
+            (0u32..4096, 0u32..1_000_000),
+            (0u32..70_000, 0u32..70_000),
+        );
+        prop::collection::vec(op, 0..40).prop_map(|ops| {
+            let mut t = Tree::new();
+            for (parts, kind, mode, size, (major, minor), (uid, gid)) in ops {
+                let path = parts.join("/");
+                let _ = match kind {
+                    0 => t.add_dir(&path, mode),
+                    1 => t.add_file(&path, mode, (0..size).map(|i| (i * 31 % 251) as u8).collect()),
+                    2 => t.add_symlink(&path, &"t/".repeat(1 + size % 100)),
+                    3 => t.add_char_device(&path, mode, major, minor),
+                    4 => t.add_block_device(&path, mode, major % 256, minor % 256),
+                    _ => t.add_file(&path, mode, Vec::new()),
+                };
+                let _ = t.set_owner(&path, uid, gid);
+            }
+            t
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn round_trips_through_an_independent_reader(tree in arb_tree()) {
+            let img = write_ext2(&tree, &Ext2Options::default()).unwrap();
+            let (back, problems) = reader::Image(&img).read_tree();
+            prop_assert!(problems.is_empty(), "{problems:?}");
+            let want: Vec<(String, Entry)> = tree.iter().map(|(p, e)| (p.to_string(), e.clone())).collect();
+            let got: Vec<(String, Entry)> = back
+                .iter()
+                .filter(|(p, _)| *p != "lost+found")
+                .map(|(p, e)| (p.to_string(), e.clone()))
+                .collect();
+            prop_assert_eq!(want.len(), got.len());
+            for (w, g) in want.iter().zip(&got) {
+                if w.0.is_empty() {
+                    continue; // the reader does not read the root's own mode
+                }
+                prop_assert_eq!(w, g);
+            }
+        }
     }
 }

@@ -133,6 +133,11 @@ impl Tree {
                         make(EntryKind::BlockDevice { major, minor })
                     }
                 }
+                tar::EntryType::XGlobalHeader => {
+                    // pax global headers (e.g. from `git archive`) carry metadata, not files.
+                    debug!(tarball, entry = %raw, "skipping pax global header");
+                    continue;
+                }
                 other => {
                     warn!(tarball, entry = %raw, kind = ?other, "skipping tar entry of this type");
                     stats.skipped += 1;

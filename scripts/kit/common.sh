@@ -9,7 +9,7 @@ REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 # Bump a recipe number when its script changes how the artifact is made (not for comments),
 # so the cache key changes with the recipe without rebuilding on every edit.
 KERNEL_RECIPE=1
-BUSYBOX_RECIPE=1
+BUSYBOX_RECIPE=2
 IPXE_RECIPE=1
 
 KERNEL_FRAGMENT=${KERNEL_FRAGMENT:-$REPO_ROOT/kernel-configs/i486-test}

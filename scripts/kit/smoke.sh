@@ -12,7 +12,7 @@ kernel=$(kernel_dir)/bzImage busybox=$(busybox_dir)/busybox
 [ -x "$busybox" ] || die "no kit busybox at $busybox (make kit-busybox)"
 mem=${SMOKE_MEM:-16} cpu=${SMOKE_CPU:-486}
 work=$(mktemp -d /tmp/mosboot-smoke.XXXXXX)
-trap 'rm -rf "$work"' EXIT
+[ -n "${SMOKE_KEEP:-}" ] || trap 'rm -rf "$work"' EXIT
 
 # A root with busybox, its applet links, /dev/console (the kernel opens it before init runs)
 # and an init script that reports and powers off.
@@ -32,7 +32,7 @@ ln -s init "$root/linuxrc"
 
 (cd "$root" && find . | LC_ALL=C sort | cpio -o -H newc --quiet) | gzip -9n > "$work/initrd.cpio.gz"
 kb=$(( $(du -sk "$root" | cut -f1) + 256 ))
-mke2fs -q -t ext2 -b 1024 -I 128 -m 0 -d "$root" "$work/initrd.ext2" "$kb" 2>"$work/mke2fs.log" \
+mke2fs -q -t ext2 -b 1024 -I 128 -m 0 -N $(( $(find "$root" | wc -l) + 64 )) -d "$root" "$work/initrd.ext2" "$kb" 2>"$work/mke2fs.log" \
   || die "mke2fs failed: $(cat "$work/mke2fs.log")"
 gzip -9n < "$work/initrd.ext2" > "$work/initrd.ext2.gz"
 

@@ -50,7 +50,7 @@ chmod 755 "$root/init" "$root/dhcp.sh"
 ln -s init "$root/linuxrc"
 (cd "$root" && find . | LC_ALL=C sort | cpio -o -H newc --quiet) | gzip -9n > "$tftp/initrd.gz"
 kb=$(( $(du -sk "$root" | cut -f1) + 256 ))
-mke2fs -q -t ext2 -b 1024 -I 128 -m 0 -d "$root" "$work/root.ext2" "$kb"
+mke2fs -q -t ext2 -b 1024 -I 128 -m 0 -N $(( $(find "$root" | wc -l) + 64 )) -d "$root" "$work/root.ext2" "$kb"
 gzip -9n < "$work/root.ext2" > "$tftp/initrd-ext2.gz"
 
 # -nographic mirrors the screen to serial already, so no pxelinux SERIAL line.

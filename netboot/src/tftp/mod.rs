@@ -66,20 +66,11 @@ impl Default for TftpConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum TftpError {
     #[error("TFTP root {path}: {source}")]
-    Root {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Root { path: PathBuf, source: std::io::Error },
     #[error("cannot bind TFTP socket to {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    Bind { addr: SocketAddr, source: std::io::Error },
     #[error("cannot bind TFTP socket to interface {interface}: {source}")]
-    BindToDevice {
-        interface: String,
-        source: std::io::Error,
-    },
+    BindToDevice { interface: String, source: std::io::Error },
     #[error("TFTP socket: {0}")]
     Io(#[from] std::io::Error),
 }

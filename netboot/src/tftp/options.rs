@@ -34,12 +34,7 @@ pub struct Negotiated {
 
 /// Negotiates the client's options. `size` is the file's size in transfer mode when known (it
 /// is not known up front for netascii, so tsize is then not acknowledged).
-pub fn negotiate(
-    requested: &[(String, String)],
-    limits: Limits,
-    mode: Mode,
-    size: u64,
-) -> Negotiated {
+pub fn negotiate(requested: &[(String, String)], limits: Limits, mode: Mode, size: u64) -> Negotiated {
     let mut n = Negotiated {
         blksize: DEFAULT_BLKSIZE,
         windowsize: 1,
@@ -74,18 +69,16 @@ pub fn negotiate(
                 n.timeout = Duration::from_secs(asked);
                 n.oack.push((name.clone(), asked.to_string()));
             }
-            ("timeout", Ok(asked)) if (1..=255).contains(&asked) => n.ignored.push(format!(
-                "timeout: {asked} s is longer than the server's {own_timeout_secs} s"
-            )),
+            ("timeout", Ok(asked)) if (1..=255).contains(&asked) => {
+                n.ignored.push(format!("timeout: {asked} s is longer than the server's {own_timeout_secs} s"))
+            }
             // curl (7.88 at least) rejects "tsize 0" in an OACK as invalid and fails the
             // transfer, so an empty file's size is left unsaid; the DATA says it anyway.
             ("tsize", Ok(_)) if size == 0 => n.ignored.push("tsize: empty file".into()),
             ("tsize", Ok(_)) if mode == Mode::Octet => {
                 n.oack.push((name.clone(), size.to_string()));
             }
-            ("tsize", Ok(_)) => n
-                .ignored
-                .push("tsize: unknown size in netascii mode".into()),
+            ("tsize", Ok(_)) => n.ignored.push("tsize: unknown size in netascii mode".into()),
             ("blksize" | "windowsize" | "timeout" | "tsize", _) => {
                 n.ignored.push(format!("{name}: bad value '{value}'"));
             }
@@ -99,16 +92,11 @@ pub fn negotiate(
 mod tests {
     use super::*;
 
-    const LIMITS: Limits = Limits {
-        max_blksize: 1468,
-        max_windowsize: 8,
-        default_timeout: Duration::from_secs(1),
-    };
+    const LIMITS: Limits =
+        Limits { max_blksize: 1468, max_windowsize: 8, default_timeout: Duration::from_secs(1) };
 
     fn opts(list: &[(&str, &str)]) -> Vec<(String, String)> {
-        list.iter()
-            .map(|(a, b)| (a.to_string(), b.to_string()))
-            .collect()
+        list.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
     }
 
     #[test]
@@ -127,12 +115,7 @@ mod tests {
         assert_eq!(n.oack, opts(&[("blksize", "1468")]));
         let n = negotiate(&opts(&[("blksize", "1456")]), LIMITS, Mode::Octet, 0);
         assert_eq!(n.blksize, 1456);
-        let n = negotiate(
-            &opts(&[("blksize", "99999999999999999999")]),
-            LIMITS,
-            Mode::Octet,
-            0,
-        );
+        let n = negotiate(&opts(&[("blksize", "99999999999999999999")]), LIMITS, Mode::Octet, 0);
         assert_eq!(n.blksize, 512, "unparseable number is ignored");
         assert!(n.oack.is_empty());
         let n = negotiate(&opts(&[("blksize", "7")]), LIMITS, Mode::Octet, 0);
@@ -142,12 +125,7 @@ mod tests {
 
     #[test]
     fn tsize_reports_the_real_size_in_octet_mode_only() {
-        let n = negotiate(
-            &opts(&[("tsize", "0"), ("blksize", "1456")]),
-            LIMITS,
-            Mode::Octet,
-            12345,
-        );
+        let n = negotiate(&opts(&[("tsize", "0"), ("blksize", "1456")]), LIMITS, Mode::Octet, 12345);
         assert_eq!(n.oack, opts(&[("tsize", "12345"), ("blksize", "1456")]));
         let n = negotiate(&opts(&[("tsize", "0")]), LIMITS, Mode::Netascii, 12345);
         assert!(n.oack.is_empty());
@@ -157,16 +135,8 @@ mod tests {
 
     #[test]
     fn timeout_and_windowsize_are_bounded() {
-        let patient = Limits {
-            default_timeout: Duration::from_secs(5),
-            ..LIMITS
-        };
-        let n = negotiate(
-            &opts(&[("timeout", "3"), ("windowsize", "64")]),
-            patient,
-            Mode::Octet,
-            0,
-        );
+        let patient = Limits { default_timeout: Duration::from_secs(5), ..LIMITS };
+        let n = negotiate(&opts(&[("timeout", "3"), ("windowsize", "64")]), patient, Mode::Octet, 0);
         assert_eq!(n.timeout, Duration::from_secs(3));
         assert_eq!(n.windowsize, 8);
         assert_eq!(n.oack, opts(&[("timeout", "3"), ("windowsize", "8")]));
@@ -190,12 +160,7 @@ mod tests {
     #[test]
     fn unknown_bad_and_repeated_options_are_not_acknowledged() {
         let n = negotiate(
-            &opts(&[
-                ("multicast", ""),
-                ("blksize", "abc"),
-                ("tsize", "-1"),
-                ("blksize", "1024"),
-            ]),
+            &opts(&[("multicast", ""), ("blksize", "abc"), ("tsize", "-1"), ("blksize", "1024")]),
             LIMITS,
             Mode::Octet,
             5,

@@ -84,15 +84,10 @@ impl Packet {
             OP_WRQ => parse_request(body).map(Packet::Wrq),
             OP_DATA => {
                 let block = be16(body, "DATA", buf.len())?;
-                Ok(Packet::Data {
-                    block,
-                    data: body[2..].to_vec(),
-                })
+                Ok(Packet::Data { block, data: body[2..].to_vec() })
             }
             // Extra bytes after the block number are tolerated: some ROMs pad their ACKs.
-            OP_ACK => Ok(Packet::Ack {
-                block: be16(body, "ACK", buf.len())?,
-            }),
+            OP_ACK => Ok(Packet::Ack { block: be16(body, "ACK", buf.len())? }),
             OP_ERROR => {
                 let code = be16(body, "ERROR", buf.len())?;
                 // A client's ERROR ends a transfer even when its message is malformed: being
@@ -116,11 +111,7 @@ impl Packet {
         let mut out = Vec::new();
         match self {
             Packet::Rrq(req) | Packet::Wrq(req) => {
-                let op = if matches!(self, Packet::Rrq(_)) {
-                    OP_RRQ
-                } else {
-                    OP_WRQ
-                };
+                let op = if matches!(self, Packet::Rrq(_)) { OP_RRQ } else { OP_WRQ };
                 out.extend_from_slice(&op.to_be_bytes());
                 push_str(&mut out, &req.filename);
                 push_str(
@@ -167,11 +158,7 @@ pub fn encode_data_into(out: &mut Vec<u8>, block: u16, data: &[u8]) {
 
 /// An ERROR packet with one of our codes.
 pub fn error_packet(code: ErrorCode, message: &str) -> Vec<u8> {
-    Packet::Error {
-        code: code as u16,
-        message: message.to_string(),
-    }
-    .encode()
+    Packet::Error { code: code as u16, message: message.to_string() }.encode()
 }
 
 fn push_str(out: &mut Vec<u8>, s: &str) {
@@ -196,9 +183,7 @@ impl<'a> Fields<'a> {
         fn is_nul(b: &u8) -> bool {
             *b == 0
         }
-        Ok(Fields {
-            parts: body.split(is_nul as fn(&u8) -> bool),
-        })
+        Ok(Fields { parts: body.split(is_nul as fn(&u8) -> bool) })
     }
 
     /// The next NUL-terminated field; `None` at the end of the packet. The split yields one last
@@ -209,11 +194,7 @@ impl<'a> Fields<'a> {
         };
         if self.parts.clone().next().is_none() {
             // `field` was the piece after the last NUL.
-            return if field.is_empty() {
-                Ok(None)
-            } else {
-                Err(PacketError::MissingNul(what))
-            };
+            return if field.is_empty() { Ok(None) } else { Err(PacketError::MissingNul(what)) };
         }
         Ok(Some(field))
     }
@@ -221,35 +202,25 @@ impl<'a> Fields<'a> {
     fn next_str(&mut self, what: &'static str) -> Result<Option<&'a str>, PacketError> {
         match self.next(what)? {
             None => Ok(None),
-            Some(bytes) => std::str::from_utf8(bytes)
-                .map(Some)
-                .map_err(|_| PacketError::NotUtf8(what)),
+            Some(bytes) => std::str::from_utf8(bytes).map(Some).map_err(|_| PacketError::NotUtf8(what)),
         }
     }
 }
 
 fn parse_request(body: &[u8]) -> Result<Request, PacketError> {
     let mut fields = Fields::new(body)?;
-    let filename = fields
-        .next_str("file name")?
-        .ok_or(PacketError::MissingNul("file name"))?;
+    let filename = fields.next_str("file name")?.ok_or(PacketError::MissingNul("file name"))?;
     if filename.is_empty() {
         return Err(PacketError::Empty("file name"));
     }
-    let mode_text = fields
-        .next_str("mode")?
-        .ok_or(PacketError::MissingNul("mode"))?;
+    let mode_text = fields.next_str("mode")?.ok_or(PacketError::MissingNul("mode"))?;
     let mode = match mode_text.to_ascii_lowercase().as_str() {
         "octet" => Mode::Octet,
         "netascii" => Mode::Netascii,
         _ => return Err(PacketError::BadMode(mode_text.to_string())),
     };
     let options = parse_options(&mut fields)?;
-    Ok(Request {
-        filename: filename.to_string(),
-        mode,
-        options,
-    })
+    Ok(Request { filename: filename.to_string(), mode, options })
 }
 
 /// Option name/value pairs until the end. Empty names end the list: some clients pad requests
@@ -295,16 +266,13 @@ mod tests {
 
     #[test]
     fn parses_rrq_with_options() {
-        let p = Packet::parse(&rrq(b"pxelinux.0\0OCTET\0TSIZE\00\0blksize\01456\0")).unwrap();
+        let p = Packet::parse(&rrq(b"pxelinux.0\0OCTET\0TSIZE\x000\0blksize\x001456\0")).unwrap();
         assert_eq!(
             p,
             Packet::Rrq(Request {
                 filename: "pxelinux.0".into(),
                 mode: Mode::Octet,
-                options: vec![
-                    ("tsize".into(), "0".into()),
-                    ("blksize".into(), "1456".into())
-                ],
+                options: vec![("tsize".into(), "0".into()), ("blksize".into(), "1456".into())],
             })
         );
     }
@@ -317,23 +285,11 @@ mod tests {
                 mode: Mode::Netascii,
                 options: vec![("windowsize".into(), "4".into())],
             }),
-            Packet::Wrq(Request {
-                filename: "x".into(),
-                mode: Mode::Octet,
-                options: vec![],
-            }),
-            Packet::Data {
-                block: 65535,
-                data: vec![1, 2, 3],
-            },
+            Packet::Wrq(Request { filename: "x".into(), mode: Mode::Octet, options: vec![] }),
+            Packet::Data { block: 65535, data: vec![1, 2, 3] },
             Packet::Ack { block: 0 },
-            Packet::Error {
-                code: 1,
-                message: "file not found".into(),
-            },
-            Packet::Oack {
-                options: vec![("tsize".into(), "123".into())],
-            },
+            Packet::Error { code: 1, message: "file not found".into() },
+            Packet::Oack { options: vec![("tsize".into(), "123".into())] },
         ];
         for p in packets {
             assert_eq!(Packet::parse(&p.encode()).unwrap(), p);
@@ -345,72 +301,33 @@ mod tests {
         assert_eq!(Packet::parse(&[]), Err(PacketError::NoOpcode(0)));
         assert_eq!(Packet::parse(&[0]), Err(PacketError::NoOpcode(1)));
         assert_eq!(Packet::parse(&[0, 9]), Err(PacketError::UnknownOpcode(9)));
-        assert_eq!(
-            Packet::parse(&rrq(b"file")),
-            Err(PacketError::MissingNul("file name"))
-        );
-        assert_eq!(
-            Packet::parse(&rrq(b"file\0octet")),
-            Err(PacketError::MissingNul("mode"))
-        );
-        assert_eq!(
-            Packet::parse(&rrq(b"file\0")),
-            Err(PacketError::MissingNul("mode"))
-        );
-        assert_eq!(
-            Packet::parse(&rrq(b"\0octet\0")),
-            Err(PacketError::Empty("file name"))
-        );
-        assert_eq!(
-            Packet::parse(&rrq(b"f\xff\0octet\0")),
-            Err(PacketError::NotUtf8("file name"))
-        );
-        assert_eq!(
-            Packet::parse(&rrq(b"f\0mail\0")),
-            Err(PacketError::BadMode("mail".into()))
-        );
+        assert_eq!(Packet::parse(&rrq(b"file")), Err(PacketError::MissingNul("file name")));
+        assert_eq!(Packet::parse(&rrq(b"file\0octet")), Err(PacketError::MissingNul("mode")));
+        assert_eq!(Packet::parse(&rrq(b"file\0")), Err(PacketError::MissingNul("mode")));
+        assert_eq!(Packet::parse(&rrq(b"\0octet\0")), Err(PacketError::Empty("file name")));
+        assert_eq!(Packet::parse(&rrq(b"f\xff\0octet\0")), Err(PacketError::NotUtf8("file name")));
+        assert_eq!(Packet::parse(&rrq(b"f\0mail\0")), Err(PacketError::BadMode("mail".into())));
         assert_eq!(
             Packet::parse(&rrq(b"f\0octet\0tsize\0")),
             Err(PacketError::OptionWithoutValue("tsize".into()))
         );
         assert_eq!(
-            Packet::parse(&rrq(b"f\0octet\0tsize\00")),
+            Packet::parse(&rrq(b"f\0octet\0tsize\x000")),
             Err(PacketError::MissingNul("option value"))
         );
-        assert_eq!(
-            Packet::parse(&rrq(b"f\0octet\0\0junk\0")),
-            Err(PacketError::TrailingBytes)
-        );
-        assert_eq!(
-            Packet::parse(&[0, 4, 0]),
-            Err(PacketError::Truncated {
-                what: "ACK",
-                len: 3
-            })
-        );
-        assert_eq!(
-            Packet::parse(&[0, 3]),
-            Err(PacketError::Truncated {
-                what: "DATA",
-                len: 2
-            })
-        );
+        assert_eq!(Packet::parse(&rrq(b"f\0octet\0\0junk\0")), Err(PacketError::TrailingBytes));
+        assert_eq!(Packet::parse(&[0, 4, 0]), Err(PacketError::Truncated { what: "ACK", len: 3 }));
+        assert_eq!(Packet::parse(&[0, 3]), Err(PacketError::Truncated { what: "DATA", len: 2 }));
     }
 
     #[test]
     fn tolerates_nul_padding_and_padded_acks_and_sloppy_errors() {
         let p = Packet::parse(&rrq(b"f\0octet\0\0\0\0")).unwrap();
         assert!(matches!(p, Packet::Rrq(r) if r.options.is_empty()));
-        assert_eq!(
-            Packet::parse(&[0, 4, 0, 7, 0, 0]),
-            Ok(Packet::Ack { block: 7 })
-        );
+        assert_eq!(Packet::parse(&[0, 4, 0, 7, 0, 0]), Ok(Packet::Ack { block: 7 }));
         assert_eq!(
             Packet::parse(&[0, 5, 0, 0, b'a', b'b']),
-            Ok(Packet::Error {
-                code: 0,
-                message: "ab".into()
-            })
+            Ok(Packet::Error { code: 0, message: "ab".into() })
         );
     }
 

@@ -38,10 +38,7 @@ impl Root {
     pub fn new(root: &Path) -> io::Result<Root> {
         let canon = std::fs::canonicalize(root)?;
         if !std::fs::metadata(&canon)?.is_dir() {
-            return Err(io::Error::new(
-                io::ErrorKind::NotADirectory,
-                "TFTP root is not a directory",
-            ));
+            return Err(io::Error::new(io::ErrorKind::NotADirectory, "TFTP root is not a directory"));
         }
         Ok(Root { canon })
     }
@@ -57,10 +54,11 @@ impl Root {
     pub fn normalize(&self, requested: &str) -> Result<String, Refusal> {
         let unified = requested.replace('\\', "/");
         let mut rest = unified.as_str();
-        if let Some(root) = self.canon.to_str().filter(|r| *r != "/") {
-            if let Some(stripped) = rest.strip_prefix(root).filter(|s| s.starts_with('/')) {
-                rest = stripped;
-            }
+        let root_prefix = self.canon.to_str().filter(|r| *r != "/");
+        if let Some(stripped) =
+            root_prefix.and_then(|root| rest.strip_prefix(root)).filter(|s| s.starts_with('/'))
+        {
+            rest = stripped;
         }
         let mut parts = Vec::new();
         for part in rest.split('/') {
@@ -87,9 +85,7 @@ impl Root {
             Err(e) => return Err(io_refusal(e)),
         };
         if !canon.starts_with(&self.canon) {
-            return Err(Refusal::Denied(
-                "resolves outside the TFTP root (symlink)".into(),
-            ));
+            return Err(Refusal::Denied("resolves outside the TFTP root (symlink)".into()));
         }
         // Check the type before opening: opening a device or FIFO can itself have effects.
         let meta = std::fs::symlink_metadata(&canon).map_err(io_refusal)?;
@@ -103,18 +99,12 @@ impl Root {
         check_type(&meta.file_type())?;
         // The descriptor must be the file we checked: a path component swapped for a symlink
         // between canonicalize and open would show up as a different path here.
-        let fd_path = std::fs::read_link(format!(
-            "/proc/self/fd/{}",
-            std::os::fd::AsRawFd::as_raw_fd(&file)
-        ))
-        .map_err(io_refusal)?;
+        let fd_path = std::fs::read_link(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&file)))
+            .map_err(io_refusal)?;
         if fd_path != canon {
             return Err(Refusal::Denied("file changed while being opened".into()));
         }
-        Ok(Opened {
-            file,
-            size: meta.len(),
-        })
+        Ok(Opened { file, size: meta.len() })
     }
 }
 
@@ -134,9 +124,7 @@ fn check_type(ft: &std::fs::FileType) -> Result<(), Refusal> {
 
 fn io_refusal(e: io::Error) -> Refusal {
     match e.kind() {
-        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory => {
-            Refusal::NotFound("no such file".into())
-        }
+        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory => Refusal::NotFound("no such file".into()),
         io::ErrorKind::PermissionDenied => Refusal::Denied("permission denied".into()),
         _ if e.raw_os_error() == Some(libc::ELOOP) => Refusal::Denied("symlink loop".into()),
         _ => Refusal::Denied(format!("cannot open: {e}")),
@@ -182,19 +170,13 @@ mod tests {
     fn normalizes_firmware_names() {
         let (_d, root) = setup();
         assert_eq!(root.normalize("/pxelinux.0").unwrap(), "pxelinux.0");
-        assert_eq!(
-            root.normalize("\\pxelinux.cfg\\default").unwrap(),
-            "pxelinux.cfg/default"
-        );
+        assert_eq!(root.normalize("\\pxelinux.cfg\\default").unwrap(), "pxelinux.cfg/default");
         assert_eq!(root.normalize("a//./b/").unwrap(), "a/b");
         let abs = format!("{}/pxelinux.0", root.path().display());
         assert_eq!(root.normalize(&abs).unwrap(), "pxelinux.0");
         assert!(matches!(root.normalize("../x"), Err(Refusal::Denied(_))));
         assert!(matches!(root.normalize("..\\x"), Err(Refusal::Denied(_))));
-        assert!(matches!(
-            root.normalize("a/../../x"),
-            Err(Refusal::Denied(_))
-        ));
+        assert!(matches!(root.normalize("a/../../x"), Err(Refusal::Denied(_))));
         assert!(matches!(root.normalize("/"), Err(Refusal::Denied(_))));
         assert!(matches!(root.normalize("a\nb"), Err(Refusal::Denied(_))));
     }
@@ -203,10 +185,7 @@ mod tests {
     fn serves_regular_files_and_inside_symlinks() {
         let (_d, root) = setup();
         assert_eq!(fetch(&root, "pxelinux.0").unwrap(), b"pxe");
-        assert_eq!(
-            fetch(&root, "/pxelinux.cfg/default").unwrap(),
-            b"DEFAULT x\n"
-        );
+        assert_eq!(fetch(&root, "/pxelinux.cfg/default").unwrap(), b"DEFAULT x\n");
         assert_eq!(fetch(&root, "inside-rel").unwrap(), b"pxe");
         assert_eq!(fetch(&root, "inside-abs").unwrap(), b"DEFAULT x\n");
         assert_eq!(fetch(&root, "cfgdir/default").unwrap(), b"DEFAULT x\n");

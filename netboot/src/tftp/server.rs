@@ -56,10 +56,8 @@ impl TftpServer {
     /// Checks the root and binds the request socket now, so `serve` can drop privileges before
     /// running. Transfer sockets use ephemeral ports and need no privilege.
     pub fn bind(cfg: TftpConfig, events: Option<EventSender>) -> Result<Self, TftpError> {
-        let root = Root::new(&cfg.root).map_err(|source| TftpError::Root {
-            path: cfg.root.clone(),
-            source,
-        })?;
+        let root =
+            Root::new(&cfg.root).map_err(|source| TftpError::Root { path: cfg.root.clone(), source })?;
         let socket = udp_socket(cfg.bind, cfg.interface.as_deref(), true)?;
         // Room for a boot storm's worth of requests arriving at once.
         let _ = socket.set_recv_buffer_size(1 << 20);
@@ -115,27 +113,18 @@ impl TftpServer {
 }
 
 /// Creates a non-blocking UDP socket bound to `addr` (and the interface, when given).
-fn udp_socket(
-    addr: SocketAddr,
-    interface: Option<&str>,
-    device_required: bool,
-) -> Result<Socket, TftpError> {
+fn udp_socket(addr: SocketAddr, interface: Option<&str>, device_required: bool) -> Result<Socket, TftpError> {
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-    if let Some(iface) = interface {
-        if let Err(source) = socket.bind_device(Some(iface.as_bytes())) {
-            if device_required {
-                return Err(TftpError::BindToDevice {
-                    interface: iface.to_string(),
-                    source,
-                });
-            }
-            tracing::debug!(interface = iface, error = %source, "tftp: SO_BINDTODEVICE failed");
+    let device_error =
+        interface.and_then(|iface| socket.bind_device(Some(iface.as_bytes())).err().map(|e| (iface, e)));
+    if let Some((iface, source)) = device_error {
+        if device_required {
+            return Err(TftpError::BindToDevice { interface: iface.to_string(), source });
         }
+        tracing::debug!(interface = iface, error = %source, "tftp: SO_BINDTODEVICE failed");
     }
     socket.set_nonblocking(true)?;
-    socket
-        .bind(&addr.into())
-        .map_err(|source| TftpError::Bind { addr, source })?;
+    socket.bind(&addr.into()).map_err(|source| TftpError::Bind { addr, source })?;
     Ok(socket)
 }
 
@@ -159,9 +148,7 @@ impl Drop for Deregister {
 impl Shared {
     fn lock_transfers(&self) -> MutexGuard<'_, HashMap<SocketAddr, Running>> {
         // A poisoned map is still a consistent map of handles.
-        self.transfers
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.transfers.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn handle(self: &Arc<Self>, socket: &Arc<UdpSocket>, bytes: &[u8], peer: SocketAddr) {
@@ -169,12 +156,7 @@ impl Shared {
             Ok(Packet::Rrq(req)) => self.start(socket, peer, req),
             Ok(Packet::Wrq(req)) => {
                 tracing::info!(%peer, file = %req.filename, "tftp: refused write request (read-only server)");
-                reply(
-                    socket,
-                    peer,
-                    ErrorCode::AccessViolation,
-                    "access violation: read-only server",
-                );
+                reply(socket, peer, ErrorCode::AccessViolation, "access violation: read-only server");
             }
             Ok(Packet::Error { code, message }) => {
                 // Some ROMs send their abort to port 69 instead of the transfer's port.
@@ -189,16 +171,11 @@ impl Shared {
             }
             Err(e) => {
                 let opcode = bytes.get(..2).map(|b| u16::from_be_bytes([b[0], b[1]]));
-                let answer = matches!(e, PacketError::UnknownOpcode(_))
-                    || matches!(opcode, Some(OP_RRQ | OP_WRQ));
+                let answer =
+                    matches!(e, PacketError::UnknownOpcode(_)) || matches!(opcode, Some(OP_RRQ | OP_WRQ));
                 tracing::warn!(%peer, error = %e, "tftp: malformed packet");
                 if answer {
-                    reply(
-                        socket,
-                        peer,
-                        ErrorCode::IllegalOperation,
-                        &format!("malformed request: {e}"),
-                    );
+                    reply(socket, peer, ErrorCode::IllegalOperation, &format!("malformed request: {e}"));
                 }
             }
         }
@@ -224,20 +201,10 @@ impl Shared {
             let main = Arc::clone(socket);
             // Spawning never polls inline, so the entry is in the map before the task can end.
             let task = tokio::spawn(async move {
-                let _deregister = Deregister {
-                    shared: Arc::clone(&shared),
-                    peer,
-                    id,
-                };
+                let _deregister = Deregister { shared: Arc::clone(&shared), peer, id };
                 shared.serve(&main, peer, req).await;
             });
-            map.insert(
-                peer,
-                Running {
-                    id,
-                    abort: task.abort_handle(),
-                },
-            );
+            map.insert(peer, Running { id, abort: task.abort_handle() });
         }
         // Aborted outside the lock: the old task's Deregister takes the same lock.
         if let Some(old) = old {
@@ -281,9 +248,7 @@ impl Shared {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(%peer, error = %e, "tftp: cannot open a transfer socket");
-                let _ = main
-                    .send_to(&error_packet(ErrorCode::NotDefined, "server error"), peer)
-                    .await;
+                let _ = main.send_to(&error_packet(ErrorCode::NotDefined, "server error"), peer).await;
                 return;
             }
         };
@@ -298,11 +263,7 @@ impl Shared {
                     self.emit(peer, Stage::Fetched(path));
                 }
             }
-            Ok(Outcome::ClientError {
-                code,
-                message,
-                bytes,
-            }) => {
+            Ok(Outcome::ClientError { code, message, bytes }) => {
                 tracing::info!(%peer, %path, bytes, blksize, ms, code, %message, "tftp: client ended the transfer");
             }
             Ok(Outcome::GaveUp { bytes, reason }) => {
@@ -315,30 +276,19 @@ impl Shared {
     }
 
     /// Finds what to send: a node report's reply or a file under the root.
-    async fn prepare(
-        &self,
-        peer: SocketAddr,
-        req: &Request,
-    ) -> Result<(Source, u64, String, bool), Refusal> {
+    async fn prepare(&self, peer: SocketAddr, req: &Request) -> Result<(Source, u64, String, bool), Refusal> {
         let unified = req.filename.replace('\\', "/");
         if let Some(report) = unified.trim_start_matches('/').strip_prefix(REPORT_PREFIX) {
             let valid = !report.is_empty()
                 && report.len() <= MAX_REPORT_LEN
                 && report.bytes().all(|b| (0x20..0x7f).contains(&b));
             if !valid {
-                return Err(Refusal::Denied(
-                    "bad node report (printable ASCII, 1-200 characters)".into(),
-                ));
+                return Err(Refusal::Denied("bad node report (printable ASCII, 1-200 characters)".into()));
             }
             tracing::info!(%peer, report, "tftp: node report");
             self.emit(peer, Stage::Joined(report.to_string()));
             let path = format!("{REPORT_PREFIX}{report}");
-            return Ok((
-                Source::Memory(Arc::from(REPORT_REPLY)),
-                REPORT_REPLY.len() as u64,
-                path,
-                true,
-            ));
+            return Ok((Source::Memory(Arc::from(REPORT_REPLY)), REPORT_REPLY.len() as u64, path, true));
         }
         let relative = self.root.normalize(&req.filename)?;
         let root = self.root.clone();
@@ -346,12 +296,7 @@ impl Shared {
         let opened = tokio::task::spawn_blocking(move || root.open(&rel))
             .await
             .map_err(|e| Refusal::Denied(format!("open task failed: {e}")))??;
-        Ok((
-            Source::File(Arc::new(opened.file)),
-            opened.size,
-            relative,
-            false,
-        ))
+        Ok((Source::File(Arc::new(opened.file)), opened.size, relative, false))
     }
 
     /// A fresh socket on the server's address, connected to the client (RFC 1350's new TID).
@@ -381,12 +326,7 @@ impl Shared {
         };
         if let Some(tx) = &self.events {
             // A closed receiver means serve is shutting down; nothing to do.
-            let _ = tx.send(BootEvent {
-                at: SystemTime::now(),
-                ip,
-                mac: None,
-                stage,
-            });
+            let _ = tx.send(BootEvent { at: SystemTime::now(), ip, mac: None, stage });
         }
     }
 }
@@ -439,22 +379,14 @@ mod tests {
         tokio::spawn(server.run(async {
             let _ = stop_rx.await;
         }));
-        Running {
-            addr,
-            events: rx,
-            stop: Some(stop_tx),
-            _root: root,
-        }
+        Running { addr, events: rx, stop: Some(stop_tx), _root: root }
     }
 
     fn rrq(name: &str, options: &[(&str, &str)]) -> Vec<u8> {
         Packet::Rrq(Request {
             filename: name.into(),
             mode: super::super::packet::Mode::Octet,
-            options: options
-                .iter()
-                .map(|(a, b)| (a.to_string(), b.to_string()))
-                .collect(),
+            options: options.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect(),
         })
         .encode()
     }
@@ -467,11 +399,10 @@ mod tests {
         let mut buf = vec![0u8; 2048];
         let mut acked = 0;
         loop {
-            let (n, from) =
-                tokio::time::timeout(Duration::from_secs(3), client.recv_from(&mut buf))
-                    .await
-                    .unwrap()
-                    .unwrap();
+            let (n, from) = tokio::time::timeout(Duration::from_secs(3), client.recv_from(&mut buf))
+                .await
+                .unwrap()
+                .unwrap();
             match Packet::parse(&buf[..n]).unwrap() {
                 Packet::Data { block, data } => {
                     if acked == ack_limit {
@@ -480,10 +411,7 @@ mod tests {
                     if usize::from(block) == (out.len() / 512 + 1) % 65536 {
                         out.extend_from_slice(&data);
                     }
-                    client
-                        .send_to(&Packet::Ack { block }.encode(), from)
-                        .await
-                        .unwrap();
+                    client.send_to(&Packet::Ack { block }.encode(), from).await.unwrap();
                     acked += 1;
                     if data.len() < 512 {
                         return out;
@@ -499,10 +427,7 @@ mod tests {
         let mut s = start(Duration::from_millis(200), 2).await;
         let got = fetch(s.addr, "/big", usize::MAX).await;
         assert_eq!(got.len(), 300_000);
-        let ev = tokio::time::timeout(Duration::from_secs(2), s.events.recv())
-            .await
-            .unwrap()
-            .unwrap();
+        let ev = tokio::time::timeout(Duration::from_secs(2), s.events.recv()).await.unwrap().unwrap();
         assert_eq!(ev.stage, Stage::Fetched("big".into()));
         assert_eq!(ev.ip, Ipv4Addr::LOCALHOST);
         assert_eq!(ev.mac, None);
@@ -532,14 +457,13 @@ mod tests {
             tokio::time::timeout(Duration::from_secs(2), client.recv_from(&mut buf)).await
         {
             last_packet = Instant::now();
-            if let Ok(Packet::Data { block, .. }) = Packet::parse(&buf[..n]) {
-                if acked < 10 {
-                    client
-                        .send_to(&Packet::Ack { block }.encode(), from)
-                        .await
-                        .unwrap();
+            match Packet::parse(&buf[..n]) {
+                Ok(Packet::Data { block, .. }) if acked < 10 => {
+                    let ack = Packet::Ack { block }.encode();
+                    client.send_to(&ack, from).await.unwrap();
                     acked += 1;
                 }
+                _ => {}
             }
         }
         let gave_up_after = last_packet - t0;
@@ -547,10 +471,7 @@ mod tests {
             gave_up_after <= timeout * (retries + 1) + Duration::from_millis(300),
             "server kept sending for {gave_up_after:?}"
         );
-        assert!(
-            s.events.try_recv().is_err(),
-            "no Fetched for an abandoned transfer"
-        );
+        assert!(s.events.try_recv().is_err(), "no Fetched for an abandoned transfer");
         assert!(s.stop.take().unwrap().send(()).is_ok());
     }
 
@@ -563,10 +484,7 @@ mod tests {
             client.send_to(&rrq(name, &[]), s.addr).await.unwrap();
             let mut buf = vec![0u8; 2048];
             let n = client.recv(&mut buf).await.unwrap();
-            assert!(
-                matches!(Packet::parse(&buf[..n]), Ok(Packet::Error { code: 2, .. })),
-                "{name}"
-            );
+            assert!(matches!(Packet::parse(&buf[..n]), Ok(Packet::Error { code: 2, .. })), "{name}");
         }
     }
 }

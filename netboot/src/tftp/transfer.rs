@@ -6,6 +6,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::UdpSocket;
 use tokio::time::Instant;
@@ -27,11 +28,7 @@ pub enum Outcome {
     /// (some ROMs never do: after the retries the transfer counts as complete anyway).
     Complete { bytes: u64, final_ack: bool },
     /// The client sent an ERROR (the PXE tsize probe does this right after the OACK).
-    ClientError {
-        code: u16,
-        message: String,
-        bytes: u64,
-    },
+    ClientError { code: u16, message: String, bytes: u64 },
     /// No answer after all retries, or the client's port is closed.
     GaveUp { bytes: u64, reason: &'static str },
 }
@@ -92,9 +89,7 @@ impl BlockReader {
     async fn read_raw(&mut self) -> io::Result<Vec<u8>> {
         match &self.source {
             Source::Memory(data) => {
-                let start = usize::try_from(self.offset)
-                    .unwrap_or(usize::MAX)
-                    .min(data.len());
+                let start = usize::try_from(self.offset).unwrap_or(usize::MAX).min(data.len());
                 let end = start.saturating_add(self.chunk).min(data.len());
                 Ok(data[start..end].to_vec())
             }
@@ -124,6 +119,10 @@ fn read_full_at(file: &std::fs::File, offset: u64, len: usize) -> io::Result<Vec
     Ok(v)
 }
 
+/// How long a transfer listens in silence after its last retransmission before giving up (see
+/// the use). Longer than the 5 s retransmit timer of atftp, the strictest client seen.
+const LINGER: Duration = Duration::from_secs(6);
+
 /// What one wait for the client produced.
 enum Heard {
     Ack(u16),
@@ -143,13 +142,7 @@ pub struct Transfer {
 
 impl Transfer {
     /// `socket` must already be connected to the client.
-    pub fn new(
-        socket: UdpSocket,
-        source: Source,
-        mode: Mode,
-        negotiated: Negotiated,
-        retries: u32,
-    ) -> Self {
+    pub fn new(socket: UdpSocket, source: Source, mode: Mode, negotiated: Negotiated, retries: u32) -> Self {
         let window_bytes = usize::from(negotiated.blksize) * usize::from(negotiated.windowsize);
         let chunk = window_bytes.clamp(16 * 1024, 1024 * 1024);
         Transfer {
@@ -164,10 +157,7 @@ impl Transfer {
     /// Runs the transfer to its end. I/O errors other than a closed client port are returned.
     pub async fn run(mut self) -> io::Result<Outcome> {
         if !self.negotiated.oack.is_empty() {
-            let oack = Packet::Oack {
-                options: self.negotiated.oack.clone(),
-            }
-            .encode();
+            let oack = Packet::Oack { options: self.negotiated.oack.clone() }.encode();
             if let Some(outcome) = self.handshake(&oack).await? {
                 return Ok(outcome);
             }
@@ -187,11 +177,7 @@ impl Transfer {
                 Heard::Ack(0) => return Ok(None),
                 Heard::Ack(_) => {}
                 Heard::Error(code, message) => {
-                    return Ok(Some(Outcome::ClientError {
-                        code,
-                        message,
-                        bytes: 0,
-                    }));
+                    return Ok(Some(Outcome::ClientError { code, message, bytes: 0 }));
                 }
                 Heard::PortClosed => return Ok(Some(gave_up(0, "client port closed"))),
                 Heard::Timeout => {
@@ -219,6 +205,7 @@ impl Transfer {
         let mut read_all = false;
         let mut acked_bytes: u64 = 0;
         let mut tries = 0u32;
+        let mut lingered = false;
         loop {
             while window.len() < windowsize && !read_all {
                 let seq = base + window.len() as u64;
@@ -229,10 +216,7 @@ impl Transfer {
                 window.push_back((pkt, data.len()));
             }
             if window.is_empty() {
-                return Ok(Outcome::Complete {
-                    bytes: acked_bytes,
-                    final_ack: true,
-                });
+                return Ok(Outcome::Complete { bytes: acked_bytes, final_ack: true });
             }
             // Every (re)start of the wait sends the whole window: it is either new, or the
             // client's ACK said it is missing from the first unacknowledged block on.
@@ -246,8 +230,7 @@ impl Transfer {
             loop {
                 let closed = match self.hear(deadline).await? {
                     Heard::Ack(block) => {
-                        let moved =
-                            (0..=window.len()).find(|k| wire(base - 1 + *k as u64) == block);
+                        let moved = (0..=window.len()).find(|k| wire(base - 1 + *k as u64) == block);
                         match moved {
                             // A stale ACK from before the window: ignore.
                             None => continue,
@@ -265,34 +248,33 @@ impl Transfer {
                                 }
                                 base += k as u64;
                                 tries = 0;
+                                lingered = false;
                                 break;
                             }
                         }
                     }
                     Heard::Error(code, message) => {
-                        return Ok(Outcome::ClientError {
-                            code,
-                            message,
-                            bytes: acked_bytes,
-                        });
+                        return Ok(Outcome::ClientError { code, message, bytes: acked_bytes });
                     }
                     Heard::PortClosed => true,
                     Heard::Timeout => false,
                 };
                 let only_last_left = read_all && window.len() == 1;
+                if !closed && !only_last_left && tries >= self.retries && !lingered {
+                    // Stay quiet but listening for a while before giving up: atftp answers a
+                    // repeated block with one extra ACK only, and re-ACKs again only after its
+                    // own timer (5 s) saw silence. If that extra ACK was lost, our silence is
+                    // what lets the transfer go on.
+                    lingered = true;
+                    deadline = Instant::now() + self.negotiated.timeout.max(LINGER);
+                    continue;
+                }
                 if closed || tries >= self.retries {
                     if only_last_left {
                         let last = window.front().map_or(0, |(_, len)| *len as u64);
-                        return Ok(Outcome::Complete {
-                            bytes: acked_bytes + last,
-                            final_ack: false,
-                        });
+                        return Ok(Outcome::Complete { bytes: acked_bytes + last, final_ack: false });
                     }
-                    let reason = if closed {
-                        "client port closed"
-                    } else {
-                        "client stopped answering"
-                    };
+                    let reason = if closed { "client port closed" } else { "client stopped answering" };
                     return Ok(gave_up(acked_bytes, reason));
                 }
                 tries += 1;
