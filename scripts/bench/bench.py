@@ -522,8 +522,8 @@ def tftp_series(h, servers):
         elif cond.startswith("delay"):
             steps = [(1, 512), (1, 1468), (10, 1468), (50, 1468)]
         else:
-            steps = [(1, 1468), (250, 1468)]
-        max_time = 60 if cond == "clean" else h.args.tftp_lossy_max_time
+            steps = [(250, 1468)]
+        max_time = 120 if cond == "clean" else h.args.tftp_lossy_max_time
         for s in servers:
             try:
                 s.start(dhcp=False, tftp=True)
@@ -691,7 +691,7 @@ def main():
     ap.add_argument("--loss-rate", type=float, default=1000)
     ap.add_argument("--loss-kill-after", type=float, default=1.5)
     ap.add_argument("--delay-us", type=int, default=1000)
-    ap.add_argument("--tftp-lossy-max-time", type=int, default=90)
+    ap.add_argument("--tftp-lossy-max-time", type=int, default=100)
     ap.add_argument("--tftp-conds", default="", help="subset: clean,delay,loss,storm")
     ap.add_argument("--storm-clients", type=int, default=250)
     ap.add_argument("--storm-max-time", type=int, default=180)

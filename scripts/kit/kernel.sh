@@ -30,7 +30,18 @@ fi
 # 2. Configure out of tree: tinyconfig, merge the fragment, resolve dependencies.
 key=$(kernel_key)
 build=$KIT_DIR/build/kernel-$key
+if [ ! -d "$build" ]; then
+  # Seed from the newest earlier build of the same source: kbuild tracks which objects depend
+  # on which config symbols, so a changed fragment rebuilds minutes less than a clean tree.
+  prev=$(ls -td "$KIT_DIR"/build/kernel-*/ 2>/dev/null | while read -r d; do
+           [ -f "$d/.kit-source" ] && [ "$(cat "$d/.kit-source")" = "$src" ] && { echo "${d%/}"; break; }; done)
+  if [ -n "$prev" ]; then
+    log "kernel: starting from the objects of $prev"
+    cp -a "$prev" "$build.tmp" && rm -f "$build.tmp/build.log" && mv "$build.tmp" "$build"
+  fi
+fi
 mkdir -p "$build"
+echo "$src" > "$build/.kit-source"
 logfile=$build/build.log
 : > "$logfile"
 log "kernel: configuring in $build (tinyconfig + $(basename "$KERNEL_FRAGMENT")); log: $logfile"

@@ -32,7 +32,7 @@ ln -s init "$root/linuxrc"
 
 (cd "$root" && find . | LC_ALL=C sort | cpio -o -H newc --quiet) | gzip -9n > "$work/initrd.cpio.gz"
 kb=$(( $(du -sk "$root" | cut -f1) + 256 ))
-mke2fs -q -t ext2 -b 1024 -I 128 -m 0 -N $(( $(find "$root" | wc -l) + 64 )) -d "$root" "$work/initrd.ext2" "$kb" 2>"$work/mke2fs.log" \
+mke2fs -q -t ext2 -b 1024 -I 128 -m 0 -N $(( $(find "$root" | wc -l) + 64 )) -d "$root" "$work/initrd.ext2" "$kb" >"$work/mke2fs.log" 2>&1 \
   || die "mke2fs failed: $(cat "$work/mke2fs.log")"
 gzip -9n < "$work/initrd.ext2" > "$work/initrd.ext2.gz"
 

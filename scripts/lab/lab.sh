@@ -25,6 +25,9 @@
 # Exit: 0 every node matched --wait; 1 a node failed, died or timed out; 2 setup failed.
 # Needs root (namespaces, taps).
 set -euo pipefail
+# The whole script is one brace group: bash then parses it completely before running it, so
+# children started in the background cannot disturb bash's reading of this file.
+{
 here=$(cd "$(dirname "$0")" && pwd)
 source "$here/../kit/common.sh"
 
@@ -133,11 +136,12 @@ for i in "${!nodes[@]}"; do
     # ISA cards have no boot ROM; such a node boots from a floppy or a given kernel.
     q+=(-netdev "$netdev,id=net0" -device "ne2k_isa,netdev=net0,mac=$mac,iobase=0x300,irq=9")
   elif [ "$rom" = off ]; then
-    q+=(-nic "$netdev,model=$nic,mac=$mac,romfile=")
+    # -nic takes no romfile=; the long form does.
+    q+=(-netdev "$netdev,id=net0" -device "$nic,netdev=net0,mac=$mac,romfile=")
   else
     q+=(-nic "$netdev,model=$nic,mac=$mac")
   fi
-  if [ -n "$fda" ]; then q+=(-fda "$fda" -boot a)
+  if [ -n "$fda" ]; then q+=(-drive "file=$fda,if=floppy,format=raw,readonly=on" -boot a)
   elif [ -n "$kernel" ]; then q+=(-kernel "$kernel"); [ -n "$initrd" ] && q+=(-initrd "$initrd"); q+=(-append "$append")
   else q+=(-boot n)
   fi
@@ -199,3 +203,4 @@ if [ $keep = 1 ] && [ $failed = 0 ]; then
   while :; do sleep 1; done
 fi
 exit $failed
+}

@@ -16,9 +16,7 @@ fn parse_args() -> anyhow::Result<TftpConfig> {
     let mut cfg = TftpConfig::default();
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
-        let value = args
-            .next()
-            .with_context(|| format!("{flag} needs a value"))?;
+        let value = args.next().with_context(|| format!("{flag} needs a value"))?;
         match flag.as_str() {
             "--bind" => cfg.bind = value.parse().context("--bind")?,
             "--root" => cfg.root = value.into(),

@@ -487,4 +487,63 @@ mod tests {
             assert!(matches!(Packet::parse(&buf[..n]), Ok(Packet::Error { code: 2, .. })), "{name}");
         }
     }
+
+    /// Some ROMs never ACK the last block: once the retries are spent the transfer still counts
+    /// as fetched; a client that closed its port (ICMP) counts at once.
+    #[tokio::test]
+    async fn missing_final_ack_still_counts_as_fetched() {
+        let mut s = start(Duration::from_millis(100), 2).await;
+        for close_socket in [false, true] {
+            let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            client.send_to(&rrq("big", &[]), s.addr).await.unwrap();
+            let mut buf = vec![0u8; 2048];
+            let t0 = Instant::now();
+            loop {
+                let (n, from) = client.recv_from(&mut buf).await.unwrap();
+                let Ok(Packet::Data { block, data }) = Packet::parse(&buf[..n]) else { panic!() };
+                if data.len() < 512 {
+                    break;
+                }
+                client.send_to(&Packet::Ack { block }.encode(), from).await.unwrap();
+            }
+            if close_socket {
+                drop(client);
+            }
+            let ev = tokio::time::timeout(Duration::from_secs(3), s.events.recv()).await.unwrap().unwrap();
+            assert_eq!(ev.stage, Stage::Fetched("big".into()));
+            let took = t0.elapsed();
+            if close_socket {
+                assert!(took < Duration::from_millis(250), "port closed noticed late: {took:?}");
+            } else {
+                assert!(took >= Duration::from_millis(250), "counted before the retries: {took:?}");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn interface_binding() {
+        let root = tempfile::tempdir().unwrap();
+        let cfg = TftpConfig {
+            bind: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            root: root.path().to_path_buf(),
+            interface: Some("mosboot-none0".into()),
+            ..TftpConfig::default()
+        };
+        assert!(matches!(TftpServer::bind(cfg.clone(), None), Err(TftpError::BindToDevice { .. })));
+        let missing_root = TftpConfig { root: root.path().join("nope"), ..cfg.clone() };
+        assert!(matches!(TftpServer::bind(missing_root, None), Err(TftpError::Root { .. })));
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            let on_lo = TftpConfig { interface: Some("lo".into()), ..cfg };
+            std::fs::write(root.path().join("f"), b"x").unwrap();
+            let server = TftpServer::bind(on_lo, None).unwrap();
+            let addr = server.local_addr();
+            tokio::spawn(server.run(std::future::pending()));
+            let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            client.send_to(&rrq("f", &[]), addr).await.unwrap();
+            let mut buf = vec![0u8; 2048];
+            let n = client.recv(&mut buf).await.unwrap();
+            assert_eq!(Packet::parse(&buf[..n]), Ok(Packet::Data { block: 1, data: b"x".to_vec() }));
+        }
+    }
 }
