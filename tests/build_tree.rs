@@ -158,7 +158,10 @@ fn build_writes_the_spec_tree_and_map() {
     let r = root.path();
     assert_eq!(sha256_file(&r.join("etc/openmosix.map")), sha256_file(&out.join("server/openmosix.map")));
     let hosts = std::fs::read_to_string(r.join("etc/hosts")).expect("hosts");
-    assert!(hosts.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["192.168.0.1", "ws001"]), "{hosts}");
+    assert!(
+        hosts.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["192.168.0.1", "ws001"]),
+        "{hosts}"
+    );
     for l in hosts.lines().filter(|l| l.starts_with("127.")) {
         assert!(!l.contains("ws"), "a node name on loopback: {l}");
     }
@@ -254,9 +257,12 @@ fn five_mistakes_five_messages_with_lines() {
 fn plan_mistakes_and_input_mistakes_are_reported_together() {
     let lab = Lab::new("", "");
     let cfg = std::fs::read_to_string(lab.path().join("cluster.toml")).expect("read");
-    let cfg = cfg.replace("192.168.0.1-192.168.0.253", "192.168.0.0-192.168.0.254").replace("kernels/bzImage", "kernels/nope");
+    let cfg = cfg
+        .replace("192.168.0.1-192.168.0.253", "192.168.0.0-192.168.0.254")
+        .replace("kernels/bzImage", "kernels/nope");
     std::fs::write(lab.path().join("cluster.toml"), cfg).expect("write");
-    std::fs::write(lab.path().join("node-kit/busybox"), std::fs::read("/bin/busybox").expect("host busybox")).expect("bb");
+    std::fs::write(lab.path().join("node-kit/busybox"), std::fs::read("/bin/busybox").expect("host busybox"))
+        .expect("bb");
     let out = lab.run(&["check"]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
@@ -331,19 +337,29 @@ fn ext2_initrd_is_clean_and_complete() {
     let img = lab.path().join("initrd.img");
     std::fs::write(&img, gunzip(&lab.out().join("tftpboot/initrd.gz"))).expect("write image");
     let fsck = Command::new("e2fsck").arg("-fn").arg(&img).output().expect("e2fsck");
-    assert!(fsck.status.success(), "e2fsck: {}{}", String::from_utf8_lossy(&fsck.stdout), String::from_utf8_lossy(&fsck.stderr));
+    assert!(
+        fsck.status.success(),
+        "e2fsck: {}{}",
+        String::from_utf8_lossy(&fsck.stdout),
+        String::from_utf8_lossy(&fsck.stderr)
+    );
     let stats = Command::new("dumpe2fs").arg("-h").arg(&img).output().expect("dumpe2fs");
     let stats = String::from_utf8_lossy(&stats.stdout);
     assert!(stats.lines().any(|l| l.starts_with("Block size:") && l.ends_with(" 1024")), "{stats}");
     assert!(stats.lines().any(|l| l.starts_with("Inode size:") && l.ends_with(" 128")), "{stats}");
-    let cat = Command::new("debugfs").arg("-R").arg("cat /etc/openmosix.map").arg(&img).output().expect("debugfs");
+    let cat =
+        Command::new("debugfs").arg("-R").arg("cat /etc/openmosix.map").arg(&img).output().expect("debugfs");
     assert_eq!(String::from_utf8_lossy(&cat.stdout), lab.ok(&["map"]));
     let ls = Command::new("debugfs").arg("-R").arg("ls -l /").arg(&img).output().expect("debugfs");
     assert!(String::from_utf8_lossy(&ls.stdout).contains("linuxrc"), "no /linuxrc");
     let pxe = std::fs::read_to_string(lab.out().join("tftpboot/pxelinux.cfg/default")).expect("cfg");
-    assert!(pxe.contains("root=/dev/ram0") && pxe.contains("init=/linuxrc") && pxe.contains("ramdisk_size="), "{pxe}");
+    assert!(
+        pxe.contains("root=/dev/ram0") && pxe.contains("init=/linuxrc") && pxe.contains("ramdisk_size="),
+        "{pxe}"
+    );
     // 2.4.26: /etc/openmosix.map plus the older names with the same bytes.
-    let mosix = Command::new("debugfs").arg("-R").arg("cat /etc/mosix.map").arg(&img).output().expect("debugfs");
+    let mosix =
+        Command::new("debugfs").arg("-R").arg("cat /etc/mosix.map").arg(&img).output().expect("debugfs");
     assert_eq!(String::from_utf8_lossy(&mosix.stdout), lab.ok(&["map"]));
 }
 
@@ -351,8 +367,11 @@ fn ext2_initrd_is_clean_and_complete() {
 fn a_template_override_replaces_one_file() {
     let lab = Lab::new("", "");
     std::fs::create_dir_all(lab.path().join("mytpl/node")).expect("mkdir");
-    std::fs::write(lab.path().join("mytpl/node/fstab"), "# site fstab for {{ cluster.name }}\nproc /proc proc defaults 0 0\n")
-        .expect("write");
+    std::fs::write(
+        lab.path().join("mytpl/node/fstab"),
+        "# site fstab for {{ cluster.name }}\nproc /proc proc defaults 0 0\n",
+    )
+    .expect("write");
     lab.ok(&["build", "--templates", "mytpl"]);
     let root = unpack_cpio(&lab.out().join("tftpboot/initrd.gz"));
     let fstab = std::fs::read_to_string(root.path().join("etc/fstab")).expect("fstab");
@@ -367,22 +386,32 @@ fn a_template_override_replaces_one_file() {
     std::fs::write(lab.path().join("mytpl/node/fstab"), "{{ cluster.nmae }}\n").expect("write");
     let out = lab.run(&["build", "--templates", "mytpl"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("mytpl/node/fstab"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("mytpl/node/fstab"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
 fn mfs_line_only_with_mfs() {
     let lab = Lab::new("", "");
     let cfg = std::fs::read_to_string(lab.path().join("cluster.toml")).expect("read");
-    std::fs::write(lab.path().join("cluster.toml"), cfg.replace("version = \"2.4.26\"", "version = \"2.4.22\"\nmfs = true"))
-        .expect("write");
+    std::fs::write(
+        lab.path().join("cluster.toml"),
+        cfg.replace("version = \"2.4.26\"", "version = \"2.4.22\"\nmfs = true"),
+    )
+    .expect("write");
     lab.ok(&["build"]);
     let root = unpack_cpio(&lab.out().join("tftpboot/initrd.gz"));
     let fstab = std::fs::read_to_string(root.path().join("etc/fstab")).expect("fstab");
     assert!(fstab.lines().any(|l| l.contains("/mfs") && l.contains("mfs")), "{fstab}");
     // oMFS does not exist from 2.4.26 on: asking for it there is an error.
-    std::fs::write(lab.path().join("cluster.toml"), cfg.replace("version = \"2.4.26\"", "version = \"2.4.26\"\nmfs = true"))
-        .expect("write");
+    std::fs::write(
+        lab.path().join("cluster.toml"),
+        cfg.replace("version = \"2.4.26\"", "version = \"2.4.26\"\nmfs = true"),
+    )
+    .expect("write");
     assert_eq!(lab.run(&["check"]).status.code(), Some(1));
 }
 
@@ -398,7 +427,15 @@ fn kernel_config_merges_and_detects_conflicts() {
     std::fs::write(frag.join("cpu-486"), "CONFIG_M486=y\nCONFIG_SMP=y\n").expect("w");
     std::fs::write(frag.join("netboot-2.4"), "CONFIG_BLK_DEV_RAM=y\n").expect("w");
     std::fs::write(frag.join("nic-ne2000"), "# CONFIG_SMP is not set\n").expect("w");
-    let res = lab.run(&["kernel-config", "--cpu", "486", "--nic", "ne2000", "--fragments", frag.to_str().expect("utf8")]);
+    let res = lab.run(&[
+        "kernel-config",
+        "--cpu",
+        "486",
+        "--nic",
+        "ne2000",
+        "--fragments",
+        frag.to_str().expect("utf8"),
+    ]);
     assert_eq!(res.status.code(), Some(1));
     let err = String::from_utf8_lossy(&res.stderr);
     assert!(err.contains("CONFIG_SMP") && err.contains("cpu-486") && err.contains("nic-ne2000"), "{err}");
@@ -424,7 +461,8 @@ fn init_fills_the_config_from_the_interface() {
     ns.ip(&["link", "set", "lab0", "up"]);
     ns.addr("lab0", "10.77.3.254/24");
     let dir = tempfile::tempdir().expect("tempdir");
-    let run = |args: &[&str]| ns.command(mosboot_bin()).current_dir(dir.path()).args(args).output().expect("run");
+    let run =
+        |args: &[&str]| ns.command(mosboot_bin()).current_dir(dir.path()).args(args).output().expect("run");
     let out = run(&["init", "--interface", "lab0"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let cfg = std::fs::read_to_string(dir.path().join("cluster.toml")).expect("written");

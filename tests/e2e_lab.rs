@@ -135,7 +135,13 @@ fn emulated_pcs_boot_from_mosboot_and_join() {
                 w.join("out-ext2/tftpboot/initrd.gz").display()
             ),
         ),
-        ("floppy", format!("cpu=486,nic=rtl8139,mem=16,mac=52:54:00:e2:00:05,rom=off,fda={}", w.join("floppy.img").display())),
+        (
+            "floppy",
+            format!(
+                "cpu=486,nic=rtl8139,mem=16,mac=52:54:00:e2:00:05,rom=off,fda={}",
+                w.join("floppy.img").display()
+            ),
+        ),
     ];
     let logs = w.join("logs");
     let state = w.join("state");
@@ -163,7 +169,8 @@ fn emulated_pcs_boot_from_mosboot_and_join() {
         w.join("nodes.json").display()
     ));
     let out = cmd.output().expect("run lab.sh");
-    let transcript = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let transcript =
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     println!("{transcript}");
     let server_log = std::fs::read_to_string(logs.join("server.log")).unwrap_or_default();
     assert!(out.status.success(), "lab failed:\n{transcript}\n--- server log ---\n{server_log}");
@@ -179,15 +186,23 @@ fn emulated_pcs_boot_from_mosboot_and_join() {
     let mut ips = Vec::new();
     for (name, spec) in &nodes {
         let c = read_console(&logs.join(format!("node-{name}.log")));
-        let (host, ip, mac) = c.up.clone().unwrap_or_else(|| panic!("node {name} printed no 'mosboot: up' line"));
+        let (host, ip, mac) =
+            c.up.clone().unwrap_or_else(|| panic!("node {name} printed no 'mosboot: up' line"));
         let want_mac = spec.split(',').find_map(|kv| kv.strip_prefix("mac=")).expect("mac");
         assert_eq!(mac, want_mac, "node {name}: MAC");
         let last: u32 = ip.rsplit('.').next().and_then(|o| o.parse().ok()).expect("ip");
-        assert!(ip.starts_with("192.168.0.") && (1..=253).contains(&last), "node {name}: {ip} not in the pool");
+        assert!(
+            ip.starts_with("192.168.0.") && (1..=253).contains(&last),
+            "node {name}: {ip} not in the pool"
+        );
         assert_eq!(host, format!("ws{last:03}"), "node {name}: hostname does not follow the plan");
         // Plan: node 1 is the server, pool address .k is node k+1.
         assert_eq!(c.number, Some((last + 1, total)), "node {name}: node number disagrees with the map");
-        assert_eq!(c.map_sha.as_deref(), Some(server_map_sha.as_str()), "node {name}: map differs from out/server/");
+        assert_eq!(
+            c.map_sha.as_deref(),
+            Some(server_map_sha.as_str()),
+            "node {name}: map differs from out/server/"
+        );
         let row = by_mac.get(&mac).unwrap_or_else(|| panic!("mosboot nodes does not list {mac}"));
         assert_eq!(row["ip"].as_str(), Some(ip.as_str()), "nodes table IP for {name}");
         assert_eq!(row["hostname"].as_str(), Some(host.as_str()));
@@ -203,6 +218,9 @@ fn emulated_pcs_boot_from_mosboot_and_join() {
     // QEMU's NIC ROMs are iPXE, so they get boot.ipxe (the DHCP tests cover PXE ROMs and
     // pxelinux.0 at the protocol level).
     for f in ["boot.ipxe", "vmlinuz", "initrd.gz"] {
-        assert!(server_log.contains(&format!("fetched {f}")), "server log shows no 'fetched {f}':\n{server_log}");
+        assert!(
+            server_log.contains(&format!("fetched {f}")),
+            "server log shows no 'fetched {f}':\n{server_log}"
+        );
     }
 }

@@ -39,14 +39,30 @@ pub fn inputs_only(cfg: &Config, opts: &BuildOptions) -> Diagnostics {
         }
     };
     if let Some(k) = read("image.kernel", &img.kernel, &mut d)
-        && let Err(e) = node_image::bzimage::inspect(&k) {
-            d.push(&cfg.path, cfg.line_of("image.kernel"), "image.kernel", format!("{}: {e}", img.kernel.display()));
-        }
+        && let Err(e) = node_image::bzimage::inspect(&k)
+    {
+        d.push(
+            &cfg.path,
+            cfg.line_of("image.kernel"),
+            "image.kernel",
+            format!("{}: {e}", img.kernel.display()),
+        );
+    }
     if let Some(b) = read("image.busybox", &img.busybox, &mut d)
-        && let Err(e) = node_image::elf::check_static_i386_named("busybox", &b) {
-            d.push(&cfg.path, cfg.line_of("image.busybox"), "image.busybox", format!("{}: {e}", img.busybox.display()));
-        }
-    let tars = img.modules.iter().map(|m| ("image.modules", m)).chain(img.userland.iter().map(|u| ("image.userland", u)));
+        && let Err(e) = node_image::elf::check_static_i386_named("busybox", &b)
+    {
+        d.push(
+            &cfg.path,
+            cfg.line_of("image.busybox"),
+            "image.busybox",
+            format!("{}: {e}", img.busybox.display()),
+        );
+    }
+    let tars = img
+        .modules
+        .iter()
+        .map(|m| ("image.modules", m))
+        .chain(img.userland.iter().map(|u| ("image.userland", u)));
     for (key, p) in tars {
         if let Some(b) = read(key, p, &mut d) {
             let mut scratch = node_image::tree::Tree::new();
@@ -56,11 +72,18 @@ pub fn inputs_only(cfg: &Config, opts: &BuildOptions) -> Diagnostics {
         }
     }
     if let Some(o) = &img.overlay
-        && !o.is_dir() {
-            d.push(&cfg.path, cfg.line_of("image.overlay"), "image.overlay", format!("{} is not a folder", o.display()));
-        }
+        && !o.is_dir()
+    {
+        d.push(
+            &cfg.path,
+            cfg.line_of("image.overlay"),
+            "image.overlay",
+            format!("{} is not a folder", o.display()),
+        );
+    }
     let tpl = opts.templates.clone().or_else(|| img.templates.clone());
-    if let Err(e) = crate::render::Templates::load(tpl.as_deref(), &cfg.path, cfg.line_of("image.templates")) {
+    if let Err(e) = crate::render::Templates::load(tpl.as_deref(), &cfg.path, cfg.line_of("image.templates"))
+    {
         d.extend(e);
     }
     d

@@ -10,7 +10,11 @@ use crate::pipeline::BuildOptions;
 use crate::plan::Plan;
 
 #[derive(Parser, Debug)]
-#[command(name = "mosboot", version, about = "Turn diskless PCs into an openMosix cluster that boots from the network")]
+#[command(
+    name = "mosboot",
+    version,
+    about = "Turn diskless PCs into an openMosix cluster that boots from the network"
+)]
 pub struct Cli {
     /// The cluster description.
     #[arg(short = 'c', long = "config", global = true, default_value = "cluster.toml")]
@@ -88,9 +92,15 @@ pub fn init_logging(verbose: u8) {
         1 => "info",
         _ => "debug",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).with_target(false).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
 }
 
 /// Runs a parsed command line.
@@ -119,7 +129,10 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             crate::pipeline::write_tree(&prep, &out)?;
             let s = &prep.summary;
             println!("built {} for cluster '{}'", out.display(), plan.cluster);
-            println!("  map:     {} nodes in {} line(s) (server {} is node 1)", s.nodes_in_map, s.map_lines, plan.server);
+            println!(
+                "  map:     {} nodes in {} line(s) (server {} is node 1)",
+                s.nodes_in_map, s.map_lines, plan.server
+            );
             println!("  kernel:  {} ({} KiB)", s.kernel_release, s.kernel_bytes.div_ceil(1024));
             println!(
                 "  initrd:  {} , {} KiB gzip'd ({} KiB unpacked, {} entries)",

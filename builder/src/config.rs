@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use netboot::mac::MacAddr;
-use toml::de::{DeTable, DeValue};
 use toml::Spanned;
+use toml::de::{DeTable, DeValue};
 
 use crate::diag::{Diagnostics, LineIndex};
 
@@ -315,18 +315,25 @@ impl<'a> Walker<'a> {
         }
         let interface = self.required_string(t, "interface", "cluster.interface");
         if let Some((i, l)) = &interface
-            && (i.is_empty() || i.len() > 15 || i.contains(['/', ' '])) {
-                self.err(*l, "cluster.interface", format!("'{i}' is not a network interface name"));
-            }
+            && (i.is_empty() || i.len() > 15 || i.contains(['/', ' ']))
+        {
+            self.err(*l, "cluster.interface", format!("'{i}' is not a network interface name"));
+        }
         let server = self.required_string(t, "server", "cluster.server").and_then(|(s, l)| {
             match s.parse::<ipnet::Ipv4Net>() {
-                Ok(net) if net.prefix_len() >= 8 && net.prefix_len() <= 30 => Some((net.addr(), net.prefix_len())),
+                Ok(net) if net.prefix_len() >= 8 && net.prefix_len() <= 30 => {
+                    Some((net.addr(), net.prefix_len()))
+                }
                 Ok(_) => {
                     self.err(l, "cluster.server", "the prefix must be between /8 and /30");
                     None
                 }
                 Err(_) => {
-                    self.err(l, "cluster.server", format!("'{s}' is not an address with prefix, like 192.168.0.254/24"));
+                    self.err(
+                        l,
+                        "cluster.server",
+                        format!("'{s}' is not an address with prefix, like 192.168.0.254/24"),
+                    );
                     None
                 }
             }
@@ -348,7 +355,11 @@ impl<'a> Walker<'a> {
                     None
                 }
                 None => {
-                    self.err(l, "cluster.lease_time", format!("'{s}' is not a duration like 12h, 30m, 1d or 3600s"));
+                    self.err(
+                        l,
+                        "cluster.lease_time",
+                        format!("'{s}' is not a duration like 12h, 30m, 1d or 3600s"),
+                    );
                     None
                 }
             },
@@ -359,7 +370,8 @@ impl<'a> Walker<'a> {
             Some(Some((s, l))) => self.ip(&s, l, "cluster.router").map(Some),
         };
         let dns = self.string_list(t, "dns", "cluster.dns").and_then(|list| {
-            let parsed: Vec<Option<Ipv4Addr>> = list.iter().map(|(s, l)| self.ip(s, *l, "cluster.dns")).collect();
+            let parsed: Vec<Option<Ipv4Addr>> =
+                list.iter().map(|(s, l)| self.ip(s, *l, "cluster.dns")).collect();
             parsed.into_iter().collect::<Option<Vec<_>>>()
         });
         let dhcp = match self.string(t, "dhcp", "cluster.dhcp") {
@@ -377,10 +389,11 @@ impl<'a> Walker<'a> {
         };
         if let (Some((srv, plen)), Some(Some(r))) = (&server, &router)
             && let Ok(net) = ipnet::Ipv4Net::new(*srv, *plen)
-                && !net.contains(r) {
-                    let line = self.lines.get("cluster.router").copied().unwrap_or(0);
-                    self.err(line, "cluster.router", format!("{r} is outside the server's subnet {}", net.trunc()));
-                }
+            && !net.contains(r)
+        {
+            let line = self.lines.get("cluster.router").copied().unwrap_or(0);
+            self.err(line, "cluster.router", format!("{r} is outside the server's subnet {}", net.trunc()));
+        }
         let (name, _) = name?;
         let (interface, _) = interface?;
         let (server, prefix_len) = server?;
@@ -407,7 +420,11 @@ impl<'a> Walker<'a> {
                 None => (part, part),
             };
             let (Ok(a), Ok(b)) = (a.parse::<Ipv4Addr>(), b.parse::<Ipv4Addr>()) else {
-                self.err(line, "cluster.pool", format!("'{part}' is not an address range like 192.168.0.1-192.168.0.253"));
+                self.err(
+                    line,
+                    "cluster.pool",
+                    format!("'{part}' is not an address range like 192.168.0.1-192.168.0.253"),
+                );
                 return None;
             };
             if u32::from(a) > u32::from(b) {
@@ -451,10 +468,15 @@ impl<'a> Walker<'a> {
             },
         };
         if let (Some((_, v)), Some(true)) = (&version, mfs)
-            && *v >= (2, 4, 26) {
-                let line = self.lines.get("openmosix.mfs").copied().unwrap_or(0);
-                self.err(line, "openmosix.mfs", "oMFS was removed in openMosix 2.4.26; set mfs = false or an older version");
-            }
+            && *v >= (2, 4, 26)
+        {
+            let line = self.lines.get("openmosix.mfs").copied().unwrap_or(0);
+            self.err(
+                line,
+                "openmosix.mfs",
+                "oMFS was removed in openMosix 2.4.26; set mfs = false or an older version",
+            );
+        }
         let (version, version_parts) = version?;
         Some(OpenMosixSection { version, version_parts, mfs: mfs?, lstay: lstay?, map: map? })
     }
@@ -476,7 +498,8 @@ impl<'a> Walker<'a> {
         );
         let kernel = self.path(t, "kernel", base).map(|p| p.unwrap_or_else(|| base.join("kernels/bzImage")));
         let modules = self.path(t, "modules", base);
-        let busybox = self.path(t, "busybox", base).map(|p| p.unwrap_or_else(|| base.join("node-kit/busybox")));
+        let busybox =
+            self.path(t, "busybox", base).map(|p| p.unwrap_or_else(|| base.join("node-kit/busybox")));
         let userland = self
             .string_list(t, "userland", "image.userland")
             .map(|l| l.into_iter().map(|(s, _)| base.join(s)).collect::<Vec<_>>());
@@ -495,12 +518,14 @@ impl<'a> Walker<'a> {
                 }
             },
         };
-        let cmdline = self.string(t, "cmdline", "image.cmdline").map(|c| c.map(|(s, _)| s).unwrap_or_default());
+        let cmdline =
+            self.string(t, "cmdline", "image.cmdline").map(|c| c.map(|(s, _)| s).unwrap_or_default());
         if let Some(c) = &cmdline
-            && c.contains(['\n', '\r']) {
-                let line = self.lines.get("image.cmdline").copied().unwrap_or(0);
-                self.err(line, "image.cmdline", "must be one line");
-            }
+            && c.contains(['\n', '\r'])
+        {
+            let line = self.lines.get("image.cmdline").copied().unwrap_or(0);
+            self.err(line, "image.cmdline", "must be one line");
+        }
         let out = self.path(t, "out", base).map(|p| p.unwrap_or_else(|| base.join("mosboot-out")));
         Some(ImageSection {
             kernel: kernel?,
@@ -534,13 +559,13 @@ impl<'a> Walker<'a> {
             };
             let prefix = format!("node[{n}]");
             self.unknown_keys(t, &prefix, &["mac", "ip", "hostname", "yardstick"]);
-            let mac = self.required_string(t, "mac", &format!("{prefix}.mac")).and_then(|(s, l)| {
-                match s.parse::<MacAddr>() {
-                    Ok(m) => Some(m),
-                    Err(e) => {
-                        self.err(l, &format!("{prefix}.mac"), e.to_string());
-                        None
-                    }
+            let mac = self.required_string(t, "mac", &format!("{prefix}.mac")).and_then(|(s, l)| match s
+                .parse::<MacAddr>(
+            ) {
+                Ok(m) => Some(m),
+                Err(e) => {
+                    self.err(l, &format!("{prefix}.mac"), e.to_string());
+                    None
                 }
             });
             let ip = self
@@ -549,9 +574,16 @@ impl<'a> Walker<'a> {
             let hostname = self.string(t, "hostname", &format!("{prefix}.hostname"));
             let yardstick = self.string(t, "yardstick", &format!("{prefix}.yardstick"));
             if let Some(Some((y, l))) = &yardstick
-                && (y.is_empty() || y.len() > 32 || !y.chars().all(|c| c.is_ascii_alphanumeric() || "/._-".contains(c))) {
-                    self.err(*l, &format!("{prefix}.yardstick"), format!("'{y}' is not a CPU yardstick like P/133"));
-                }
+                && (y.is_empty()
+                    || y.len() > 32
+                    || !y.chars().all(|c| c.is_ascii_alphanumeric() || "/._-".contains(c)))
+            {
+                self.err(
+                    *l,
+                    &format!("{prefix}.yardstick"),
+                    format!("'{y}' is not a CPU yardstick like P/133"),
+                );
+            }
             match (mac, ip, hostname, yardstick) {
                 (Some(mac), Some(ip), Some(hostname), Some(yardstick)) => out.push(NodeSection {
                     mac,

@@ -25,10 +25,12 @@ pub fn ipxe_build_date(bin: &[u8]) -> Option<u32> {
         let at = from + pos + pat.len();
         let rest = &bin[at..bin.len().min(at + 10)];
         let digits: Vec<u8> = rest.iter().copied().skip_while(|&b| b == b'-').take(8).collect();
-        if digits.len() == 8 && digits.iter().all(u8::is_ascii_digit)
-            && let Some(d) = std::str::from_utf8(&digits).ok().and_then(|s| s.parse().ok()) {
-                return Some(d);
-            }
+        if digits.len() == 8
+            && digits.iter().all(u8::is_ascii_digit)
+            && let Some(d) = std::str::from_utf8(&digits).ok().and_then(|s| s.parse().ok())
+        {
+            return Some(d);
+        }
         from = at;
     }
     None
@@ -61,7 +63,10 @@ pub fn find_lkrn(given: Option<&Path>) -> Result<(PathBuf, Vec<u8>), Failure> {
             "{} is an iPXE from {d}; builds before 2021 hang on 486 and Pentium CPUs (no FXSR). Use a newer one (Debian 13's ipxe package)",
             path.display()
         ))),
-        None => Err(Failure::Usage(format!("{} does not look like an iPXE image (no version string found)", path.display()))),
+        None => Err(Failure::Usage(format!(
+            "{} does not look like an iPXE image (no version string found)",
+            path.display()
+        ))),
     }
 }
 
@@ -76,7 +81,10 @@ pub fn run(out: &Path, ipxe: Option<&Path>) -> Result<String, Failure> {
     let img = tmp.path().join("floppy.img");
     // --invariant and a fixed volume id: the same inputs give the same image.
     tool(
-        Command::new("mkfs.fat").args(["-C", "--invariant", "-i", "4d4f5342", "-n", "MOSBOOT", "-F", "12"]).arg(&img).arg("1440"),
+        Command::new("mkfs.fat")
+            .args(["-C", "--invariant", "-i", "4d4f5342", "-n", "MOSBOOT", "-F", "12"])
+            .arg(&img)
+            .arg("1440"),
         "make the FAT12 filesystem (mkfs.fat)",
     )?;
     tool(Command::new("syslinux").arg("--install").arg(&img), "install SYSLINUX (syslinux --install)")?;
@@ -85,10 +93,18 @@ pub fn run(out: &Path, ipxe: Option<&Path>) -> Result<String, Failure> {
         .map_err(|e| Failure::runtime("write syslinux.cfg", e))?;
     // 8.3 names keep old BIOSes and SYSLINUX's FAT driver happy.
     let lkrn_copy = tmp.path().join("ipxe.lkr");
-    std::fs::copy(&lkrn_path, &lkrn_copy).map_err(|e| Failure::runtime(format!("copy {}", lkrn_path.display()), e))?;
+    std::fs::copy(&lkrn_path, &lkrn_copy)
+        .map_err(|e| Failure::runtime(format!("copy {}", lkrn_path.display()), e))?;
     for f in [&cfg, &lkrn_copy] {
         tool(
-            Command::new("mcopy").env("MTOOLS_SKIP_CHECK", "1").arg("-o").arg("-m").arg("-i").arg(&img).arg(f).arg("::"),
+            Command::new("mcopy")
+                .env("MTOOLS_SKIP_CHECK", "1")
+                .arg("-o")
+                .arg("-m")
+                .arg("-i")
+                .arg(&img)
+                .arg(f)
+                .arg("::"),
             "copy files onto the floppy (mcopy)",
         )?;
     }
@@ -96,7 +112,8 @@ pub fn run(out: &Path, ipxe: Option<&Path>) -> Result<String, Failure> {
     if size != 1_474_560 {
         return Err(Failure::runtime("make the floppy image", format!("it is {size} bytes, not 1474560")));
     }
-    std::fs::rename(&img, out).map_err(|e| Failure::runtime(format!("move the image to {}", out.display()), e))?;
+    std::fs::rename(&img, out)
+        .map_err(|e| Failure::runtime(format!("move the image to {}", out.display()), e))?;
     Ok(format!(
         "wrote {} (1.44 MB FAT12: SYSLINUX + {}); boot a PC from it and it network-boots like a PXE ROM",
         out.display(),

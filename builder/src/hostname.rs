@@ -20,7 +20,10 @@ pub fn render(rule: &HostnameRule, ip: Ipv4Addr, node: u32, mac: Option<MacAddr>
                 node => node,
                 mac => mac.map(|m| m.to_string()).unwrap_or_default(),
             };
-            env.render_str(src, ctx).map_err(|e| format!("the hostname template fails: {e}"))?.trim().to_string()
+            env.render_str(src, ctx)
+                .map_err(|e| format!("the hostname template fails: {e}"))?
+                .trim()
+                .to_string()
         }
     };
     validate(&name)?;
@@ -43,7 +46,9 @@ pub fn validate(name: &str) -> Result<(), String> {
             && !label.starts_with('-')
             && !label.ends_with('-');
         if !ok {
-            return Err(format!("'{name}' is not a valid hostname (RFC 1123: letters, digits, '-', labels of 1-63)"));
+            return Err(format!(
+                "'{name}' is not a valid hostname (RFC 1123: letters, digits, '-', labels of 1-63)"
+            ));
         }
     }
     Ok(())
@@ -63,7 +68,10 @@ mod tests {
 
     #[test]
     fn mosix_preset_uses_the_node_number() {
-        assert_eq!(render(&HostnameRule::Mosix, Ipv4Addr::new(10, 0, 0, 9), 7, None).as_deref(), Ok("mosix7"));
+        assert_eq!(
+            render(&HostnameRule::Mosix, Ipv4Addr::new(10, 0, 0, 9), 7, None).as_deref(),
+            Ok("mosix7")
+        );
     }
 
     #[test]

@@ -24,7 +24,11 @@ pub fn interfaces() -> Result<Vec<IfAddr>, Failure> {
         if ip.is_loopback() {
             continue;
         }
-        out.push(IfAddr { name: a.interface_name.clone(), addr: ip, prefix: u32::from(mask.ip()).count_ones() as u8 });
+        out.push(IfAddr {
+            name: a.interface_name.clone(),
+            addr: ip,
+            prefix: u32::from(mask.ip()).count_ones() as u8,
+        });
     }
     Ok(out)
 }
@@ -49,7 +53,13 @@ pub fn default_pool(server: Ipv4Addr, prefix: u8) -> String {
     }
     ranges
         .iter()
-        .map(|&(a, b)| if a == b { Ipv4Addr::from(a).to_string() } else { format!("{}-{}", Ipv4Addr::from(a), Ipv4Addr::from(b)) })
+        .map(|&(a, b)| {
+            if a == b {
+                Ipv4Addr::from(a).to_string()
+            } else {
+                format!("{}-{}", Ipv4Addr::from(a), Ipv4Addr::from(b))
+            }
+        })
         .collect::<Vec<_>>()
         .join(",")
 }
@@ -111,20 +121,34 @@ out = "mosboot-out"
 /// The `init` command.
 pub fn run(path: &Path, interface: Option<&str>, force: bool) -> Result<String, Failure> {
     if path.exists() && !force {
-        return Err(Failure::Usage(format!("{} exists already; use --force to overwrite it", path.display())));
+        return Err(Failure::Usage(format!(
+            "{} exists already; use --force to overwrite it",
+            path.display()
+        )));
     }
     let all = interfaces()?;
     let chosen = match interface {
         Some(name) => all.iter().find(|i| i.name == name).cloned().ok_or_else(|| {
             let names: Vec<&str> = all.iter().map(|i| i.name.as_str()).collect();
-            Failure::Usage(format!("interface '{name}' has no IPv4 address (interfaces with one: {})", names.join(", ")))
+            Failure::Usage(format!(
+                "interface '{name}' has no IPv4 address (interfaces with one: {})",
+                names.join(", ")
+            ))
         })?,
         None => match all.as_slice() {
             [one] => one.clone(),
-            [] => return Err(Failure::Usage("no interface with an IPv4 address; give the lab NIC an address first".into())),
+            [] => {
+                return Err(Failure::Usage(
+                    "no interface with an IPv4 address; give the lab NIC an address first".into(),
+                ));
+            }
             many => {
-                let names: Vec<String> = many.iter().map(|i| format!("{} ({}/{})", i.name, i.addr, i.prefix)).collect();
-                return Err(Failure::Usage(format!("several interfaces; choose the lab NIC with --interface: {}", names.join(", "))));
+                let names: Vec<String> =
+                    many.iter().map(|i| format!("{} ({}/{})", i.name, i.addr, i.prefix)).collect();
+                return Err(Failure::Usage(format!(
+                    "several interfaces; choose the lab NIC with --interface: {}",
+                    names.join(", ")
+                )));
             }
         },
     };
@@ -147,7 +171,8 @@ mod tests {
 
     #[test]
     fn written_config_parses_and_plans() {
-        let text = config_text(&IfAddr { name: "eth1".into(), addr: Ipv4Addr::new(192, 168, 0, 254), prefix: 24 });
+        let text =
+            config_text(&IfAddr { name: "eth1".into(), addr: Ipv4Addr::new(192, 168, 0, 254), prefix: 24 });
         let cfg = Config::parse(&text, Path::new("cluster.toml")).expect("init writes a valid config");
         let plan = crate::plan::Plan::new(&cfg).expect("and a valid plan");
         assert_eq!(plan.map_text(), "1 192.168.0.254 1\n2 192.168.0.1 253\n");

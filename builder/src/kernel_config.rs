@@ -28,7 +28,12 @@ pub fn parse_fragment(name: &str, text: &str) -> Result<Vec<Setting>, Failure> {
         }
         if let Some(rest) = line.strip_prefix("# CONFIG_") {
             if let Some(sym) = rest.strip_suffix(" is not set") {
-                out.push(Setting { symbol: format!("CONFIG_{sym}"), value: None, file: name.into(), line: i + 1 });
+                out.push(Setting {
+                    symbol: format!("CONFIG_{sym}"),
+                    value: None,
+                    file: name.into(),
+                    line: i + 1,
+                });
             }
             continue;
         }
@@ -37,7 +42,12 @@ pub fn parse_fragment(name: &str, text: &str) -> Result<Vec<Setting>, Failure> {
         }
         match line.split_once('=') {
             Some((sym, val)) if sym.starts_with("CONFIG_") && !sym.contains(' ') && !val.is_empty() => {
-                out.push(Setting { symbol: sym.into(), value: Some(val.into()), file: name.into(), line: i + 1 });
+                out.push(Setting {
+                    symbol: sym.into(),
+                    value: Some(val.into()),
+                    file: name.into(),
+                    line: i + 1,
+                });
             }
             _ => {
                 return Err(Failure::Usage(format!("{name}:{}: not a kernel config line: '{line}'", i + 1)));
@@ -103,7 +113,10 @@ pub fn merge(fragments: &[(String, String)]) -> Result<String, Failure> {
         }
     }
     if !conflicts.is_empty() {
-        return Err(Failure::Usage(format!("conflicting kernel config fragments:\n  {}", conflicts.join("\n  "))));
+        return Err(Failure::Usage(format!(
+            "conflicting kernel config fragments:\n  {}",
+            conflicts.join("\n  ")
+        )));
     }
     let mut out = String::from("# merged by mosboot kernel-config from:");
     for (name, _) in fragments {

@@ -21,7 +21,8 @@ use crate::root::{self, RootInputs};
 
 /// Where Debian's pxelinux and syslinux-common put the BIOS PXE loader and its library.
 const PXELINUX_SEARCH: &[&str] = &["/usr/lib/PXELINUX/pxelinux.0", "/usr/share/syslinux/pxelinux.0"];
-const LDLINUX_SEARCH: &[&str] = &["/usr/lib/syslinux/modules/bios/ldlinux.c32", "/usr/share/syslinux/ldlinux.c32"];
+const LDLINUX_SEARCH: &[&str] =
+    &["/usr/lib/syslinux/modules/bios/ldlinux.c32", "/usr/share/syslinux/ldlinux.c32"];
 
 /// A fully prepared build: every output file's bytes, by path relative to the output root.
 pub struct Prepared {
@@ -52,7 +53,11 @@ fn read_input(cfg: &Config, key: &str, path: &Path, d: &mut Diagnostics) -> Opti
     match std::fs::read(path) {
         Ok(b) => Some(b),
         Err(e) => {
-            let why = if e.kind() == std::io::ErrorKind::NotFound { "does not exist".to_string() } else { e.to_string() };
+            let why = if e.kind() == std::io::ErrorKind::NotFound {
+                "does not exist".to_string()
+            } else {
+                e.to_string()
+            };
             d.push(&cfg.path, cfg.line_of(key), key, format!("{}: {why}", path.display()));
             None
         }
@@ -82,7 +87,12 @@ pub fn prepare(cfg: &Config, plan: &Plan, opts: &BuildOptions) -> Result<Prepare
     let kinfo = kernel.as_ref().and_then(|k| match bzimage::inspect(k) {
         Ok(info) => Some(info),
         Err(e) => {
-            d.push(&cfg.path, cfg.line_of("image.kernel"), "image.kernel", format!("{}: {e}", img.kernel.display()));
+            d.push(
+                &cfg.path,
+                cfg.line_of("image.kernel"),
+                "image.kernel",
+                format!("{}: {e}", img.kernel.display()),
+            );
             None
         }
     });
@@ -93,17 +103,23 @@ pub fn prepare(cfg: &Config, plan: &Plan, opts: &BuildOptions) -> Result<Prepare
     let busybox = read_input(cfg, "image.busybox", &img.busybox, &mut d);
     if let Some(b) = &busybox {
         if let Err(e) = node_image::elf::check_static_i386_named("busybox", b) {
-            d.push(&cfg.path, cfg.line_of("image.busybox"), "image.busybox", format!("{}: {e}", img.busybox.display()));
+            d.push(
+                &cfg.path,
+                cfg.line_of("image.busybox"),
+                "image.busybox",
+                format!("{}: {e}", img.busybox.display()),
+            );
         }
         note_input("busybox", &img.busybox, b);
     }
 
     let mut tarballs = Vec::new();
     if let Some(m) = &img.modules
-        && let Some(b) = read_input(cfg, "image.modules", m, &mut d) {
-            note_input("modules", m, &b);
-            tarballs.push((m.display().to_string(), b));
-        }
+        && let Some(b) = read_input(cfg, "image.modules", m, &mut d)
+    {
+        note_input("modules", m, &b);
+        tarballs.push((m.display().to_string(), b));
+    }
     for u in &img.userland {
         if let Some(b) = read_input(cfg, "image.userland", u, &mut d) {
             note_input("userland", u, &b);
@@ -111,13 +127,24 @@ pub fn prepare(cfg: &Config, plan: &Plan, opts: &BuildOptions) -> Result<Prepare
         }
     }
     if let Some(o) = &img.overlay
-        && !o.is_dir() {
-            d.push(&cfg.path, cfg.line_of("image.overlay"), "image.overlay", format!("{} is not a folder", o.display()));
-        }
+        && !o.is_dir()
+    {
+        d.push(
+            &cfg.path,
+            cfg.line_of("image.overlay"),
+            "image.overlay",
+            format!("{} is not a folder", o.display()),
+        );
+    }
     let pxelinux = first_existing(PXELINUX_SEARCH);
     let ldlinux = first_existing(LDLINUX_SEARCH);
     if pxelinux.is_none() || ldlinux.is_none() {
-        d.push(Path::new("/usr/lib/PXELINUX"), 0, "", "pxelinux.0 or ldlinux.c32 not found: install Debian's pxelinux and syslinux-common packages");
+        d.push(
+            Path::new("/usr/lib/PXELINUX"),
+            0,
+            "",
+            "pxelinux.0 or ldlinux.c32 not found: install Debian's pxelinux and syslinux-common packages",
+        );
     }
 
     let tpl_dir = opts.templates.clone().or_else(|| img.templates.clone());
@@ -141,7 +168,8 @@ pub fn prepare(cfg: &Config, plan: &Plan, opts: &BuildOptions) -> Result<Prepare
         init_path: init_path.into(),
         kernel_release: kinfo.as_ref().map(|k| k.release.clone()).unwrap_or_default(),
     };
-    let (Some(templates), Some(busybox), Some(kernel), Some(kinfo)) = (templates, busybox, kernel, kinfo) else {
+    let (Some(templates), Some(busybox), Some(kernel), Some(kinfo)) = (templates, busybox, kernel, kinfo)
+    else {
         return Err(d);
     };
     if !d.is_empty() {
@@ -209,7 +237,12 @@ pub fn prepare(cfg: &Config, plan: &Plan, opts: &BuildOptions) -> Result<Prepare
     fn put(files: &mut BTreeMap<String, (Vec<u8>, u32)>, path: &str, bytes: Vec<u8>, mode: u32) {
         files.insert(path.to_string(), (bytes, mode));
     }
-    for (tpl, dest) in [("boot/pxelinux.cfg", "tftpboot/pxelinux.cfg/default"), ("boot/boot.ipxe", "tftpboot/boot.ipxe"), ("server/hosts-block", "server/hosts-block"), ("server/NOTES", "server/NOTES")] {
+    for (tpl, dest) in [
+        ("boot/pxelinux.cfg", "tftpboot/pxelinux.cfg/default"),
+        ("boot/boot.ipxe", "tftpboot/boot.ipxe"),
+        ("server/hosts-block", "server/hosts-block"),
+        ("server/NOTES", "server/NOTES"),
+    ] {
         match templates.render(tpl, &ctx) {
             Ok(s) => put(&mut files, dest, s.into_bytes(), 0o644),
             Err(e) => d.extend(e),
@@ -282,8 +315,10 @@ pub fn write_tree(prep: &Prepared, out: &Path) -> Result<(), Failure> {
         std::env::current_dir().map_err(|e| Failure::runtime("find the current folder", e))?.join(out)
     };
     let parent = out.parent().unwrap_or(Path::new("/")).to_path_buf();
-    std::fs::create_dir_all(&parent).map_err(|e| Failure::runtime(format!("create {}", parent.display()), e))?;
-    let name = out.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| "mosboot-out".into());
+    std::fs::create_dir_all(&parent)
+        .map_err(|e| Failure::runtime(format!("create {}", parent.display()), e))?;
+    let name =
+        out.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| "mosboot-out".into());
     let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
     let result = write_files(prep, &tmp).and_then(|()| swap_into_place(&tmp, &out));
     if result.is_err() {
@@ -318,13 +353,18 @@ fn write_files(prep: &Prepared, dir: &Path) -> Result<(), Failure> {
 fn swap_into_place(tmp: &Path, out: &Path) -> Result<(), Failure> {
     if out.exists() {
         if !out.is_dir() {
-            return Err(Failure::Usage(format!("{} exists and is not a folder; move it away or choose another --out", out.display())));
+            return Err(Failure::Usage(format!(
+                "{} exists and is not a folder; move it away or choose another --out",
+                out.display()
+            )));
         }
         nix::fcntl::renameat2(None, tmp, None, out, nix::fcntl::RenameFlags::RENAME_EXCHANGE)
             .map_err(|e| Failure::runtime(format!("swap the new tree into {}", out.display()), e))?;
-        std::fs::remove_dir_all(tmp).map_err(|e| Failure::runtime(format!("remove the old tree (now at {})", tmp.display()), e))?;
+        std::fs::remove_dir_all(tmp)
+            .map_err(|e| Failure::runtime(format!("remove the old tree (now at {})", tmp.display()), e))?;
     } else {
-        std::fs::rename(tmp, out).map_err(|e| Failure::runtime(format!("move the new tree to {}", out.display()), e))?;
+        std::fs::rename(tmp, out)
+            .map_err(|e| Failure::runtime(format!("move the new tree to {}", out.display()), e))?;
     }
     Ok(())
 }

@@ -80,13 +80,26 @@ impl Plan {
         let (network, broadcast) = (net.network(), net.broadcast());
         let pool_line = cfg.line_of("cluster.pool");
         if c.server == network || c.server == broadcast {
-            d.push(file, cfg.line_of("cluster.server"), "cluster.server", format!("{} is the network or broadcast address of {}", c.server, net.trunc()));
+            d.push(
+                file,
+                cfg.line_of("cluster.server"),
+                "cluster.server",
+                format!("{} is the network or broadcast address of {}", c.server, net.trunc()),
+            );
         }
 
         // Count before expanding, so a /8 typo is an error and not 16 million allocations.
         let total: u64 = c.pool.iter().map(|(a, b)| u64::from(u32::from(*b) - u32::from(*a)) + 1).sum();
         if total + cfg.nodes.len() as u64 + 1 > u64::from(map::MAX_NODE_ID) {
-            d.push(file, pool_line, "cluster.pool", format!("holds {total} addresses; node IDs would pass openMosix's limit of {}", map::MAX_NODE_ID));
+            d.push(
+                file,
+                pool_line,
+                "cluster.pool",
+                format!(
+                    "holds {total} addresses; node IDs would pass openMosix's limit of {}",
+                    map::MAX_NODE_ID
+                ),
+            );
             return Err(d);
         }
 
@@ -96,11 +109,21 @@ impl Plan {
             for n in u32::from(a)..=u32::from(b) {
                 let ip = Ipv4Addr::from(n);
                 if !net.contains(&ip) {
-                    d.push(file, pool_line, "cluster.pool", format!("{ip} is outside the server's subnet {}", net.trunc()));
+                    d.push(
+                        file,
+                        pool_line,
+                        "cluster.pool",
+                        format!("{ip} is outside the server's subnet {}", net.trunc()),
+                    );
                     break;
                 }
                 if ip == c.server {
-                    d.push(file, pool_line, "cluster.pool", format!("contains the server's own address {ip}"));
+                    d.push(
+                        file,
+                        pool_line,
+                        "cluster.pool",
+                        format!("contains the server's own address {ip}"),
+                    );
                     continue;
                 }
                 if ip == network || ip == broadcast {
@@ -124,13 +147,28 @@ impl Plan {
             let key_mac = format!("node[{k}].mac");
             let key_ip = format!("node[{k}].ip");
             if let Some(first) = macs.insert(n.mac, k) {
-                d.push(file, cfg.line_of(&key_mac), &key_mac, format!("MAC {} is already pinned by node[{first}]", n.mac));
+                d.push(
+                    file,
+                    cfg.line_of(&key_mac),
+                    &key_mac,
+                    format!("MAC {} is already pinned by node[{first}]", n.mac),
+                );
             }
             if let Some(first) = pinned_ips.insert(n.ip, k) {
-                d.push(file, cfg.line_of(&key_ip), &key_ip, format!("address {} is already pinned by node[{first}]", n.ip));
+                d.push(
+                    file,
+                    cfg.line_of(&key_ip),
+                    &key_ip,
+                    format!("address {} is already pinned by node[{first}]", n.ip),
+                );
             }
             if !net.contains(&n.ip) || n.ip == network || n.ip == broadcast {
-                d.push(file, cfg.line_of(&key_ip), &key_ip, format!("{} is not a host address of the server's subnet {}", n.ip, net.trunc()));
+                d.push(
+                    file,
+                    cfg.line_of(&key_ip),
+                    &key_ip,
+                    format!("{} is not a host address of the server's subnet {}", n.ip, net.trunc()),
+                );
                 // Left out of the numbering so one mistake does not cascade into others.
                 pinned_ips.remove(&n.ip);
                 continue;
@@ -144,28 +182,38 @@ impl Plan {
         pool.retain(|ip| !pinned_ips.contains_key(ip));
 
         // Numbering: server is 1, then every address a node may hold, ascending.
-        let mut addrs: Vec<Ipv4Addr> = pool.iter().copied().chain(pinned_ips.keys().copied()).filter(|ip| *ip != c.server).collect();
+        let mut addrs: Vec<Ipv4Addr> =
+            pool.iter().copied().chain(pinned_ips.keys().copied()).filter(|ip| *ip != c.server).collect();
         addrs.sort();
         addrs.dedup();
-        let pinned_by_ip: HashMap<Ipv4Addr, &crate::config::NodeSection> = cfg.nodes.iter().map(|n| (n.ip, n)).collect();
+        let pinned_by_ip: HashMap<Ipv4Addr, &crate::config::NodeSection> =
+            cfg.nodes.iter().map(|n| (n.ip, n)).collect();
 
         let mut nodes = Vec::with_capacity(addrs.len() + 1);
         let rule_line = cfg.line_of("cluster.hostname");
         let mut rule_failed = false;
-        let mut make_name = |ip: Ipv4Addr, number: u32, mac: Option<MacAddr>, d: &mut Diagnostics| -> String {
-            match hostname::render(&c.hostname, ip, number, mac) {
-                Ok(h) => h,
-                Err(e) => {
-                    if !rule_failed {
-                        d.push(file, rule_line, "cluster.hostname", format!("{e} (node {number}, {ip})"));
-                        rule_failed = true;
+        let mut make_name =
+            |ip: Ipv4Addr, number: u32, mac: Option<MacAddr>, d: &mut Diagnostics| -> String {
+                match hostname::render(&c.hostname, ip, number, mac) {
+                    Ok(h) => h,
+                    Err(e) => {
+                        if !rule_failed {
+                            d.push(file, rule_line, "cluster.hostname", format!("{e} (node {number}, {ip})"));
+                            rule_failed = true;
+                        }
+                        format!("node{number}")
                     }
-                    format!("node{number}")
                 }
-            }
-        };
+            };
         let server_name = make_name(c.server, 1, None, &mut d);
-        nodes.push(PlanNode { number: 1, ip: c.server, hostname: server_name, mac: None, yardstick: None, role: Role::Server });
+        nodes.push(PlanNode {
+            number: 1,
+            ip: c.server,
+            hostname: server_name,
+            mac: None,
+            yardstick: None,
+            role: Role::Server,
+        });
         for (i, ip) in addrs.iter().enumerate() {
             let number = i as u32 + 2;
             match pinned_by_ip.get(ip) {
@@ -181,11 +229,25 @@ impl Plan {
                         }
                         None => make_name(*ip, number, Some(p.mac), &mut d),
                     };
-                    nodes.push(PlanNode { number, ip: *ip, hostname: name, mac: Some(p.mac), yardstick: p.yardstick.clone(), role: Role::Pinned });
+                    nodes.push(PlanNode {
+                        number,
+                        ip: *ip,
+                        hostname: name,
+                        mac: Some(p.mac),
+                        yardstick: p.yardstick.clone(),
+                        role: Role::Pinned,
+                    });
                 }
                 None => {
                     let name = make_name(*ip, number, None, &mut d);
-                    nodes.push(PlanNode { number, ip: *ip, hostname: name, mac: None, yardstick: None, role: Role::Pool });
+                    nodes.push(PlanNode {
+                        number,
+                        ip: *ip,
+                        hostname: name,
+                        mac: None,
+                        yardstick: None,
+                        role: Role::Pool,
+                    });
                 }
             }
         }
@@ -205,13 +267,26 @@ impl Plan {
                         }
                         _ => ("cluster.hostname".to_string(), rule_line),
                     };
-                    d.push(file, line, &key, format!("hostname '{}' is given to both node {} ({}) and node {} ({})", n.hostname, first.number, first.ip, n.number, n.ip));
+                    d.push(
+                        file,
+                        line,
+                        &key,
+                        format!(
+                            "hostname '{}' is given to both node {} ({}) and node {} ({})",
+                            n.hostname, first.number, first.ip, n.number, n.ip
+                        ),
+                    );
                 }
                 dup_reported += 1;
             }
         }
         if dup_reported > 3 {
-            d.push(file, rule_line, "cluster.hostname", format!("... and {} more duplicate hostnames", dup_reported - 3));
+            d.push(
+                file,
+                rule_line,
+                "cluster.hostname",
+                format!("... and {} more duplicate hostnames", dup_reported - 3),
+            );
         }
 
         let pairs: Vec<(u32, Ipv4Addr)> = nodes.iter().map(|n| (n.number, n.ip)).collect();
@@ -285,7 +360,10 @@ mod tests {
         assert_eq!(p.map_text(), "1 192.168.0.254 1\n2 192.168.0.1 253\n");
         assert_eq!(p.nodes[1].hostname, "ws001");
         assert_eq!(p.nodes[1].number, 2);
-        assert_eq!(p.node_by_ip("192.168.0.12".parse().expect("ip")).map(|n| n.hostname.as_str()), Some("ws012"));
+        assert_eq!(
+            p.node_by_ip("192.168.0.12".parse().expect("ip")).map(|n| n.hostname.as_str()),
+            Some("ws012")
+        );
         assert_eq!(p.nodes[0].hostname, "ws254");
         assert_eq!(p.node_count(), 254);
         assert_eq!(p.netmask, Ipv4Addr::new(255, 255, 255, 0));
@@ -330,20 +408,27 @@ mod tests {
 
     #[test]
     fn duplicate_hostnames_are_reported() {
-        let err = plan("", "server = \"10.0.0.1/16\"\npool = \"10.0.0.2-10.0.1.2\"\n").expect_err("ws002 twice");
+        let err =
+            plan("", "server = \"10.0.0.1/16\"\npool = \"10.0.0.2-10.0.1.2\"\n").expect_err("ws002 twice");
         assert!(err.to_string().contains("hostname 'ws002' is given to both"), "{err}");
     }
 
     #[test]
     fn huge_pools_fail_fast() {
-        let err = plan("", "server = \"10.0.0.1/8\"\npool = \"10.0.0.2-10.255.255.254\"\n").expect_err("too big");
+        let err =
+            plan("", "server = \"10.0.0.1/8\"\npool = \"10.0.0.2-10.255.255.254\"\n").expect_err("too big");
         assert!(err.to_string().contains("limit of 65535"), "{err}");
     }
 
     #[test]
     fn too_many_map_lines() {
-        let ranges: Vec<String> = (0..300).map(|i| format!("10.0.{}.{}", i / 100, (i % 100) * 2 + 1)).collect();
-        let err = plan("", &format!("server = \"10.0.200.1/16\"\npool = \"{}\"\nhostname = \"mosix\"\n", ranges.join(","))).expect_err("lines");
+        let ranges: Vec<String> =
+            (0..300).map(|i| format!("10.0.{}.{}", i / 100, (i % 100) * 2 + 1)).collect();
+        let err = plan(
+            "",
+            &format!("server = \"10.0.200.1/16\"\npool = \"{}\"\nhostname = \"mosix\"\n", ranges.join(",")),
+        )
+        .expect_err("lines");
         assert!(err.to_string().contains("at most 256"), "{err}");
     }
 }

@@ -54,7 +54,12 @@ impl Templates {
                 }
                 if !sources.contains_key(&name) {
                     let known: Vec<&str> = sources.keys().map(String::as_str).collect();
-                    d.push(&path, 0, "image.templates", format!("no built-in template is called '{name}' (known: {})", known.join(", ")));
+                    d.push(
+                        &path,
+                        0,
+                        "image.templates",
+                        format!("no built-in template is called '{name}' (known: {})", known.join(", ")),
+                    );
                     continue;
                 }
                 match std::fs::read_to_string(&path) {
@@ -72,18 +77,36 @@ impl Templates {
     pub fn render(&self, name: &str, ctx: &Value) -> Result<String, Diagnostics> {
         let mut d = Diagnostics::default();
         let Some((src, path)) = self.sources.get(name) else {
-            d.push(Path::new("templates"), 0, "", format!("built-in template '{name}' is missing from this build"));
+            d.push(
+                Path::new("templates"),
+                0,
+                "",
+                format!("built-in template '{name}' is missing from this build"),
+            );
             return Err(d);
         };
         let shown = path.clone().unwrap_or_else(|| PathBuf::from(format!("<built-in templates/{name}>")));
         let mut env = environment();
         if let Err(e) = env.add_template(name, src) {
-            d.push(&shown, e.line().unwrap_or(0), "", format!("template error: {}", e.detail().unwrap_or(&e.to_string())));
+            d.push(
+                &shown,
+                e.line().unwrap_or(0),
+                "",
+                format!("template error: {}", e.detail().unwrap_or(&e.to_string())),
+            );
             return Err(d);
         }
         let result = env.get_template(name).and_then(|t| t.render(ctx));
         result.map_err(|e| {
-            d.push(&shown, e.line().unwrap_or(0), "", format!("template error: {}", e.detail().map(str::to_string).unwrap_or_else(|| e.to_string())));
+            d.push(
+                &shown,
+                e.line().unwrap_or(0),
+                "",
+                format!(
+                    "template error: {}",
+                    e.detail().map(str::to_string).unwrap_or_else(|| e.to_string())
+                ),
+            );
             d
         })
     }

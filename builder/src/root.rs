@@ -42,10 +42,51 @@ const DEVICES: &[(&str, u32, u32, u32)] = &[
 /// Applets the node scripts call: linked at build time even when the busybox binary's applet
 /// table cannot be read (the init script also runs `busybox --install -s` for the rest).
 const ESSENTIAL_APPLETS: &[&str] = &[
-    "sh", "ash", "mount", "umount", "mkdir", "cat", "echo", "ip", "ifconfig", "route", "udhcpc",
-    "hostname", "sleep", "grep", "sed", "awk", "ls", "ps", "dmesg", "poweroff", "reboot", "mknod",
-    "ln", "chmod", "uname", "wc", "head", "tr", "cut", "sha256sum", "tftp", "setsid", "cttyhack",
-    "printf", "test", "[", "cp", "rm", "mv", "sync", "kill", "true", "false", "env", "init",
+    "sh",
+    "ash",
+    "mount",
+    "umount",
+    "mkdir",
+    "cat",
+    "echo",
+    "ip",
+    "ifconfig",
+    "route",
+    "udhcpc",
+    "hostname",
+    "sleep",
+    "grep",
+    "sed",
+    "awk",
+    "ls",
+    "ps",
+    "dmesg",
+    "poweroff",
+    "reboot",
+    "mknod",
+    "ln",
+    "chmod",
+    "uname",
+    "wc",
+    "head",
+    "tr",
+    "cut",
+    "sha256sum",
+    "tftp",
+    "setsid",
+    "cttyhack",
+    "printf",
+    "test",
+    "[",
+    "cp",
+    "rm",
+    "mv",
+    "sync",
+    "kill",
+    "true",
+    "false",
+    "env",
+    "init",
 ];
 
 /// Inputs of the root besides templates, already read.
@@ -66,7 +107,20 @@ pub fn assemble(templates: &Templates, ctx: &Value, inp: &RootInputs<'_>) -> Res
     let fail = |d: &mut Diagnostics, what: &str, e: &dyn std::fmt::Display| {
         d.push(Path::new("node root"), 0, "", format!("{what}: {e}"));
     };
-    for dir in ["/bin", "/sbin", "/usr/bin", "/usr/sbin", "/etc/mosboot", "/proc", "/sys", "/dev", "/root", "/mnt", "/var/run", "/lib"] {
+    for dir in [
+        "/bin",
+        "/sbin",
+        "/usr/bin",
+        "/usr/sbin",
+        "/etc/mosboot",
+        "/proc",
+        "/sys",
+        "/dev",
+        "/root",
+        "/mnt",
+        "/var/run",
+        "/lib",
+    ] {
         if let Err(e) = t.add_dir(dir, 0o755) {
             fail(&mut d, dir, &e);
         }
@@ -75,9 +129,10 @@ pub fn assemble(templates: &Templates, ctx: &Value, inp: &RootInputs<'_>) -> Res
         fail(&mut d, "/tmp", &e);
     }
     if inp.mfs
-        && let Err(e) = t.add_dir("/mfs", 0o755) {
-            fail(&mut d, "/mfs", &e);
-        }
+        && let Err(e) = t.add_dir("/mfs", 0o755)
+    {
+        fail(&mut d, "/mfs", &e);
+    }
     for &(path, mode, major, minor) in DEVICES {
         if let Err(e) = t.add_char_device(path, mode, major, minor) {
             fail(&mut d, path, &e);
@@ -94,9 +149,10 @@ pub fn assemble(templates: &Templates, ctx: &Value, inp: &RootInputs<'_>) -> Res
         let dir = if SBIN_APPLETS.contains(&a.as_str()) { "/sbin" } else { "/bin" };
         let path = format!("{dir}/{a}");
         if t.get(&path).is_none()
-            && let Err(e) = t.add_symlink(&path, "/bin/busybox") {
-                fail(&mut d, &path, &e);
-            }
+            && let Err(e) = t.add_symlink(&path, "/bin/busybox")
+        {
+            fail(&mut d, &path, &e);
+        }
     }
 
     let render = |name: &str, d: &mut Diagnostics| -> Option<Vec<u8>> {
@@ -109,14 +165,16 @@ pub fn assemble(templates: &Templates, ctx: &Value, inp: &RootInputs<'_>) -> Res
         }
     };
     if let Some(init) = render("node/init", &mut d)
-        && let Err(e) = t.add_file(inp.init_path, 0o755, init) {
-            fail(&mut d, inp.init_path, &e);
-        }
+        && let Err(e) = t.add_file(inp.init_path, 0o755, init)
+    {
+        fail(&mut d, inp.init_path, &e);
+    }
     for &(name, dest, mode) in NODE_FILES {
         if let Some(bytes) = render(name, &mut d)
-            && let Err(e) = t.add_file(dest, mode, bytes) {
-                fail(&mut d, dest, &e);
-            }
+            && let Err(e) = t.add_file(dest, mode, bytes)
+        {
+            fail(&mut d, dest, &e);
+        }
     }
     if let Some(map) = render("node/openmosix.map", &mut d) {
         for f in inp.map_files {
@@ -132,16 +190,34 @@ pub fn assemble(templates: &Templates, ctx: &Value, inp: &RootInputs<'_>) -> Res
         }
     }
     if let Some(dir) = inp.overlay
-        && let Err(e) = t.import_dir(dir) {
-            d.push(dir, 0, "image.overlay", e.to_string());
-        }
+        && let Err(e) = t.import_dir(dir)
+    {
+        d.push(dir, 0, "image.overlay", e.to_string());
+    }
     if d.is_empty() { Ok(t) } else { Err(d) }
 }
 
 /// Applets that live in /sbin on a classic system (scripts call some of them by full path).
 const SBIN_APPLETS: &[&str] = &[
-    "init", "ifconfig", "route", "udhcpc", "poweroff", "reboot", "halt", "mknod", "modprobe",
-    "insmod", "rmmod", "lsmod", "ip", "syslogd", "klogd", "getty", "swapon", "swapoff", "pivot_root",
+    "init",
+    "ifconfig",
+    "route",
+    "udhcpc",
+    "poweroff",
+    "reboot",
+    "halt",
+    "mknod",
+    "modprobe",
+    "insmod",
+    "rmmod",
+    "lsmod",
+    "ip",
+    "syslogd",
+    "klogd",
+    "getty",
+    "swapon",
+    "swapoff",
+    "pivot_root",
     "switch_root",
 ];
 
@@ -158,8 +234,7 @@ pub fn applet_names(bin: &[u8]) -> Vec<String> {
         if part.is_empty() {
             break;
         }
-        let ok = part.len() <= 32
-            && part.iter().all(|&b| b.is_ascii_alphanumeric() || b"[-_.".contains(&b));
+        let ok = part.len() <= 32 && part.iter().all(|&b| b.is_ascii_alphanumeric() || b"[-_.".contains(&b));
         if !ok {
             break;
         }

@@ -34,11 +34,7 @@ impl FromStr for MacAddr {
 impl fmt::Display for MacAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let b = self.0;
-        write!(
-            f,
-            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-            b[0], b[1], b[2], b[3], b[4], b[5]
-        )
+        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2], b[3], b[4], b[5])
     }
 }
 
@@ -64,13 +60,7 @@ mod tests {
 
     #[test]
     fn rejects_malformed() {
-        for bad in [
-            "",
-            "00:0c:29:aa:bb",
-            "00:0c:29:aa:bb:01:02",
-            "0:0c:29:aa:bb:01",
-            "zz:0c:29:aa:bb:01",
-        ] {
+        for bad in ["", "00:0c:29:aa:bb", "00:0c:29:aa:bb:01:02", "0:0c:29:aa:bb:01", "zz:0c:29:aa:bb:01"] {
             assert!(bad.parse::<MacAddr>().is_err(), "{bad}");
         }
     }

@@ -9,6 +9,7 @@ source "$(dirname "$0")/common.sh"
 
 "$REPO_ROOT/scripts/deps.sh" kit
 
+kit_lock busybox
 out=$(busybox_dir)
 if [ -x "$out/busybox" ]; then
   log "busybox: cached $out/busybox"

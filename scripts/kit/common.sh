@@ -41,6 +41,17 @@ kernel_dir()  { echo "$KIT_DIR/kernel-$(kernel_key)"; }
 busybox_dir() { echo "$KIT_DIR/busybox-$(busybox_key)"; }
 ipxe_dir()    { echo "$KIT_DIR/ipxe-$IPXE_SUITE"; }
 
+# One build of a kit part at a time per KIT_DIR: a second caller (make kit in another shell, a
+# test) waits here and then finds the cache filled. The lock is held until the script exits.
+kit_lock() {
+  mkdir -p "$KIT_DIR"
+  exec 9>"$KIT_DIR/.lock-$1"
+  if ! flock -n 9; then
+    log "$1: another build is running in $KIT_DIR; waiting for it"
+    flock 9
+  fi
+}
+
 # Runs a long command with its output in LOGFILE; on failure shows the tail and stops.
 run_logged() {
   local logfile=$1; shift

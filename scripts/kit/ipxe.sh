@@ -9,6 +9,7 @@ source "$(dirname "$0")/common.sh"
 
 "$REPO_ROOT/scripts/deps.sh" kit
 
+kit_lock ipxe
 out=$(ipxe_dir)
 if [ -s "$out/usr/lib/ipxe/ipxe.lkrn" ] && [ -s "$out/usr/share/qemu/pxe-ne2k_pci.rom" ]; then
   log "ipxe: cached $out ($(cat "$out/VERSION" 2>/dev/null))"

@@ -8,6 +8,7 @@ source "$(dirname "$0")/common.sh"
 "$REPO_ROOT/scripts/deps.sh" kit
 [ -f "$KERNEL_FRAGMENT" ] || die "kernel fragment $KERNEL_FRAGMENT not found"
 
+kit_lock kernel
 out=$(kernel_dir)
 if [ -s "$out/bzImage" ]; then
   log "kernel: cached $out/bzImage"

@@ -13,10 +13,7 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// The workspace root (the folder holding the top-level Cargo.toml).
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ has a parent")
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
 }
 
 /// The `mosboot` binary: `$MOSBOOT_BIN`, else `target/debug/mosboot` (the Makefile builds it
@@ -46,10 +43,8 @@ pub fn is_root() -> bool {
 /// Runs a command and panics with its output when it fails: for setup steps whose failure makes
 /// the test meaningless.
 pub fn run(cmd: &[&str]) -> Output {
-    let out = Command::new(cmd[0])
-        .args(&cmd[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let out =
+        Command::new(cmd[0]).args(&cmd[1..]).output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     assert!(
         out.status.success(),
         "{cmd:?} failed: {}\n{}",
@@ -133,8 +128,7 @@ impl Drop for Netns {
 /// A veth pair: `a` in namespace `ns_a`, `b` in namespace `ns_b` (or attached to a bridge there).
 pub fn veth(ns_a: &Netns, a: &str, ns_b: &Netns, b: &str) {
     run(&[
-        "ip", "link", "add", a, "netns", &ns_a.name, "type", "veth", "peer", "name", b, "netns",
-        &ns_b.name,
+        "ip", "link", "add", a, "netns", &ns_a.name, "type", "veth", "peer", "name", b, "netns", &ns_b.name,
     ]);
     ns_a.ip(&["link", "set", a, "up"]);
     ns_b.ip(&["link", "set", b, "up"]);
@@ -147,10 +141,7 @@ pub struct ChildGuard {
 
 impl ChildGuard {
     pub fn spawn(cmd: &mut Command) -> ChildGuard {
-        let child = cmd
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+        let child = cmd.stdin(Stdio::null()).spawn().unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
         ChildGuard { child }
     }
 
