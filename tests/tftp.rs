@@ -533,7 +533,7 @@ fn pxelinux_probe_sequence_gets_quick_not_found() {
         let t = Instant::now();
         assert_eq!(raw.fetch(d.addr, name.as_bytes()), Err(1), "{name}");
         let took = t.elapsed();
-        assert!(took < Duration::from_millis(100), "{name}: {took:?}");
+        assert!(took < Duration::from_millis(500), "{name}: {took:?}");
     }
     assert_eq!(raw.fetch(d.addr, b"pxelinux.cfg/default"), Ok(default));
 }

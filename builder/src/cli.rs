@@ -68,6 +68,12 @@ pub enum Command {
         #[arg(long)]
         ipxe: Option<PathBuf>,
     },
+    /// Print an equivalent dnsmasq or ISC dhcpd config, for a site that keeps its own server.
+    Export {
+        /// The server program to write the config for.
+        #[arg(value_parser = ["dnsmasq", "isc-dhcpd"])]
+        format: String,
+    },
     /// Print a merged kernel config fragment from kernel-configs/.
     KernelConfig {
         /// CPU class of the nodes.
@@ -158,6 +164,10 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             let cfg = Config::load(&cli.config)?;
             let plan = Plan::new(&cfg)?;
             print!("{}", plan.map_text());
+            Ok(())
+        }
+        Command::Export { format } => {
+            print!("{}", crate::export::run(&cli.config, &format)?);
             Ok(())
         }
         Command::KernelConfig { cpu, nic, openmosix, fragments } => {

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod diag;
 pub mod error;
+pub mod export;
 pub mod floppy;
 pub mod hostname;
 pub mod init;

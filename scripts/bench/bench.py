@@ -663,7 +663,7 @@ def machine():
                       ("tftpd-hpa", ["dpkg-query", "-W", "-f=${Version}", "tftpd-hpa"])):
         try:
             out = subprocess.run(cmd, capture_output=True, text=True, timeout=5)
-            vers[name] = (out.stdout or out.stderr).strip().splitlines()[0][:80]
+            vers[name] = " ".join((out.stdout or out.stderr).strip().splitlines()[0].split()[:3])[:60]
         except (OSError, IndexError, subprocess.TimeoutExpired):
             vers[name] = "?"
     return {"nproc": os.cpu_count(), "cpu": model, "mem": mem, "kernel": os.uname().release,

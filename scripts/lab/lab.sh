@@ -154,19 +154,40 @@ done
 
 # --- wait -------------------------------------------------------------------------------
 declare -a state took
+declare -A seen   # "<node>:<milestone>" -> seconds since that node's start
+milestones=("ipxe:iPXE initialising" "pxelinux:PXELINUX [0-9]" "kernel:Linux version [0-9]" "init:Run /init|Run /linuxrc|Freeing unused kernel" "up:mosboot: up ")
 for i in "${!nodes[@]}"; do state[$i]=wait; done
+node_elapsed() { awk -v a="${starts[$1]}" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}'; }
+# Poll-based (every 0.5 s), so each time is accurate to about half a second.
+mark_milestones() {
+  local i=$1 m key
+  for m in "${milestones[@]}"; do
+    key="$i:${m%%:*}"
+    [ -n "${seen[$key]:-}" ] && continue
+    grep -aEq "${m#*:}" "${logs[$i]}" && seen[$key]=$(node_elapsed "$i")
+  done
+  return 0
+}
+milestone_summary() {
+  local i=$1 m out=""
+  for m in "${milestones[@]}"; do
+    [ -n "${seen[$i:${m%%:*}]:-}" ] && out+="${m%%:*} ${seen[$i:${m%%:*}]}s, "
+  done
+  echo "${out%, }"
+}
 deadline=$(( $(date +%s) + timeout ))
 while :; do
   pending=0
   for i in "${!nodes[@]}"; do
     [ "${state[$i]}" = wait ] || continue
     log=${logs[$i]}
+    mark_milestones "$i"
     if grep -aEq "$wait_re" "$log"; then
       state[$i]=ok
-      took[$i]=$(awk -v a="${starts[$i]}" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}')
+      took[$i]=$(node_elapsed "$i")
       grep -aE 'mosboot: up ' "$log" | tr -d '\r' | sed "s/^/[${names[$i]}] /" || true
       grep -aEo "$wait_re" "$log" | head -n1 | sed "s/^/[${names[$i]}] /"
-      say "node ${names[$i]} done in ${took[$i]} s"
+      say "node ${names[$i]} done in ${took[$i]} s ($(milestone_summary "$i"))"
     elif grep -aEq "$fail_re" "$log"; then
       state[$i]=failed; say "node ${names[$i]} FAILED: $(grep -aEo "$fail_re" "$log" | head -n1)"
     elif ! kill -0 "${nodepids[$i]}" 2>/dev/null; then

@@ -85,7 +85,9 @@ if [ ${#args[@]} -eq 0 ]; then
   args=(--node cpu=486,nic=ne2k_pci,mem=16,mac=52:54:00:5e:00:01
         --node cpu=pentium,nic=rtl8139,mem=16,mac=52:54:00:5e:00:02
         --node cpu=pentium3,nic=pcnet,mem=32,mac=52:54:00:5e:00:03
-        --node "cpu=486,nic=e1000,mem=16,mac=$ext2_mac")
+        --node "cpu=486,nic=e1000,mem=16,mac=$ext2_mac"
+        # An ISA NE2000 has no boot ROM: boot the same kernel and initrd directly.
+        --node "cpu=486,nic=ne2k_isa,mem=16,mac=52:54:00:5e:00:05,kernel=$tftp/vmlinuz,initrd=$tftp/initrd.gz,append=console=ttyS0 panic=1")
 fi
 "$here/lab.sh" --server "$server" --server-ip 192.168.0.254/24 \
   --wait 'selftest: done [0-9.]+' --fail 'Kernel panic|selftest: no DHCP lease|No bootable device' \
