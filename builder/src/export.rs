@@ -179,7 +179,10 @@ pub fn dnsmasq(cfg: &Config, plan: &Plan) -> Result<String, Failure> {
 
     if plan.dhcp == DhcpMode::Off {
         let _ = writeln!(w, "#");
-        let _ = writeln!(w, "# dhcp = \"off\" in the config: like `mosboot serve`, this serves TFTP only. The site's");
+        let _ = writeln!(
+            w,
+            "# dhcp = \"off\" in the config: like `mosboot serve`, this serves TFTP only. The site's"
+        );
         let _ = writeln!(
             w,
             "# DHCP server must send next-server {} and file {} ({} to iPXE clients).",
@@ -247,7 +250,10 @@ pub fn dnsmasq(cfg: &Config, plan: &Plan) -> Result<String, Failure> {
         let _ = writeln!(w, "dhcp-range={},proxy,{}", network(plan), plan.netmask);
         ipxe_tags(w);
         let pxe_base = boot.pxe.strip_suffix(".0").unwrap_or(&boot.pxe);
-        let _ = writeln!(w, "# dnsmasq adds the PXE layer suffix \".0\" to the first name; a name with a dot is used as is.");
+        let _ = writeln!(
+            w,
+            "# dnsmasq adds the PXE layer suffix \".0\" to the first name; a name with a dot is used as is."
+        );
         let _ = writeln!(
             w,
             "pxe-service=tag:!mosboot_ipxe,x86PC,\"mosboot {}\",{pxe_base}",
@@ -260,8 +266,14 @@ pub fn dnsmasq(cfg: &Config, plan: &Plan) -> Result<String, Failure> {
 
     let lease = plan.lease_time.as_secs().max(1);
     let _ = writeln!(w);
-    let _ = writeln!(w, "# Addresses: the pool in plan order, lowest free address first, no ping before an offer");
-    let _ = writeln!(w, "# (serve does not ping; a ping stalls a boot storm), and this server is the authority here.");
+    let _ = writeln!(
+        w,
+        "# Addresses: the pool in plan order, lowest free address first, no ping before an offer"
+    );
+    let _ = writeln!(
+        w,
+        "# (serve does not ping; a ping stalls a boot storm), and this server is the authority here."
+    );
     for (a, b) in ranges(&plan.pool) {
         let _ = writeln!(w, "dhcp-range={a},{b},{},{lease}", plan.netmask);
     }
@@ -269,12 +281,17 @@ pub fn dnsmasq(cfg: &Config, plan: &Plan) -> Result<String, Failure> {
     let _ = writeln!(w, "no-ping");
     let _ = writeln!(w, "dhcp-authoritative");
     let _ = writeln!(w, "bootp-dynamic");
-    let _ = writeln!(w, "dhcp-lease-max={}", (plan.pool.len() + plan.pinned.len()).max(DNSMASQ_DEFAULT_LEASE_MAX));
+    let _ = writeln!(
+        w,
+        "dhcp-lease-max={}",
+        (plan.pool.len() + plan.pinned.len()).max(DNSMASQ_DEFAULT_LEASE_MAX)
+    );
     let _ = writeln!(w, "# Old PXE ROMs often ignore unicast replies before they have an address.");
     let _ = writeln!(w, "dhcp-broadcast");
 
     let _ = writeln!(w);
-    let _ = writeln!(w, "# Network options. An empty value stops dnsmasq from offering itself as router or DNS,");
+    let _ =
+        writeln!(w, "# Network options. An empty value stops dnsmasq from offering itself as router or DNS,");
     let _ = writeln!(w, "# as serve offers neither unless cluster.toml names one.");
     let _ = writeln!(w, "dhcp-option=option:netmask,{}", plan.netmask);
     match plan.router {
@@ -293,9 +310,14 @@ pub fn dnsmasq(cfg: &Config, plan: &Plan) -> Result<String, Failure> {
     }
 
     let _ = writeln!(w);
-    let _ = writeln!(w, "# Boot: iPXE clients get the script (else they chainload forever), everyone else pxelinux.");
-    let _ = writeln!(w, "# File and next-server go into the fixed BOOTP fields (no option overload) and also as");
-    let _ = writeln!(w, "# options 66/67; PXE ROMs get option 60 echoed and option 43 (discovery control 8).");
+    let _ = writeln!(
+        w,
+        "# Boot: iPXE clients get the script (else they chainload forever), everyone else pxelinux."
+    );
+    let _ =
+        writeln!(w, "# File and next-server go into the fixed BOOTP fields (no option overload) and also as");
+    let _ =
+        writeln!(w, "# options 66/67; PXE ROMs get option 60 echoed and option 43 (discovery control 8).");
     ipxe_tags(w);
     let _ = writeln!(w, "dhcp-vendorclass=set:mosboot_pxe,PXEClient");
     let _ = writeln!(w, "dhcp-boot=tag:!mosboot_ipxe,{},,{}", boot.pxe, plan.server);
@@ -320,7 +342,8 @@ pub fn dnsmasq(cfg: &Config, plan: &Plan) -> Result<String, Failure> {
     }
 
     let _ = writeln!(w);
-    let _ = writeln!(w, "# Hostnames of pool addresses (option 12 and DNS). Names come only from here, not from");
+    let _ =
+        writeln!(w, "# Hostnames of pool addresses (option 12 and DNS). Names come only from here, not from");
     let _ = writeln!(w, "# /etc/hosts (no-hosts), so a stray hosts entry cannot rename a node.");
     let _ = writeln!(w, "no-hosts");
     for n in pool_nodes(plan) {
@@ -415,7 +438,11 @@ pub fn isc_dhcpd(cfg: &Config, plan: &Plan) -> Result<String, Failure> {
         file_safe(&plan.cluster)
     );
     let _ = writeln!(w, "# (Debian's service: INTERFACESv4=\"{iface}\" in /etc/default/isc-dhcp-server.)");
-    let _ = writeln!(w, "# dhcpd serves no files: run a TFTP server (e.g. tftpd-hpa) on {} with root", plan.server);
+    let _ = writeln!(
+        w,
+        "# dhcpd serves no files: run a TFTP server (e.g. tftpd-hpa) on {} with root",
+        plan.server
+    );
     let _ = writeln!(w, "#   {root}");
     let _ = writeln!(w, "# after `mosboot build`.");
     let _ = writeln!(w, "#");
@@ -449,7 +476,10 @@ pub fn isc_dhcpd(cfg: &Config, plan: &Plan) -> Result<String, Failure> {
     let _ = writeln!(w, "default-lease-time {lease};");
     let _ = writeln!(w, "min-lease-time {lease};");
     let _ = writeln!(w, "max-lease-time {lease};");
-    let _ = writeln!(w, "# Option 175: clients already running iPXE send it (merge with an existing definition).");
+    let _ = writeln!(
+        w,
+        "# Option 175: clients already running iPXE send it (merge with an existing definition)."
+    );
     let _ = writeln!(w, "option mosboot-ipxe-encap code 175 = string;");
 
     let _ = writeln!(w);
@@ -467,22 +497,30 @@ pub fn isc_dhcpd(cfg: &Config, plan: &Plan) -> Result<String, Failure> {
         let _ = writeln!(w, "  option domain-name-servers {};", dns.join(", "));
     }
     let _ = writeln!(w);
-    let _ = writeln!(w, "  # Boot: iPXE clients get the script (else they chainload forever), everyone else pxelinux.");
+    let _ = writeln!(
+        w,
+        "  # Boot: iPXE clients get the script (else they chainload forever), everyone else pxelinux."
+    );
     let _ = writeln!(w, "  next-server {};", plan.server);
     let _ = writeln!(w, "  option tftp-server-name \"{}\";", plan.server);
-    let _ = writeln!(w, "  if (exists user-class and option user-class = \"iPXE\") or exists mosboot-ipxe-encap {{");
+    let _ = writeln!(
+        w,
+        "  if (exists user-class and option user-class = \"iPXE\") or exists mosboot-ipxe-encap {{"
+    );
     let _ = writeln!(w, "    filename \"{}\";", boot.ipxe);
     let _ = writeln!(w, "    option bootfile-name \"{}\";", boot.ipxe);
     let _ = writeln!(w, "  }} else {{");
     let _ = writeln!(w, "    filename \"{}\";", boot.pxe);
     let _ = writeln!(w, "    option bootfile-name \"{}\";", boot.pxe);
     let _ = writeln!(w, "  }}");
-    let _ = writeln!(w, "  # PXE ROMs: echo option 60 and send option 43 (discovery control 8: boot this file).");
+    let _ =
+        writeln!(w, "  # PXE ROMs: echo option 60 and send option 43 (discovery control 8: boot this file).");
     let _ = writeln!(w, "  if substring(option vendor-class-identifier, 0, 9) = \"PXEClient\" {{");
     let _ = writeln!(w, "    option vendor-class-identifier \"PXEClient\";");
     let _ = writeln!(w, "    option vendor-encapsulated-options {PXE_VENDOR_OPTIONS_HEX};");
     let _ = writeln!(w, "  }}");
-    let _ = writeln!(w, "  # Send hostname, vendor and boot options even to clients that do not ask for them.");
+    let _ =
+        writeln!(w, "  # Send hostname, vendor and boot options even to clients that do not ask for them.");
     let _ = writeln!(w, "  if exists dhcp-parameter-request-list {{");
     let _ = writeln!(
         w,
@@ -491,7 +529,10 @@ pub fn isc_dhcpd(cfg: &Config, plan: &Plan) -> Result<String, Failure> {
     let _ = writeln!(w, "  }}");
     let _ = writeln!(w);
     if ltsp_expression_fits(cfg, plan) {
-        let _ = writeln!(w, "  # Hostnames: the LTSP rule, ws + the last octet of the leased address in three digits.");
+        let _ = writeln!(
+            w,
+            "  # Hostnames: the LTSP rule, ws + the last octet of the leased address in three digits."
+        );
         let _ = writeln!(
             w,
             "  option host-name = concat(\"ws\", suffix(concat(\"00\", binary-to-ascii(10, 8, \"\", substring(leased-address, 3, 1))), 3));"
@@ -514,7 +555,10 @@ pub fn isc_dhcpd(cfg: &Config, plan: &Plan) -> Result<String, Failure> {
     for (n, mac) in pinned_nodes(plan) {
         if !any {
             let _ = writeln!(w);
-            let _ = writeln!(w, "# Pinned nodes: their MAC always gets this address and name (outside every range).");
+            let _ = writeln!(
+                w,
+                "# Pinned nodes: their MAC always gets this address and name (outside every range)."
+            );
             any = true;
         }
         let _ = writeln!(w, "host mosboot-node{} {{", n.number);
@@ -600,7 +644,9 @@ out = "mosboot-out"
         assert_eq!(l.iter().filter(|x| x.starts_with("host-record=")).count(), 253);
         assert_eq!(l.iter().filter(|x| x.starts_with("dhcp-range=")).count(), 1);
         // Every line is a comment, blank, or key[=value]: nothing a dnsmasq parser would trip on.
-        assert!(l.iter().all(|x| x.is_empty() || x.starts_with('#') || !x.contains(char::is_whitespace)
+        assert!(l.iter().all(|x| x.is_empty()
+            || x.starts_with('#')
+            || !x.contains(char::is_whitespace)
             || x.starts_with("pxe-service")));
     }
 
@@ -688,7 +734,8 @@ hostname = "big"
 
     #[test]
     fn proxy_mode() {
-        let (cfg, plan) = load(&SMALL.replace("lease_time = \"1h\"", "lease_time = \"1h\"\ndhcp = \"proxy\""));
+        let (cfg, plan) =
+            load(&SMALL.replace("lease_time = \"1h\"", "lease_time = \"1h\"\ndhcp = \"proxy\""));
         let d = dnsmasq(&cfg, &plan).expect("dnsmasq proxies");
         let l = lines(&d);
         for want in [

@@ -71,10 +71,24 @@ pub struct BuildOptions {
     pub templates: Option<PathBuf>,
 }
 
-/// Reads every input, checks it, and renders every output in memory. All problems come back at
-/// once.
-pub fn prepare(cfg: &Config, plan: &Plan, opts: &BuildOptions) -> Result<Prepared, Diagnostics> {
-    let mut d = Diagnostics::default();
+/// The inputs of a build, read and checked. A field is `None` when its input is unusable (the
+/// problem is in the diagnostics).
+pub struct Inputs {
+    pub kernel: Option<Vec<u8>>,
+    pub kinfo: Option<bzimage::KernelInfo>,
+    pub busybox: Option<Vec<u8>>,
+    /// (display name, bytes): modules first, then userland in config order.
+    pub tarballs: Vec<(String, Vec<u8>)>,
+    pub templates: Option<Templates>,
+    pub pxelinux: Option<PathBuf>,
+    pub ldlinux: Option<PathBuf>,
+    /// For the manifest.
+    pub entries: Vec<FileEntry>,
+}
+
+/// Reads and checks every input that does not need the plan: kernel, busybox, tarballs,
+/// overlay, templates, the PXE loader. Shared by `build` and `check`.
+pub fn read_inputs(cfg: &Config, opts: &BuildOptions, d: &mut Diagnostics) -> Inputs {
     let img = &cfg.image;
     let mut inputs: Vec<FileEntry> = Vec::new();
     let base = cfg.path.parent().unwrap_or(Path::new("."));
@@ -83,7 +97,7 @@ pub fn prepare(cfg: &Config, plan: &Plan, opts: &BuildOptions) -> Result<Prepare
     };
 
     // Kernel: must be a bzImage; its release picks the initrd format.
-    let kernel = read_input(cfg, "image.kernel", &img.kernel, &mut d);
+    let kernel = read_input(cfg, "image.kernel", &img.kernel, d);
     let kinfo = kernel.as_ref().and_then(|k| match bzimage::inspect(k) {
         Ok(info) => Some(info),
         Err(e) => {
@@ -100,7 +114,7 @@ pub fn prepare(cfg: &Config, plan: &Plan, opts: &BuildOptions) -> Result<Prepare
         note_input("kernel", &img.kernel, k);
     }
 
-    let busybox = read_input(cfg, "image.busybox", &img.busybox, &mut d);
+    let busybox = read_input(cfg, "image.busybox", &img.busybox, d);
     if let Some(b) = &busybox {
         if let Err(e) = node_image::elf::check_static_i386_named("busybox", b) {
             d.push(
@@ -115,13 +129,13 @@ pub fn prepare(cfg: &Config, plan: &Plan, opts: &BuildOptions) -> Result<Prepare
 
     let mut tarballs = Vec::new();
     if let Some(m) = &img.modules
-        && let Some(b) = read_input(cfg, "image.modules", m, &mut d)
+        && let Some(b) = read_input(cfg, "image.modules", m, d)
     {
         note_input("modules", m, &b);
         tarballs.push((m.display().to_string(), b));
     }
     for u in &img.userland {
-        if let Some(b) = read_input(cfg, "image.userland", u, &mut d) {
+        if let Some(b) = read_input(cfg, "image.userland", u, d) {
             note_input("userland", u, &b);
             tarballs.push((u.display().to_string(), b));
         }
@@ -155,6 +169,17 @@ pub fn prepare(cfg: &Config, plan: &Plan, opts: &BuildOptions) -> Result<Prepare
             None
         }
     };
+
+    Inputs { kernel, kinfo, busybox, tarballs, templates, pxelinux, ldlinux, entries: inputs }
+}
+
+/// Reads every input, checks it, and renders every output in memory. All problems come back at
+/// once.
+pub fn prepare(cfg: &Config, plan: &Plan, opts: &BuildOptions) -> Result<Prepared, Diagnostics> {
+    let mut d = Diagnostics::default();
+    let img = &cfg.image;
+    let Inputs { kernel, kinfo, busybox, tarballs, templates, pxelinux, ldlinux, entries: mut inputs } =
+        read_inputs(cfg, opts, &mut d);
 
     let format = match (img.initrd, &kinfo) {
         (InitrdChoice::Cpio, _) => "cpio",
