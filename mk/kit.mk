@@ -10,12 +10,14 @@ KIT_SCRIPTS := $(abspath $(dir $(lastword $(MAKEFILE_LIST)))../scripts/kit)
 
 KIT_KERNEL   = $(shell $(KIT_SCRIPTS)/key.sh kernel)
 KIT_BUSYBOX  = $(shell $(KIT_SCRIPTS)/key.sh busybox)
+# Only the applets of scripts/kit/busybox-lean.applets: about half the size, for small-RAM nodes.
+KIT_BUSYBOX_LEAN = $(shell $(KIT_SCRIPTS)/key.sh busybox-lean)
 KIT_IPXE     = $(shell $(KIT_SCRIPTS)/key.sh ipxe-dir)
 # For QEMU: -L $(KIT_QEMU_DIR) (Debian 13 NIC ROMs; SeaBIOS still comes from the default path).
 KIT_QEMU_DIR = $(shell $(KIT_SCRIPTS)/key.sh qemu-dir)
 KIT_LKRN     = $(shell $(KIT_SCRIPTS)/key.sh lkrn)
 
-.PHONY: kit kit-kernel kit-busybox kit-ipxe kit-paths kit-smoke
+.PHONY: kit kit-kernel kit-busybox kit-busybox-lean kit-ipxe kit-paths kit-smoke
 
 # Sequential on purpose: the kernel and busybox builds each use both cores.
 kit:
@@ -29,12 +31,16 @@ kit-kernel:
 kit-busybox:
 	@$(KIT_SCRIPTS)/busybox.sh
 
+kit-busybox-lean:
+	@BUSYBOX_FLAVOUR=lean $(KIT_SCRIPTS)/busybox.sh
+
 kit-ipxe:
 	@$(KIT_SCRIPTS)/ipxe.sh
 
 kit-paths:
 	@echo "KIT_KERNEL   = $(KIT_KERNEL)"
 	@echo "KIT_BUSYBOX  = $(KIT_BUSYBOX)"
+	@echo "KIT_BUSYBOX_LEAN = $(KIT_BUSYBOX_LEAN)"
 	@echo "KIT_IPXE     = $(KIT_IPXE)"
 	@echo "KIT_QEMU_DIR = $(KIT_QEMU_DIR)"
 	@echo "KIT_LKRN     = $(KIT_LKRN)"

@@ -503,10 +503,7 @@ pub fn isc_dhcpd(cfg: &Config, plan: &Plan) -> Result<String, Failure> {
     );
     let _ = writeln!(w, "  next-server {};", plan.server);
     let _ = writeln!(w, "  option tftp-server-name \"{}\";", plan.server);
-    let _ = writeln!(
-        w,
-        "  if (exists user-class and option user-class = \"iPXE\") or exists mosboot-ipxe-encap {{"
-    );
+    let _ = writeln!(w, "  if option user-class = \"iPXE\" or exists mosboot-ipxe-encap {{");
     let _ = writeln!(w, "    filename \"{}\";", boot.ipxe);
     let _ = writeln!(w, "    option bootfile-name \"{}\";", boot.ipxe);
     let _ = writeln!(w, "  }} else {{");
@@ -659,7 +656,7 @@ out = "mosboot-out"
             "subnet 192.168.0.0 netmask 255.255.255.0 {",
             "  range dynamic-bootp 192.168.0.1 192.168.0.253;",
             "  next-server 192.168.0.254;",
-            "  if (exists user-class and option user-class = \"iPXE\") or exists mosboot-ipxe-encap {",
+            "  if option user-class = \"iPXE\" or exists mosboot-ipxe-encap {",
             "    filename \"boot.ipxe\";",
             "    filename \"pxelinux.0\";",
             "  option host-name = concat(\"ws\", suffix(concat(\"00\", binary-to-ascii(10, 8, \"\", substring(leased-address, 3, 1))), 3));",

@@ -32,13 +32,20 @@ kernel_key() {
   { echo "recipe $KERNEL_RECIPE"; echo "source $LINUX_SOURCE_PKG $(pkg_version "$LINUX_SOURCE_PKG")"
     echo "gcc $(pkg_version gcc-12)"; cat "$KERNEL_FRAGMENT"; } | sha256_of
 }
+# BUSYBOX_FLAVOUR: "full" (Debian's static applet set) or "lean" (busybox-lean.applets only).
+BUSYBOX_FLAVOUR=${BUSYBOX_FLAVOUR:-full}
 busybox_key() {
   { echo "recipe $BUSYBOX_RECIPE"; echo "busybox $BUSYBOX_SRC_VERSION"; echo "zig $ZIGLANG_VERSION"
-    cat "$REPO_ROOT/scripts/kit/busybox.config"; } | sha256_of
+    cat "$REPO_ROOT/scripts/kit/busybox.config"
+    [ "$BUSYBOX_FLAVOUR" = full ] || { echo "flavour $BUSYBOX_FLAVOUR"; cat "$REPO_ROOT/scripts/kit/busybox-lean.applets"; }
+  } | sha256_of
 }
 
 kernel_dir()  { echo "$KIT_DIR/kernel-$(kernel_key)"; }
-busybox_dir() { echo "$KIT_DIR/busybox-$(busybox_key)"; }
+busybox_dir() {
+  if [ "$BUSYBOX_FLAVOUR" = full ]; then echo "$KIT_DIR/busybox-$(busybox_key)"
+  else echo "$KIT_DIR/busybox-$BUSYBOX_FLAVOUR-$(busybox_key)"; fi
+}
 ipxe_dir()    { echo "$KIT_DIR/ipxe-$IPXE_SUITE"; }
 
 # One build of a kit part at a time per KIT_DIR: a second caller (make kit in another shell, a
