@@ -270,6 +270,54 @@ fn node_ctx(n: &PlanNode) -> NodeCtx {
 mod tests {
     use super::*;
 
+    /// Snapshots of every generated text for the SPEC's LTSP sample (with one pinned node), so a
+    /// change to any template or to the context shows up as a reviewable diff.
+    #[test]
+    fn generated_files_for_the_ltsp_sample() {
+        let text = r#"
+[cluster]
+name = "lab"
+interface = "eth1"
+server = "192.168.0.254/24"
+pool = "192.168.0.1-192.168.0.5"
+hostname = "ltsp"
+lease_time = "12h"
+router = "192.168.0.254"
+dns = ["192.168.0.254"]
+
+[openmosix]
+version = "2.4.26"
+
+[image]
+kernel = "kernels/bzImage"
+busybox = "node-kit/busybox"
+
+[[node]]
+mac = "00:0c:29:aa:bb:01"
+ip = "192.168.0.101"
+hostname = "mosix1"
+yardstick = "P/133"
+"#;
+        let cfg = Config::parse(text, Path::new("/lab/cluster.toml")).expect("config");
+        let plan = Plan::new(&cfg).expect("plan");
+        let image = ImageCtx {
+            initrd_format: "cpio".into(),
+            init_path: "/init".into(),
+            kernel_release: "6.1.0".into(),
+        };
+        let boot = BootCtx {
+            kernel: "vmlinuz".into(),
+            initrd: "initrd.gz".into(),
+            append: "console=tty0 console=ttyS0,115200n8".into(),
+        };
+        let ctx = context(&cfg, &plan, &image, &boot);
+        let t = Templates::load(None, Path::new("c"), 0).expect("templates");
+        for name in t.names().map(str::to_string).collect::<Vec<_>>() {
+            let out = t.render(&name, &ctx).expect("renders");
+            insta::assert_snapshot!(name.replace('/', "__"), out);
+        }
+    }
+
     #[test]
     fn shell_quote_neutralises_everything() {
         assert_eq!(shell_quote(Value::from("a b")), "'a b'");
