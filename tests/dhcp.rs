@@ -659,3 +659,39 @@ fn mosboot_serve_refuses_full_mode_beside_dnsmasq() {
         "{text}"
     );
 }
+
+/// The school case through the real command: the router (dnsmasq) hands out addresses, and
+/// `mosboot serve` with `dhcp = "proxy"` starts beside it (no refusal) and gives a PXE client
+/// only its boot information, in the offer and on port 4011.
+#[test]
+fn mosboot_serve_proxy_mode_beside_dnsmasq() {
+    if !root_or_skip() {
+        return;
+    }
+    let lab = Lab::new();
+    let (_rns, _dnsmasq) = rival(&lab);
+    lab.clients(1);
+    let (cfg, out, state) = cluster(&lab, "proxy");
+    let (mut srv, log) = mosboot_serve(&lab, &cfg, &out, &state, "proxy");
+    assert!(srv.child.try_wait().unwrap().is_none(), "{}", std::fs::read_to_string(&log).unwrap());
+    let res = lab
+        .cli
+        .command(env!("CARGO_BIN_EXE_mosboot-test-pxeclient"))
+        .args(["c0", "02:00:00:00:00:00"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&res.stdout).to_string();
+    assert!(res.status.success(), "{text}\nserver:\n{}", std::fs::read_to_string(&log).unwrap());
+    assert!(text.lines().any(|l| l.starts_with("ack 192.168.77.1 yiaddr=192.168.77.15")), "{text}");
+    assert!(
+        text.lines().any(|l| l == format!("offer {SERVER} yiaddr=0.0.0.0 file=pxelinux.0 siaddr={SERVER}")),
+        "{text}"
+    );
+    assert!(
+        text.lines().any(|l| l == format!("proxyack {SERVER} file=pxelinux.0 siaddr={SERVER}")),
+        "{text}"
+    );
+    // No lease is ever written in proxy mode.
+    let leases = std::fs::read_to_string(state.join("leases")).unwrap_or_default();
+    assert!(!leases.contains("state=bound"), "{leases}");
+}
