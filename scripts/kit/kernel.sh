@@ -35,7 +35,7 @@ if [ ! -d "$build" ]; then
   # Seed from the newest earlier build of the same source: kbuild tracks which objects depend
   # on which config symbols, so a changed fragment rebuilds minutes less than a clean tree.
   prev=$(ls -td "$KIT_DIR"/build/kernel-*/ 2>/dev/null | while read -r d; do
-           [ -f "$d/.kit-source" ] && [ "$(cat "$d/.kit-source")" = "$src" ] && { echo "${d%/}"; break; }; done)
+           [ -f "$d/.kit-source" ] && [ "$(cat "$d/.kit-source")" = "$src" ] && { echo "${d%/}"; break; }; done || true)
   if [ -n "$prev" ]; then
     log "kernel: starting from the objects of $prev"
     cp -a "$prev" "$build.tmp" && rm -f "$build.tmp/build.log" && mv "$build.tmp" "$build"
@@ -57,7 +57,7 @@ bad=()
 while IFS= read -r line; do
   if [[ $line =~ ^(CONFIG_[A-Za-z0-9_]+)=(.*)$ ]]; then
     sym=${BASH_REMATCH[1]}
-    grep -qxF "$line" "$build/.config" || bad+=("$sym: wanted ${BASH_REMATCH[2]}, got $(grep -E "^(# )?$sym[= ]" "$build/.config" || echo 'absent (dependency missing?)')")
+    grep -qxF "$line" "$build/.config" || bad+=("$sym: wanted ${BASH_REMATCH[2]}, got $(grep -E "^(# )?${sym}[= ]" "$build/.config" || echo 'absent (dependency missing?)')")
   elif [[ $line =~ ^#\ (CONFIG_[A-Za-z0-9_]+)\ is\ not\ set$ ]]; then
     sym=${BASH_REMATCH[1]}
     if got=$(grep -E "^$sym=" "$build/.config"); then bad+=("$sym: wanted not set, got $got"); fi
