@@ -16,7 +16,7 @@ if [ -x "$out/busybox" ]; then
   log "busybox ($BUSYBOX_FLAVOUR): cached $out/busybox"
   exit 0
 fi
-mkdir -p "$KIT_DIR/tools" "$KIT_DIR/build"
+mkdir -p "$KIT_DIR/tools" "$KIT_DIR/build" "$KIT_DIR/src"
 
 # 1. zig from PyPI, in a private --target dir (no system or user site-packages touched).
 zigdir=$KIT_DIR/tools/ziglang-$ZIGLANG_VERSION
@@ -24,14 +24,13 @@ zig=$zigdir/ziglang/zig
 if [ ! -x "$zig" ]; then
   log "busybox: installing ziglang==$ZIGLANG_VERSION from PyPI into $zigdir"
   tmp=$(mktemp -d "$KIT_DIR/tools/.ziglang.XXXXXX")
-  python3 -m pip install -q --disable-pip-version-check --no-warn-script-location \
+  PIP_ROOT_USER_ACTION=ignore python3 -m pip install -q --disable-pip-version-check --no-warn-script-location \
     --target "$tmp" "ziglang==$ZIGLANG_VERSION" || die "pip install ziglang==$ZIGLANG_VERSION failed"
   rm -rf "$zigdir"; mv "$tmp" "$zigdir"
 fi
 export ZIG_GLOBAL_CACHE_DIR=$KIT_DIR/tools/zig-cache ZIG_LOCAL_CACHE_DIR=$KIT_DIR/tools/zig-cache
 
 # 2. Debian's source, through a private apt state so the system's sources stay untouched.
-upstream=${BUSYBOX_SRC_VERSION#*:}; upstream=${upstream%%-*}
 srcdir=$KIT_DIR/src/busybox-${BUSYBOX_SRC_VERSION#*:}
 if [ ! -f "$srcdir/Makefile" ]; then
   aptdir=$KIT_DIR/apt-bookworm-src
@@ -60,7 +59,7 @@ grep -q '^extern struct globals \*BB_GLOBAL_CONST ptr_to_globals;' "$srcdir/incl
 #    compiler and archiver and binutils' strip/nm/objcopy (they read i386 ELF). The compiler
 #    wrapper drops the GNU-ld-only flags that lld rejects and rewrites -Wp,-MD for zig.
 build=$KIT_DIR/build/busybox-$(busybox_key)
-rm -rf "$build/bin"; mkdir -p "$build/bin"
+rm -rf "${build:?}/bin"; mkdir -p "$build/bin"
 bin=$build/bin
 cat > "$bin/i486-linux-musl-gcc" <<WRAP
 #!/usr/bin/env bash
@@ -102,7 +101,7 @@ case "$BUSYBOX_FLAVOUR" in
     keep=" $(grep -v '^#' "$REPO_ROOT/scripts/kit/busybox-lean.applets" | tr -s ' \n' '  ') "
     for sym in $(grep -rhoE '^//applet:IF_[A-Z0-9_]+\(' --include='*.c' "$srcdir" | sed 's|^//applet:IF_||; s|($||' | sort -u); do
       [[ $keep == *" $sym "* ]] && continue
-      grep -qE "^(# )?CONFIG_$sym[= ]" "$overlay" && continue
+      grep -qE "^(# )?CONFIG_${sym}[= ]" "$overlay" && continue
       sed -i "/^CONFIG_$sym=/d; /^# CONFIG_$sym is not set/d" "$build/obj/.config"
       echo "# CONFIG_$sym is not set" >> "$build/obj/.config"
     done ;;
@@ -149,9 +148,10 @@ counts=$(objdump -d "$bb" | awk '
 log "busybox: qemu-i386 -cpu 486 runs echo, awk, sed, sh, grep, sha256sum; instruction check: $counts"
 [ "$counts" = "cmov=0 fxsave=0 cpuid=0 rdtsc=0" ] || die "busybox uses instructions a 486 lacks: $counts"
 
+qemu-i386 -cpu 486 "$bb" --list > "$build/applets" || die "busybox: --list failed"
 tmp=$(mktemp -d "$KIT_DIR/.busybox.XXXXXX")
 cp "$bb" "$tmp/busybox"
 cp "$build/obj/.config" "$tmp/config"
-qemu-i386 -cpu 486 "$bb" --list > "$tmp/applets"
+cp "$build/applets" "$tmp/applets"
 rm -rf "$out"; mv "$tmp" "$out"; chmod 755 "$out"
 log "busybox: $out/busybox ($(stat -c %s "$out/busybox") bytes, $(wc -l < "$out/applets") applets)"

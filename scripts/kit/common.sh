@@ -1,4 +1,5 @@
-# Shared helpers for the node-kit scripts (sourced, not run).
+# shellcheck shell=bash disable=SC2034
+# Shared helpers for the node-kit scripts (sourced, not run; the variables are theirs).
 # The kit lives outside the work tree so `git clean` and fresh clones reuse it; every artifact
 # sits in a directory named by the hash of its inputs, so changed inputs never reuse stale output.
 

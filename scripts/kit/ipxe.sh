@@ -27,4 +27,4 @@ for deb in "$dl"/*.deb; do dpkg -x "$deb" "$dl/root"; done
 dpkg-deb -f "$dl"/ipxe-qemu_*.deb Version > "$dl/root/VERSION"
 [ -s "$dl/root/usr/lib/ipxe/ipxe.lkrn" ] || die "ipxe: ipxe.lkrn missing from the $IPXE_SUITE ipxe package"
 rm -rf "$out"; mv "$dl/root" "$out"; rm -rf "$dl"
-log "ipxe: $out (version $(cat "$out/VERSION")): $(ls "$out/usr/share/qemu" | grep -c '^pxe-') PXE ROMs, ipxe.lkrn, undionly.kpxe"
+log "ipxe: $out (version $(cat "$out/VERSION")): $(find "$out/usr/share/qemu" -name 'pxe-*.rom' | wc -l) PXE ROMs, ipxe.lkrn, undionly.kpxe"

@@ -5,7 +5,7 @@ source "$(dirname "$0")/common.sh"
 case "${1:-}" in
   kernel)   echo "$(kernel_dir)/bzImage" ;;
   busybox)  echo "$(busybox_dir)/busybox" ;;
-  busybox-lean) BUSYBOX_FLAVOUR=lean; echo "$(busybox_dir)/busybox" ;;
+  busybox-lean) echo "$(BUSYBOX_FLAVOUR=lean busybox_dir)/busybox" ;;
   ipxe-dir) echo "$(ipxe_dir)" ;;
   lkrn)     echo "$(ipxe_dir)/usr/lib/ipxe/ipxe.lkrn" ;;
   qemu-dir) echo "$(ipxe_dir)/usr/share/qemu" ;;

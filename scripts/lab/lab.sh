@@ -156,7 +156,7 @@ done
 declare -a state took
 declare -A seen   # "<node>:<milestone>" -> seconds since that node's start
 milestones=("ipxe:iPXE initialising" "pxelinux:PXELINUX [0-9]" "kernel:Linux version [0-9]" "init:Run /init|Run /linuxrc|Freeing unused kernel" "up:mosboot: up ")
-for i in "${!nodes[@]}"; do state[$i]=wait; done
+for i in "${!nodes[@]}"; do state[$i]="wait"; done
 node_elapsed() { awk -v a="${starts[$1]}" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}'; }
 # Poll-based (every 0.5 s), so each time is accurate to about half a second.
 mark_milestones() {

@@ -82,6 +82,7 @@ server="dnsmasq --no-daemon --conf-file=/dev/null --port=0 --interface=br0 --bin
 
 args=("$@")
 if [ ${#args[@]} -eq 0 ]; then
+  # shellcheck disable=SC2054 # commas belong to the node specs
   args=(--node cpu=486,nic=ne2k_pci,mem=16,mac=52:54:00:5e:00:01
         --node cpu=pentium,nic=rtl8139,mem=16,mac=52:54:00:5e:00:02
         --node cpu=pentium3,nic=pcnet,mem=32,mac=52:54:00:5e:00:03
