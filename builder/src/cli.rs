@@ -141,7 +141,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             );
             println!("  kernel:  {} ({} KiB)", s.kernel_release, s.kernel_bytes.div_ceil(1024));
             println!(
-                "  initrd:  {} , {} KiB gzip'd ({} KiB unpacked, {} entries)",
+                "  initrd:  {}, {} KiB gzip'd ({} KiB unpacked, {} entries)",
                 s.initrd_format,
                 s.initrd_bytes.div_ceil(1024),
                 s.initrd_uncompressed_bytes.div_ceil(1024),
