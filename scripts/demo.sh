@@ -56,7 +56,8 @@ rc=$?
 set -e
 echo
 echo "== server log (boot stages)"
-grep -E 'offered|acked|fetched|joined' "$logs/server.log" | tail -n 30 || true
+# "<time> INFO <event>": keep the event, drop the timestamp.
+grep -E 'INFO (offered|acked|at=)' "$logs/server.log" | sed -E 's/^[^ ]+ +INFO //; s/^at=[0-9]+ //' | tail -n 30 || true
 echo
 if [ $rc = 0 ]; then
   echo "demo: all three nodes joined. Consoles and server log: $logs"

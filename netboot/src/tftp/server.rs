@@ -163,7 +163,7 @@ impl Shared {
                 let old = self.lock_transfers().remove(&peer);
                 if let Some(old) = old {
                     old.abort.abort();
-                    tracing::info!(%peer, code, %message, "tftp: client ended its transfer via port 69");
+                    tracing::debug!(%peer, code, %message, "tftp: client ended its transfer via port 69");
                 }
             }
             Ok(other) => {
@@ -209,7 +209,7 @@ impl Shared {
         // Aborted outside the lock: the old task's Deregister takes the same lock.
         if let Some(old) = old {
             old.abort.abort();
-            tracing::info!(%peer, "tftp: same client port asked again; previous transfer ended");
+            tracing::debug!(%peer, "tftp: same client port asked again; previous transfer ended");
         }
     }
 
@@ -220,7 +220,7 @@ impl Shared {
             Err(refusal) => {
                 match &refusal {
                     Refusal::NotFound(why) => {
-                        tracing::info!(%peer, file = %req.filename, reason = %why, "tftp: file not found");
+                        tracing::debug!(%peer, file = %req.filename, reason = %why, "tftp: file not found");
                     }
                     Refusal::Denied(why) => {
                         tracing::warn!(%peer, file = %req.filename, reason = %why, "tftp: refused");
@@ -252,19 +252,19 @@ impl Shared {
                 return;
             }
         };
-        tracing::info!(%peer, %path, size, blksize, windowsize, mode = %req.mode, oack = ?negotiated.oack, "tftp: sending");
+        tracing::debug!(%peer, %path, size, blksize, windowsize, mode = %req.mode, oack = ?negotiated.oack, "tftp: sending");
         let transfer = Transfer::new(socket, source, req.mode, negotiated, self.cfg.retries);
         let outcome = transfer.run().await;
         let ms = started.elapsed().as_millis() as u64;
         match outcome {
             Ok(Outcome::Complete { bytes, final_ack }) => {
-                tracing::info!(%peer, %path, bytes, blksize, windowsize, ms, final_ack, "tftp: sent");
+                tracing::debug!(%peer, %path, bytes, blksize, windowsize, ms, final_ack, "tftp: sent");
                 if !is_report {
                     self.emit(peer, Stage::Fetched(path));
                 }
             }
             Ok(Outcome::ClientError { code, message, bytes }) => {
-                tracing::info!(%peer, %path, bytes, blksize, ms, code, %message, "tftp: client ended the transfer");
+                tracing::debug!(%peer, %path, bytes, blksize, ms, code, %message, "tftp: client ended the transfer");
             }
             Ok(Outcome::GaveUp { bytes, reason }) => {
                 tracing::warn!(%peer, %path, bytes, blksize, ms, reason, "tftp: transfer abandoned");
@@ -285,7 +285,7 @@ impl Shared {
             if !valid {
                 return Err(Refusal::Denied("bad node report (printable ASCII, 1-200 characters)".into()));
             }
-            tracing::info!(%peer, report, "tftp: node report");
+            tracing::debug!(%peer, report, "tftp: node report");
             self.emit(peer, Stage::Joined(report.to_string()));
             let path = format!("{REPORT_PREFIX}{report}");
             return Ok((Source::Memory(Arc::from(REPORT_REPLY)), REPORT_REPLY.len() as u64, path, true));
