@@ -112,6 +112,27 @@ class Harness:
                 p.wait(5)
         if p in self.procs:
             self.procs.remove(p)
+        self.reap_cgroup(p)
+
+    def reap_cgroup(self, p):
+        """Ends what the server forked and left behind (tftpd-hpa's per-transfer children keep
+        waiting for clients after the parent is gone), by PID, from the server's own cgroup."""
+        cg = getattr(p, "cgroup", None)
+        if not cg:
+            return
+        for _ in range(20):
+            try:
+                pids = [int(x) for x in open(os.path.join(cg, "cgroup.procs")).read().split()]
+            except (OSError, ValueError):
+                return
+            if not pids:
+                return
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.05)
 
     def cleanup(self):
         for p in list(self.procs):
@@ -357,12 +378,38 @@ def parse_perfdhcp(text):
     return res
 
 
+def environment(h):
+    """What else the machine is doing right now: the 1-minute load average and the fsync latency
+    of the filesystem holding the lease files (the machine is shared; both explain outliers)."""
+    try:
+        load1 = float(open("/proc/loadavg").read().split()[0])
+    except (OSError, ValueError, IndexError):
+        load1 = None
+    path = os.path.join(h.tmp, "fsync-probe")
+    lat = []
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        for _ in range(5):
+            os.write(fd, b"x" * 128)
+            t = time.monotonic()
+            os.fsync(fd)
+            lat.append((time.monotonic() - t) * 1000)
+        os.close(fd)
+    except OSError:
+        pass
+    return {"load1": load1, "fsync_ms_max": round(max(lat), 2) if lat else None,
+            "fsync_ms_med": round(sorted(lat)[len(lat) // 2], 2) if lat else None}
+
+
 def dhcp_series(h, servers):
     rates = [int(r) for r in h.args.dhcp_rates.split(",")]
     period = h.args.dhcp_period
     rows = []
-    for s in servers:
-        for rate in rates:
+    # rate outside, server inside: load from other users of the machine then hits every server
+    # at about the same time instead of spoiling one server's whole curve
+    for rate in rates:
+        for s in servers:
+            env = environment(h)
             s.fresh()
             try:
                 s.start(dhcp=True)
@@ -382,7 +429,7 @@ def dhcp_series(h, servers):
             s.stop()
             st = parse_perfdhcp(p.stdout)
             row = {"server": s.name, "rate": rate, "period_s": period, "wall_s": round(wall, 2),
-                   "server_alive": alive}
+                   "server_alive": alive, **env}
             if "RA" in st and "DO" in st:
                 do, ra = st["DO"], st["RA"]
                 acks = ra["received"] or 0
@@ -411,6 +458,20 @@ def storm_client(h, clients, rate, duration, acked=None, mac_base=0x42):
     return cmd
 
 
+def udp_rcvbuf_errors(ns):
+    """The namespace's UDP receive-buffer overflow counter (datagrams the kernel dropped because a
+    socket's buffer was full)."""
+    out = subprocess.run(["ip", "netns", "exec", ns, "cat", "/proc/net/snmp"], capture_output=True,
+                         text=True).stdout
+    lines = [l.split() for l in out.splitlines() if l.startswith("Udp:")]
+    if len(lines) >= 2 and "RcvbufErrors" in lines[0]:
+        try:
+            return int(lines[1][lines[0].index("RcvbufErrors")])
+        except (ValueError, IndexError):
+            return None
+    return None
+
+
 def avalanche_series(h, servers):
     rows = []
     for s in servers:
@@ -420,14 +481,19 @@ def avalanche_series(h, servers):
         except RuntimeError as e:
             rows.append({"server": s.name, "error": str(e)[:300]})
             continue
+        drops0 = (udp_rcvbuf_errors(h.srv), udp_rcvbuf_errors(h.cli))
         p = subprocess.run(storm_client(h, 250, 0, h.args.avalanche_limit), capture_output=True,
                            text=True, timeout=h.args.avalanche_limit + 20)
+        drops1 = (udp_rcvbuf_errors(h.srv), udp_rcvbuf_errors(h.cli))
         s.stop()
         try:
             row = json.loads(p.stdout.strip().splitlines()[-1])
         except (ValueError, IndexError):
             row = {"error": "dhcpstorm: " + p.stderr[-300:]}
         row["server"] = s.name
+        if None not in drops0 and None not in drops1:
+            row["server_ns_rcvbuf_drops"] = drops1[0] - drops0[0]
+            row["client_ns_rcvbuf_drops"] = drops1[1] - drops0[1]
         log(f"avalanche {s.name}: {row.get('bound')}/250 bound in {row.get('seconds_to_last_ack')} s")
         rows.append(row)
     return rows
@@ -483,12 +549,12 @@ def lease_loss_series(h, servers):
 
 
 # ---- TFTP series -------------------------------------------------------------------------------
-def tftp_run(h, s, clients, blksize, max_time):
+def tftp_run(h, s, clients, blksize, max_time, client="curl"):
     cpu0 = h.cpu_seconds(s.p)
     cmd = ["ip", "netns", "exec", h.cli, "taskset", "-c", LOAD_CPU, "python3",
            os.path.join(HERE, "tftpswarm.py"), "--url", f"tftp://{SERVER_IP}/{TFTP_FILE}",
            "--clients", str(clients), "--blksize", str(blksize), "--size", str(TFTP_SIZE),
-           "--max-time", str(max_time)]
+           "--max-time", str(max_time), "--client", client]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=max_time + 60)
     time.sleep(0.3)  # let tftpd-hpa reap its children so their CPU time is counted
     cpu1 = h.cpu_seconds(s.p)
@@ -517,26 +583,38 @@ def tftp_series(h, servers):
             continue
         h.link(link)
         h.loss(loss)
+        if link == "delay":
+            # what the link really adds: 2 × the set delay plus the forwarder's own cost
+            out = subprocess.run(["ip", "netns", "exec", h.cli, "busybox", "ping", "-c", "5", "-q",
+                                  SERVER_IP], capture_output=True, text=True).stdout
+            m = re.search(r"= [0-9.]+/([0-9.]+)/", out)
+            h.results["delay_rtt_ms"] = float(m.group(1)) if m else None
         if cond == "clean":
             steps = [(1, 512), (1, 1468)] + [(n, 1468) for n in (10, 50, 100, 250)]
         elif cond.startswith("delay"):
             steps = [(1, 512), (1, 1468), (10, 1468), (50, 1468)]
         else:
-            steps = [(250, 1468)]
+            # atftp too: under loss, how a transfer recovers depends on the client as well
+            steps = [(1, 1468, "atftp"), (250, 1468)]
         max_time = 120 if cond == "clean" else h.args.tftp_lossy_max_time
-        for s in servers:
-            try:
-                s.start(dhcp=False, tftp=True)
-            except RuntimeError as e:
-                rows.append({"server": s.name, "cond": cond, "error": str(e)[:300]})
-                continue
-            for clients, blk in steps:
-                row = tftp_run(h, s, clients, blk, max_time)
-                row.update({"server": s.name, "cond": cond, "clients": clients, "blksize": blk})
-                log(f"tftp {cond} {s.name} x{clients} bs{blk}: {row.get('mb_per_s')} MB/s, "
+        for step in steps:
+            clients, blk = step[0], step[1]
+            client = step[2] if len(step) > 2 else "curl"
+            for s in servers:  # interleaved, as in the DHCP series
+                env = environment(h)
+                try:
+                    s.start(dhcp=False, tftp=True)
+                except RuntimeError as e:
+                    rows.append({"server": s.name, "cond": cond, "clients": clients, "blksize": blk,
+                                 "error": str(e)[:300]})
+                    continue
+                row = tftp_run(h, s, clients, blk, max_time, client)
+                row.update({"server": s.name, "cond": cond, "clients": clients, "blksize": blk,
+                            "client": client, **env})
+                log(f"tftp {cond} {s.name} x{clients} bs{blk} {client}: {row.get('mb_per_s')} MB/s, "
                     f"{row.get('failed')} failed")
                 rows.append(row)
-            s.stop()
+                s.stop()
         h.loss(0)
     # storm through a 100 Mbit/s limit
     if only and "storm" not in only:
@@ -623,8 +701,8 @@ def boot_series(h):
                     "--dhcp-option=3 --dhcp-option=6 --user=root --log-facility=-"),
     }
     for nodes in (1, 4):
-        for name, cmd in servers.items():
-            for trial in range(a.boot_trials):
+        for trial in range(a.boot_trials):
+            for name, cmd in servers.items():
                 logdir = tempfile.mkdtemp(prefix="lab-", dir=h.tmp)
                 args = [lab, "--server", cmd, "--timeout", str(a.boot_timeout), "--logdir", logdir,
                         "--ns-prefix", h.tag + "lab"]
@@ -696,7 +774,7 @@ def main():
     ap.add_argument("--storm-clients", type=int, default=250)
     ap.add_argument("--storm-max-time", type=int, default=180)
     ap.add_argument("--build-runs", type=int, default=3)
-    ap.add_argument("--boot-trials", type=int, default=1)
+    ap.add_argument("--boot-trials", type=int, default=2)
     ap.add_argument("--boot-timeout", type=int, default=120)
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (logs)")
     a = ap.parse_args()

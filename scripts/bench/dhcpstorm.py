@@ -25,6 +25,7 @@ import sys
 import time
 
 SO_BINDTODEVICE = 25
+SO_RCVBUFFORCE = 33
 MAGIC = b"\x63\x82\x53\x63"
 
 
@@ -91,7 +92,12 @@ def main():
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
     sock.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, a.iface.encode())
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    # A burst of 250 replies overflows the default buffer (rmem_max) before Python drains it;
+    # the client, not the server, would then be the one dropping. FORCE needs root; fall back.
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 8 << 20)
+    except OSError:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
     sock.bind(("0.0.0.0", 68))
     sock.setblocking(False)
     dest = ("255.255.255.255", 67)

@@ -70,9 +70,12 @@ def dhcp_section(res):
             body.append([rate, r["server"], fmt(r["leases_per_s"]), rat, fmt(r["drop_pct"], 2),
                          f'{fmt(r["do_avg_ms"], 2)} / {fmt(r["do_max_ms"], 1)}',
                          f'{fmt(r["ra_avg_ms"], 2)} / {fmt(r["ra_max_ms"], 1)}',
-                         fmt(r.get("server_cpu_s"), 2), "" if r.get("server_alive", True) else "server died"])
+                         fmt(r.get("server_cpu_s"), 2),
+                         f'{fmt(r.get("load1"), 1)} / {fmt(r.get("fsync_ms_max"), 1)}',
+                         "" if r.get("server_alive", True) else "server died"])
     out.append(table(["offered /s", "server", "leases/s (ACKs)", "vs best peer", "drop %",
-                      "DISCOVER→OFFER avg / max ms", "REQUEST→ACK avg / max ms", "server CPU s", "note"], body))
+                      "DISCOVER→OFFER avg / max ms", "REQUEST→ACK avg / max ms", "server CPU s",
+                      "machine load / fsync max ms", "note"], body))
     summ = []
     for s in servers:
         summ.append([s, fmt(clean_max(rows, s)), fmt(peak(rows, s))])
@@ -96,9 +99,13 @@ def avalanche_section(res):
             r["server"] == "mosboot" and best and r["seconds_to_last_ack"]) else ""
         body.append([r["server"], f'{r["bound"]}/{r["clients"]}', fmt(r["seconds_to_last_ack"], 2), rat,
                      fmt(r["leases_per_s"]), f'{fmt(r["lat_avg_ms"])} / {fmt(r["lat_p50_ms"])} / {fmt(r["lat_max_ms"])}',
-                     f'{r.get("discover")} / {r.get("request")}'])
+                     f'{r.get("discover")} / {r.get("request")}',
+                     f'{fmt(r.get("server_ns_rcvbuf_drops"))} / {fmt(r.get("client_ns_rcvbuf_drops"))}'])
     return table(["server", "bound", "s to last ACK", "speed vs best peer", "leases/s",
-                  "latency avg / p50 / max ms", "DISCOVERs / REQUESTs sent"], body)
+                  "latency avg / p50 / max ms", "DISCOVERs / REQUESTs sent",
+                  "UDP buffer overflows server / client ns"], body) + (
+        "\nKea (raw-socket mode) reads through a packet socket, so its drops do not show in the UDP "
+        "counter; its retransmitted DISCOVERs show them.\n")
 
 
 def loss_section(res):
@@ -127,9 +134,13 @@ def tftp_section(res):
     if not rows:
         return "_not run_\n"
     body = []
-    keys = list(dict.fromkeys((r["cond"], r.get("clients"), r.get("blksize")) for r in rows))
-    for cond, clients, blk in keys:
-        at = [r for r in rows if (r["cond"], r.get("clients"), r.get("blksize")) == (cond, clients, blk)]
+    def key(r):
+        return (r["cond"], r.get("clients"), r.get("blksize"), r.get("client", "curl"))
+    keys = list(dict.fromkeys(key(r) for r in rows))
+    for cond, clients, blk, client in keys:
+        at = [r for r in rows if key(r) == (cond, clients, blk, client)]
+        if client != "curl":
+            clients = f"{clients} ({client})"
         best = best_peer(at, "mb_per_s", lambda r: True)
         for r in at:
             if "mb_per_s" not in r:
@@ -139,9 +150,9 @@ def tftp_section(res):
             cpu_rat = ratio(r.get("cpu_s_per_mb"), best.get("cpu_s_per_mb")) if (
                 r["server"] == "mosboot" and best) else ""
             body.append([cond, clients, blk, r["server"], fmt(r["mb_per_s"], 2), rat,
-                         f'{r["failed"]}', fmt(r.get("cpu_s_per_mb"), 4), cpu_rat])
+                         f'{r["failed"]}', fmt(r.get("cpu_s_per_mb"), 4), cpu_rat, fmt(r.get("load1"), 1)])
     return table(["link", "clients", "blksize", "server", "aggregate MB/s", "vs best peer", "failed",
-                  "server CPU s/MB", "CPU/MB vs peer"], body)
+                  "server CPU s/MB", "CPU/MB vs peer", "machine load"], body)
 
 
 def storm_section(res):
@@ -216,7 +227,8 @@ def targets(res, dhcp_sum, loss_agg, boot_sum):
                   "met" if lost == 0 and n > 0 and a > 0 else "not met"])
     else:
         t.append(["0 acknowledged leases lost after kill -9", "–", "–", "not measured"])
-    tr = [r for r in (res.get("tftp") or []) if r.get("cond") == "clean" and r.get("clients") == 250]
+    tr = [r for r in (res.get("tftp") or []) if r.get("cond") == "clean" and r.get("clients") == 250
+          and r.get("client", "curl") == "curl"]
     mo = next((r for r in tr if r["server"] == "mosboot" and "mb_per_s" in r), None)
     hp = next((r for r in tr if r["server"] == "tftpd-hpa" and "mb_per_s" in r), None)
     if mo and hp:
@@ -276,7 +288,9 @@ def main():
     st = res.get("settings", {})
     parts.append(f"- Settings: DHCP steps {st.get('dhcp_period')} s each at {st.get('dhcp_rates')} offered/s, "
                  f"perfdhcp -R {st.get('dhcp_clients')}; kill -9 trials {st.get('loss_trials')} per server "
-                 f"at {st.get('loss_rate')} new clients/s; added delay {st.get('delay_us')} µs one way.\n")
+                 f"at {st.get('loss_rate')} new clients/s; added delay {st.get('delay_us')} µs one way"
+                 + (f" (measured ping RTT over that link: {fmt(res.get('delay_rtt_ms'), 2)} ms)"
+                    if res.get("delay_rtt_ms") is not None else "") + ".\n")
     if res.get("errors"):
         parts.append("- Harness errors: " + "; ".join(f"{k}: {v}" for k, v in res["errors"].items()) + "\n")
     if res.get("skipped"):
