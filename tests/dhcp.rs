@@ -149,13 +149,7 @@ fn udhcpc_and_dhclient_get_address_hostname_and_boot_file() {
     let script = lab.udhcpc_script();
 
     // busybox udhcpc: exports $ip, $hostname, $boot_file, $siaddr to its script.
-    let out = lab
-        .cli
-        .command("udhcpc")
-        .args(["-f", "-q", "-n", "-t", "5", "-T", "1", "-i", "c0", "-s"])
-        .arg(&script)
-        .output()
-        .unwrap();
+    let out = udhcpc_once(&lab.cli, "c0", 5, &script);
     assert!(out.status.success(), "udhcpc: {}", String::from_utf8_lossy(&out.stderr));
     let env = env_file(&lab.udhcpc_out().join("c0.bound"));
     assert_eq!(env.get("ip").map(String::as_str), Some("192.168.77.10"), "{env:?}");
@@ -335,25 +329,14 @@ fn packets_from_another_interface_get_no_answer() {
     lab.srv.addr("eth9", "10.77.0.1/24");
     let (_srv, log) = lab.server(&[], "a");
     let script = lab.udhcpc_script();
-    let out = other
-        .command("udhcpc")
-        .args(["-f", "-q", "-n", "-t", "3", "-T", "1", "-i", "o0", "-s"])
-        .arg(&script)
-        .output()
-        .unwrap();
+    let out = udhcpc_once(&other, "o0", 3, &script);
     assert!(!out.status.success(), "client on the other interface got a lease");
     assert!(!lab.udhcpc_out().join("o0.bound").exists());
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(!text.contains("offered"), "{text}");
     // The same server does answer on its own interface (so the silence above means something).
     lab.clients(1);
-    let ok = lab
-        .cli
-        .command("udhcpc")
-        .args(["-f", "-q", "-n", "-t", "3", "-T", "1", "-i", "c0", "-s"])
-        .arg(&script)
-        .output()
-        .unwrap();
+    let ok = udhcpc_once(&lab.cli, "c0", 3, &script);
     assert!(ok.status.success());
 }
 
@@ -461,13 +444,7 @@ fn rival_server_blocks_full_mode_and_proxy_mode_boots_beside_it() {
     );
     // And a plain (non-PXE) client is left to dnsmasq alone.
     let script = lab.udhcpc_script();
-    let out = lab
-        .cli
-        .command("udhcpc")
-        .args(["-f", "-q", "-n", "-t", "5", "-T", "1", "-i", "c0", "-s"])
-        .arg(&script)
-        .output()
-        .unwrap();
+    let out = udhcpc_once(&lab.cli, "c0", 5, &script);
     assert!(out.status.success());
     let env = env_file(&lab.udhcpc_out().join("c0.bound"));
     assert_eq!(env.get("serverid").map(String::as_str), Some("192.168.77.1"), "{env:?}");
@@ -559,13 +536,7 @@ fn mosboot_serve_boots_a_client_and_nodes_shows_it() {
     )
     .unwrap();
     run(&["chmod", "+x", script.to_str().unwrap()]);
-    let o = lab
-        .cli
-        .command("udhcpc")
-        .args(["-f", "-q", "-n", "-t", "5", "-T", "1", "-i", "c0", "-s"])
-        .arg(&script)
-        .output()
-        .unwrap();
+    let o = udhcpc_once(&lab.cli, "c0", 5, &script);
     assert!(o.status.success(), "{}", std::fs::read_to_string(&log).unwrap());
     let env = env_file(&envdir.join("c0.bound"));
     assert_eq!(
@@ -694,4 +665,14 @@ fn mosboot_serve_proxy_mode_beside_dnsmasq() {
     // No lease is ever written in proxy mode.
     let leases = std::fs::read_to_string(state.join("leases")).unwrap_or_default();
     assert!(!leases.contains("state=bound"), "{leases}");
+}
+
+/// One busybox udhcpc run in the foreground on `iface` of `ns`: `tries` DISCOVERs one second
+/// apart, then exit (0 with a lease, non-zero without); the script records what it was given.
+fn udhcpc_once(ns: &Netns, iface: &str, tries: u32, script: &Path) -> std::process::Output {
+    ns.command("udhcpc")
+        .args(["-f", "-q", "-n", "-t", &tries.to_string(), "-T", "1", "-i", iface, "-s"])
+        .arg(script)
+        .output()
+        .unwrap()
 }
