@@ -9,20 +9,28 @@ use crate::plan::Plan;
 
 /// Loads the config, plans, and prepares the whole build in memory. Returns the config, plan and
 /// prepared build, or every problem found.
+///
+/// A config with problems (an unknown key, say) is still planned and its inputs still read
+/// whenever its sections could be built, so one mistake does not hide the others.
 pub fn full(path: &Path, opts: &BuildOptions) -> Result<(Config, Plan, Prepared), Diagnostics> {
-    let cfg = Config::load(path)?;
-    let plan = match Plan::new(&cfg) {
-        Ok(p) => p,
-        Err(mut d) => {
-            // The plan failed, but the inputs can still be checked on their own.
-            d.extend(inputs_only(&cfg, opts));
-            return Err(d.sorted());
-        }
+    let parsed = Config::read(path);
+    let (cfg, mut problems) = match parsed.config {
+        Some(cfg) => (cfg, parsed.problems),
+        None => return Err(parsed.problems.sorted()),
     };
-    match pipeline::prepare(&cfg, &plan, opts) {
-        Ok(prep) => Ok((cfg, plan, prep)),
-        Err(d) => Err(d.sorted()),
+    match Plan::new(&cfg) {
+        Ok(plan) => match pipeline::prepare(&cfg, &plan, opts) {
+            Ok(prep) if problems.is_empty() => return Ok((cfg, plan, prep)),
+            Ok(_) => {}
+            Err(d) => problems.extend(d),
+        },
+        Err(d) => {
+            // The plan failed, but the inputs can still be checked on their own.
+            problems.extend(d);
+            problems.extend(inputs_only(&cfg, opts));
+        }
     }
+    Err(problems.sorted())
 }
 
 /// Checks the inputs that do not need a plan (kernel, busybox, tarballs, overlay, templates),

@@ -7,6 +7,7 @@ pub mod check;
 pub mod cli;
 pub mod config;
 pub mod diag;
+pub mod duration;
 pub mod error;
 pub mod export;
 pub mod floppy;

@@ -41,12 +41,12 @@ pub struct ServeArgs {
     #[arg(long, default_value = "nobody")]
     pub user: String,
     /// How long to listen for a rival DHCP server before serving (full mode).
-    #[arg(long, default_value = "3s", value_parser = parse_secs)]
+    #[arg(long, default_value = "3s", value_parser = parse_probe)]
     pub probe: Duration,
 }
 
-fn parse_secs(s: &str) -> Result<Duration, String> {
-    crate::config::parse_duration(s).ok_or_else(|| format!("'{s}' is not a duration like 3s or 500ms"))
+fn parse_probe(s: &str) -> Result<Duration, String> {
+    crate::duration::parse(s).ok_or_else(|| format!("'{s}' is not a duration like 3s or 500ms"))
 }
 
 /// The default state directory for a cluster.

@@ -1,0 +1,81 @@
+use super::*;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub const SAMPLE: &str = r#"
+[cluster]
+name = "lab"
+interface = "eth1"
+server = "192.168.0.254/24"
+pool = "192.168.0.1-192.168.0.253"
+hostname = "ltsp"
+lease_time = "12h"
+
+[openmosix]
+version = "2.4.26"
+
+[image]
+kernel = "kernels/bzImage"
+busybox = "node-kit/busybox"
+"#;
+
+#[test]
+fn parses_the_sample() {
+    let cfg = Config::parse(SAMPLE, Path::new("/lab/cluster.toml")).expect("valid");
+    assert_eq!(cfg.cluster.server, Ipv4Addr::new(192, 168, 0, 254));
+    assert_eq!(cfg.cluster.prefix_len, 24);
+    assert_eq!(cfg.cluster.pool, vec![(Ipv4Addr::new(192, 168, 0, 1), Ipv4Addr::new(192, 168, 0, 253))]);
+    assert_eq!(cfg.cluster.lease_time, Duration::from_secs(43200));
+    assert_eq!(cfg.image.kernel, PathBuf::from("/lab/kernels/bzImage"));
+    assert_eq!(cfg.image.out, PathBuf::from("/lab/mosboot-out"));
+    assert_eq!(cfg.line_of("cluster.pool"), 6);
+    assert!(cfg.openmosix.lstay);
+}
+
+#[test]
+fn reports_every_problem_with_its_line() {
+    let text = r#"
+[cluster]
+interface = "eth1"
+server = "192.168.0.254"
+pool = "192.168.0.1-192.168.0.253"
+lease_time = "forever"
+colour = "blue"
+dhcp = "maybe"
+
+[image]
+initrd = 5
+"#;
+    let err = Config::parse(text, Path::new("c.toml")).expect_err("invalid");
+    let lines: Vec<(usize, &str)> = err.items.iter().map(|d| (d.line, d.key.as_str())).collect();
+    assert!(lines.contains(&(4, "cluster.server")), "{err}");
+    assert!(lines.contains(&(6, "cluster.lease_time")), "{err}");
+    assert!(lines.contains(&(7, "cluster.colour")), "{err}");
+    assert!(lines.contains(&(8, "cluster.dhcp")), "{err}");
+    assert!(lines.contains(&(11, "image.initrd")), "{err}");
+    assert_eq!(err.len(), 5, "{err}");
+}
+
+#[test]
+fn syntax_errors_name_the_line() {
+    let err = Config::parse("[cluster]\nname = = 3\n", Path::new("c.toml")).expect_err("bad");
+    assert_eq!(err.items[0].line, 2, "{err}");
+}
+
+#[test]
+fn pinned_nodes_are_parsed() {
+    let text = format!(
+        "{SAMPLE}\n[[node]]\nmac = \"00:0c:29:aa:bb:01\"\nip = \"192.168.0.101\"\nhostname = \"mosix1\"\nyardstick = \"P/133\"\n[[node]]\nmac = \"nope\"\nip = \"192.168.0.102\"\n"
+    );
+    let err = Config::parse(&text, Path::new("c.toml")).expect_err("bad mac");
+    assert_eq!(err.items.len(), 1);
+    assert_eq!(err.items[0].key, "node[2].mac");
+}
+
+#[test]
+fn versions() {
+    assert_eq!(parse_version("2.4.26-om1"), Some((2, 4, 26)));
+    assert_eq!(parse_version("2.6"), Some((2, 6, 0)));
+    assert_eq!(parse_version("two"), None);
+}

@@ -1,0 +1,191 @@
+//! Typed look-ups in the spanned TOML tree. Each records the key's line and, on a wrong type,
+//! records a problem and returns `None`; the walk itself always goes on.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+use crate::diag::{Diagnostics, LineIndex};
+
+/// Walks the spanned tree, recording lines and problems.
+pub(super) struct Walker<'a> {
+    path: &'a Path,
+    index: &'a LineIndex,
+    diags: &'a mut Diagnostics,
+    lines: BTreeMap<String, usize>,
+}
+
+pub(super) type Val<'i> = Spanned<DeValue<'i>>;
+
+impl<'a> Walker<'a> {
+    pub(super) fn new(path: &'a Path, index: &'a LineIndex, diags: &'a mut Diagnostics) -> Self {
+        Walker { path, index, diags, lines: BTreeMap::new() }
+    }
+
+    /// The line of every key seen, for [`super::Config::line_of`].
+    pub(super) fn into_lines(self) -> BTreeMap<String, usize> {
+        self.lines
+    }
+
+    /// The line a key was recorded on (0 when absent).
+    pub(super) fn line_of(&self, full: &str) -> usize {
+        self.lines.get(full).copied().unwrap_or(0)
+    }
+
+    pub(super) fn err(&mut self, line: usize, key: &str, msg: impl Into<String>) {
+        self.diags.push(self.path, line, key, msg);
+    }
+
+    pub(super) fn line(&self, v: &Val<'_>) -> usize {
+        self.index.line(v.span().start)
+    }
+
+    pub(super) fn unknown_keys(&mut self, table: &DeTable<'_>, prefix: &str, known: &[&str]) {
+        for (k, _) in table.iter() {
+            if !known.contains(&k.get_ref().as_ref()) {
+                let line = self.index.line(k.span().start);
+                let full = if prefix.is_empty() {
+                    k.get_ref().to_string()
+                } else {
+                    format!("{prefix}.{}", k.get_ref())
+                };
+                self.err(line, &full, format!("unknown key (known here: {})", known.join(", ")));
+            }
+        }
+    }
+
+    pub(super) fn section<'t, 'i>(&mut self, root: &'t DeTable<'i>, name: &str) -> Option<&'t DeTable<'i>> {
+        let v = root.get(name)?;
+        match v.get_ref().as_table() {
+            Some(t) => Some(t),
+            None => {
+                let line = self.line(v);
+                self.err(line, name, format!("must be a table ([{name}])"));
+                None
+            }
+        }
+    }
+
+    /// Looks a key up, records its line, and returns it.
+    pub(super) fn get<'t, 'i>(&mut self, t: &'t DeTable<'i>, key: &str, full: &str) -> Option<&'t Val<'i>> {
+        let v = t.get(key)?;
+        let line = self.line(v);
+        self.lines.insert(full.to_string(), line);
+        Some(v)
+    }
+
+    pub(super) fn string(
+        &mut self,
+        t: &DeTable<'_>,
+        key: &str,
+        full: &str,
+    ) -> Option<Option<(String, usize)>> {
+        match self.get(t, key, full) {
+            None => Some(None),
+            Some(v) => {
+                let line = self.line(v);
+                match v.get_ref().as_str() {
+                    Some(s) => Some(Some((s.to_string(), line))),
+                    None => {
+                        let ty = v.get_ref().type_str();
+                        self.err(line, full, format!("must be a string, not {ty}"));
+                        None
+                    }
+                }
+            }
+        }
+    }
+
+    pub(super) fn required_string(
+        &mut self,
+        t: &DeTable<'_>,
+        key: &str,
+        full: &str,
+    ) -> Option<(String, usize)> {
+        match self.string(t, key, full) {
+            Some(Some(s)) => Some(s),
+            Some(None) => {
+                self.err(0, full, "is required");
+                None
+            }
+            None => None,
+        }
+    }
+
+    pub(super) fn boolean(&mut self, t: &DeTable<'_>, key: &str, full: &str, default: bool) -> Option<bool> {
+        match self.get(t, key, full) {
+            None => Some(default),
+            Some(v) => match v.get_ref().as_bool() {
+                Some(b) => Some(b),
+                None => {
+                    let line = self.line(v);
+                    let ty = v.get_ref().type_str();
+                    self.err(line, full, format!("must be true or false, not {ty}"));
+                    None
+                }
+            },
+        }
+    }
+
+    pub(super) fn string_list(
+        &mut self,
+        t: &DeTable<'_>,
+        key: &str,
+        full: &str,
+    ) -> Option<Vec<(String, usize)>> {
+        let Some(v) = self.get(t, key, full) else { return Some(Vec::new()) };
+        let line = self.line(v);
+        let Some(arr) = v.get_ref().as_array() else {
+            let ty = v.get_ref().type_str();
+            self.err(line, full, format!("must be a list of strings, not {ty}"));
+            return None;
+        };
+        let mut out = Vec::new();
+        let mut ok = true;
+        for item in arr.iter() {
+            let l = self.line(item);
+            match item.get_ref().as_str() {
+                Some(s) => out.push((s.to_string(), l)),
+                None => {
+                    self.err(l, full, "must be a list of strings");
+                    ok = false;
+                }
+            }
+        }
+        ok.then_some(out)
+    }
+
+    pub(super) fn ip(&mut self, s: &str, line: usize, full: &str) -> Option<Ipv4Addr> {
+        match s.trim().parse::<Ipv4Addr>() {
+            Ok(ip) => Some(ip),
+            Err(_) => {
+                self.err(line, full, format!("'{s}' is not an IPv4 address"));
+                None
+            }
+        }
+    }
+
+    /// One of a fixed set of words, `default` when the key is absent.
+    pub(super) fn choice<T: Copy>(
+        &mut self,
+        t: &DeTable<'_>,
+        key: &str,
+        full: &str,
+        default: T,
+        options: &[(&str, T)],
+    ) -> Option<T> {
+        let (s, l) = match self.string(t, key, full)? {
+            None => return Some(default),
+            Some(found) => found,
+        };
+        if let Some((_, v)) = options.iter().find(|(name, _)| *name == s) {
+            return Some(*v);
+        }
+        let names: Vec<String> = options.iter().map(|(name, _)| format!("\"{name}\"")).collect();
+        self.err(l, full, format!("'{s}' is not one of {}", names.join(", ")));
+        None
+    }
+}
