@@ -46,3 +46,175 @@ pub fn inputs_only(cfg: &Config, opts: &BuildOptions) -> Diagnostics {
     }
     d
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A file that passes as a bzImage of `release`: boot-sector signature, setup header magic,
+    /// protocol 2.15 and the version string the header points at.
+    fn synthetic_kernel(release: &str) -> Vec<u8> {
+        let mut k = vec![0u8; 0x2000];
+        k[0x1fe..0x200].copy_from_slice(&[0x55, 0xaa]);
+        k[0x202..0x206].copy_from_slice(b"HdrS");
+        k[0x206..0x208].copy_from_slice(&0x020fu16.to_le_bytes());
+        k[0x20e..0x210].copy_from_slice(&0x0400u16.to_le_bytes());
+        let s = format!("{release} (builder@lab) #1\0");
+        k[0x600..0x600 + s.len()].copy_from_slice(s.as_bytes());
+        k
+    }
+
+    /// The header of a static ELF executable for `machine` (3 = i386, 62 = x86-64), one PT_LOAD.
+    fn synthetic_elf(machine: u16) -> Vec<u8> {
+        let mut e = vec![0u8; 52 + 32];
+        e[..7].copy_from_slice(b"\x7fELF\x01\x01\x01");
+        e[16..18].copy_from_slice(&2u16.to_le_bytes());
+        e[18..20].copy_from_slice(&machine.to_le_bytes());
+        e[28..32].copy_from_slice(&52u32.to_le_bytes());
+        e[42..44].copy_from_slice(&32u16.to_le_bytes());
+        e[44..46].copy_from_slice(&1u16.to_le_bytes());
+        e[52..56].copy_from_slice(&1u32.to_le_bytes());
+        e
+    }
+
+    /// Broken configs and what `check` says about each, in a folder that holds a usable kernel
+    /// (`bzImage`), busybox (`busybox`), an x86-64 binary (`busybox64`) and a text file
+    /// (`notes.txt`). Every case must list every one of its problems, each at its line.
+    const CASES: &[(&str, &str)] = &[
+        (
+            "five_mistakes",
+            r#"[cluster]
+name = "lab"
+interface = "eth1"
+server = "192.168.0.254/24"
+pool = "192.168.1.1-192.168.1.20"
+hostname = "ws{{ bogus("
+bogus_key = 1
+
+[image]
+kernel = "bzImage"
+busybox = "missing/busybox"
+
+[[node]]
+mac = "00:0c:29:aa:bb:01"
+ip = "10.0.0.5"
+"#,
+        ),
+        (
+            "unknown_keys_everywhere",
+            r#"colour = "blue"
+[cluster]
+interface = "eth1"
+server = "192.168.0.254/24"
+pool = "192.168.0.1-192.168.0.9"
+pol = "192.168.0.1-192.168.0.9"
+[openmosix]
+mfs_enabled = true
+[image]
+kernel = "bzImage"
+busybox = "busybox"
+kernal = "bzImage"
+[[node]]
+mac = "00:0c:29:aa:bb:01"
+ip = "192.168.0.50"
+host = "big"
+"#,
+        ),
+        (
+            "wrong_values",
+            r#"[cluster]
+interface = "eth1"
+server = "192.168.0.254"
+pool = 5
+lease_time = "forever"
+dhcp = "maybe"
+dns = ["192.168.0.1", "dns.example"]
+[openmosix]
+version = "two"
+lstay = "yes"
+map = "dynamic"
+[image]
+kernel = "bzImage"
+busybox = "busybox"
+initrd = 5
+"#,
+        ),
+        (
+            "keys_that_disagree",
+            r#"[cluster]
+interface = "eth1"
+server = "192.168.0.254/24"
+pool = "192.168.0.1-192.168.0.9"
+router = "10.0.0.1"
+[openmosix]
+version = "2.4.26"
+mfs = true
+[image]
+kernel = "bzImage"
+busybox = "busybox"
+cmdline = """quiet
+single"""
+[[node]]
+mac = "00:0c:29:aa:bb:01"
+ip = "192.168.0.50"
+[[node]]
+mac = "00:0c:29:aa:bb:01"
+ip = "192.168.0.50"
+[[node]]
+mac = "00:0c:29:aa:bb:03"
+ip = "192.168.0.254"
+"#,
+        ),
+        (
+            "missing_keys",
+            r#"[cluster]
+name = "a lab"
+[image]
+kernel = "bzImage"
+busybox = "busybox"
+"#,
+        ),
+        (
+            "bad_inputs",
+            r#"[cluster]
+interface = "eth1"
+server = "192.168.0.254/24"
+pool = "192.168.0.1-192.168.0.9"
+hostname = "{{ nope }}"
+[image]
+kernel = "notes.txt"
+busybox = "busybox64"
+userland = ["missing.tar.gz"]
+overlay = "notes.txt"
+"#,
+        ),
+        ("not_toml", "[cluster]\ninterface = \"eth1\"\nserver = = 3\n"),
+    ];
+
+    #[test]
+    fn every_problem_of_every_broken_config() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let files: [(&str, Vec<u8>); 4] = [
+            ("bzImage", synthetic_kernel("2.4.26-om1")),
+            ("busybox", synthetic_elf(3)),
+            ("busybox64", synthetic_elf(62)),
+            ("notes.txt", b"not a kernel\n".to_vec()),
+        ];
+        for (name, bytes) in files {
+            std::fs::write(dir.path().join(name), bytes).expect("write fixture");
+        }
+        let shown_dir = dir.path().display().to_string();
+        for (name, text) in CASES {
+            let path = dir.path().join(format!("{name}.toml"));
+            std::fs::write(&path, text).expect("write config");
+            let mut problems = match full(&path, &BuildOptions::default()) {
+                Ok(_) => panic!("{name}: check found no problem"),
+                Err(d) => d,
+            };
+            // Whether this machine has pxelinux installed is not about the config.
+            problems.items.retain(|d| !d.file.starts_with("/usr/lib/PXELINUX"));
+            let out = problems.to_string().replace(&shown_dir, "<dir>");
+            insta::assert_snapshot!(format!("check__{name}"), out);
+        }
+    }
+}
