@@ -781,4 +781,24 @@ hostname = "big"
         cfg.image.out = PathBuf::from("/a,b");
         assert!(render(&cfg, &plan, Format::Dnsmasq).is_err());
     }
+
+    /// The exact text of every variant, so a change to a template shows as a reviewable diff.
+    #[test]
+    fn snapshots_of_every_variant() {
+        let proxy = SMALL.replace("lease_time = \"1h\"", "lease_time = \"1h\"\ndhcp = \"proxy\"");
+        let off = SMALL.replace("lease_time = \"1h\"", "lease_time = \"1h\"\ndhcp = \"off\"");
+        let dotted = SMALL
+            .replace("hostname = \"mosix\"", "hostname = \"n{{ node }}.lab\"")
+            .replace("lease_time = \"1h\"", "lease_time = \"60s\"");
+        for (name, text) in [("ltsp", LTSP), ("small", SMALL), ("proxy", &proxy), ("off", &off), ("dotted", &dotted)] {
+            let (cfg, plan) = load(text);
+            for fmt in [Format::Dnsmasq, Format::IscDhcpd] {
+                let out = match render(&cfg, &plan, fmt) {
+                    Ok(t) => t,
+                    Err(e) => format!("refused (exit {}): {e}\n", e.exit_code()),
+                };
+                insta::assert_snapshot!(format!("export__{name}__{fmt:?}"), out);
+            }
+        }
+    }
 }
