@@ -27,6 +27,18 @@ pub fn builtin_fragments() -> &'static [(&'static str, &'static str)] {
     embedded::KERNEL_FRAGMENTS
 }
 
+/// Built-in templates in this folder are the server configs of `mosboot export`: rendered from
+/// their own context ([`Templates::export`]), never part of a build, not replaced by a user's.
+pub const EXPORT_DIR: &str = "export/";
+
+/// A template whose file name starts with this is a partial: never rendered on its own, but
+/// `{% include %}`-able by the templates of its folder.
+const PARTIAL_MARK: char = '_';
+
+fn is_partial(name: &str) -> bool {
+    name.rsplit('/').next().is_some_and(|f| f.starts_with(PARTIAL_MARK))
+}
+
 /// Template sources: built-ins with user overrides applied.
 pub struct Templates {
     sources: BTreeMap<String, (String, Option<PathBuf>)>,
@@ -36,8 +48,7 @@ impl Templates {
     /// Built-ins, overridden by same-named files under `dir`. A file in `dir` that matches no
     /// built-in is an error: it would otherwise be silently ignored.
     pub fn load(dir: Option<&Path>, key_file: &Path, key_line: usize) -> Result<Templates, Diagnostics> {
-        let mut sources: BTreeMap<String, (String, Option<PathBuf>)> =
-            builtin_templates().iter().map(|(n, s)| (n.to_string(), (s.to_string(), None))).collect();
+        let mut sources = builtin_sources(|n| !n.starts_with(EXPORT_DIR));
         let mut d = Diagnostics::default();
         if let Some(dir) = dir {
             if !dir.is_dir() {
@@ -73,6 +84,11 @@ impl Templates {
         if d.is_empty() { Ok(Templates { sources }) } else { Err(d) }
     }
 
+    /// The built-in templates of `mosboot export`.
+    pub fn export() -> Templates {
+        Templates { sources: builtin_sources(|n| n.starts_with(EXPORT_DIR)) }
+    }
+
     /// Renders one template; a failure names the template file and line.
     pub fn render(&self, name: &str, ctx: &Value) -> Result<String, Diagnostics> {
         let mut d = Diagnostics::default();
@@ -87,6 +103,13 @@ impl Templates {
         };
         let shown = path.clone().unwrap_or_else(|| PathBuf::from(format!("<built-in templates/{name}>")));
         let mut env = environment();
+        let folder = name.rsplit_once('/').map(|(f, _)| f).unwrap_or("");
+        for (n, (partial, _)) in &self.sources {
+            if is_partial(n) && n.rsplit_once('/').map(|(f, _)| f).unwrap_or("") == folder {
+                // A broken partial shows up as an error of the template that includes it.
+                let _ = env.add_template(n, partial);
+            }
+        }
         if let Err(e) = env.add_template(name, src) {
             d.push(
                 &shown,
@@ -111,9 +134,18 @@ impl Templates {
         })
     }
 
+    /// The templates that render on their own (partials left out).
     pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.sources.keys().map(String::as_str)
+        self.sources.keys().map(String::as_str).filter(|n| !is_partial(n))
     }
+}
+
+fn builtin_sources(keep: impl Fn(&str) -> bool) -> BTreeMap<String, (String, Option<PathBuf>)> {
+    builtin_templates()
+        .iter()
+        .filter(|(n, _)| keep(n))
+        .map(|(n, s)| (n.to_string(), (s.to_string(), None)))
+        .collect()
 }
 
 fn walk(dir: &Path, rel: &Path, out: &mut Vec<PathBuf>) {
@@ -131,8 +163,9 @@ fn walk(dir: &Path, rel: &Path, out: &mut Vec<PathBuf>) {
 }
 
 /// The environment every template renders in: strict about undefined names (a typo in an
-/// override must fail the build, not produce an empty string), with the `sh` quoting filter.
-fn environment() -> Environment<'static> {
+/// override must fail the build, not produce an empty string), with the `sh` quoting filter and
+/// the `bullet` filter for comment notes.
+fn environment<'s>() -> Environment<'s> {
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     env.set_keep_trailing_newline(true);
@@ -141,7 +174,28 @@ fn environment() -> Environment<'static> {
     // Nothing we write is HTML; never escape, whatever a template's file name looks like.
     env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
     env.add_filter("sh", shell_quote);
+    env.add_filter("bullet", comment_bullet);
     env
+}
+
+/// `{% filter bullet %}...{% endfilter %}`: the text as one `# - ` comment bullet, its words
+/// wrapped into lines of at most about 100 columns, continued with `#   `.
+pub fn comment_bullet(text: &str) -> String {
+    const WIDTH: usize = 100;
+    let mut out = String::new();
+    let mut line = String::from("# -");
+    for word in text.split_whitespace() {
+        if line.len() > 3 && line.len() + 1 + word.len() > WIDTH {
+            out.push_str(&line);
+            out.push('\n');
+            line = String::from("#  ");
+        }
+        line.push(' ');
+        line.push_str(word);
+    }
+    out.push_str(&line);
+    out.push('\n');
+    out
 }
 
 /// Single-quotes a value for POSIX sh: every `'` becomes `'\''`. Used for every value that is
@@ -204,9 +258,6 @@ pub struct BootCtx {
     pub append: String,
 }
 
-/// The report channel: nodes fetch `<path>/joined/<N>/<hostname>` over TFTP to say they are up.
-pub const REPORT_PATH: &str = "mosboot-report";
-
 /// The map file names the node's openMosix userland looks for, by version: MOSIX-era kernels
 /// (up to 2.4.16) read mosix.map (early openMosix: hpc.map); later userland reads openmosix.map
 /// first. Writing every name a version may read, with the same bytes, is harmless.
@@ -252,7 +303,7 @@ pub fn context(cfg: &Config, plan: &Plan, image: &ImageCtx, boot: &BootCtx) -> V
         },
         image => image.clone(),
         boot => boot.clone(),
-        report => minijinja::context! { path => REPORT_PATH },
+        report => minijinja::context! { path => netboot::tftp::REPORT_DIR },
     })
 }
 

@@ -15,7 +15,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use netboot::dhcp::{BootFiles, DhcpConfig, DhcpServer, HostInfo, probe_rival};
 use netboot::events::{BootEvent, EventReceiver, Stage};
 use netboot::mac::MacAddr;
-use netboot::tftp::{TftpConfig, TftpServer};
+use netboot::tftp::{NodeReport, TftpConfig, TftpServer};
 
 use crate::config::{Config, DhcpMode};
 use crate::error::Failure;
@@ -290,13 +290,10 @@ impl StageRecord {
         let node = plan.node_by_ip(ev.ip);
         let mut stage = ev.stage.label();
         if let Stage::Joined(text) = &ev.stage {
-            // The node fetched `mosboot-report/joined/<N>/<hostname>`; N is 0 when its address
-            // is not in the map.
             let clean: String = text.chars().filter(|c| !c.is_control()).take(120).collect();
-            let mut parts = clean.split('/');
-            stage = match (parts.next(), parts.next()) {
-                (Some("joined"), Some(n)) if n != "0" => format!("joined as node {n}"),
-                (Some("joined"), Some(_)) => "joined (not in the map)".to_string(),
+            stage = match NodeReport::parse(&clean) {
+                NodeReport::Joined { node: Some(n), .. } => format!("joined as node {n}"),
+                NodeReport::Joined { node: None, .. } => "joined (not in the map)".to_string(),
                 _ => format!("reported {clean}"),
             };
         }
@@ -365,5 +362,25 @@ mod tests {
         };
         assert_eq!(StageRecord::parse(&r.to_line()), Some(r));
         assert_eq!(StageRecord::parse("garbage"), None);
+    }
+
+    #[test]
+    fn node_reports_become_stage_labels() {
+        let text =
+            "[cluster]\ninterface = \"eth1\"\nserver = \"10.0.0.254/24\"\npool = \"10.0.0.1-10.0.0.3\"\n";
+        let cfg = Config::parse(text, Path::new("c.toml")).expect("config");
+        let plan = Plan::new(&cfg).expect("plan");
+        let label = |said: &str| {
+            let ev = BootEvent {
+                at: UNIX_EPOCH,
+                ip: Ipv4Addr::new(10, 0, 0, 1),
+                mac: None,
+                stage: Stage::Joined(said.into()),
+            };
+            StageRecord::from_event(&ev, None, &plan).stage
+        };
+        assert_eq!(label("joined/2/ws001"), "joined as node 2");
+        assert_eq!(label("joined/0/stray"), "joined (not in the map)");
+        assert_eq!(label("hello\nthere"), "reported hellothere");
     }
 }

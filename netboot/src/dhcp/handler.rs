@@ -8,7 +8,7 @@ use dhcproto::v4::MessageType;
 
 use super::alloc::Allocator;
 use super::config::{DhcpConfig, DhcpMode};
-use super::packet::{self, Reply, Request, code};
+use super::packet::{self, PXE_VENDOR_OPTIONS, Reply, Request, code};
 use crate::events::Stage;
 use crate::leases::{Lease, LeaseState};
 use crate::mac::MacAddr;
@@ -17,8 +17,6 @@ use crate::mac::MacAddr;
 pub const DECLINE_QUARANTINE_SECS: u64 = 600;
 /// BOOTP has no lease time; its binding lasts this long (a year).
 pub const BOOTP_LEASE_SECS: u64 = 365 * 24 * 3600;
-/// PXE vendor option 43: PXE_DISCOVERY_CONTROL (6) = 8, "boot the file named in this reply".
-const PXE_VENDOR_OPTIONS: [u8; 4] = [6, 1, 8, 255];
 
 /// Which socket a request came in on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -49,6 +49,11 @@ pub mod code {
     pub const END: u8 = 255;
 }
 
+/// PXE vendor option 43 as the server sends it: PXE_DISCOVERY_CONTROL (6), length 1, value 8
+/// ("boot the file named in this reply", no discovery), then END. `mosboot export` writes the
+/// same bytes into dnsmasq and dhcpd configs.
+pub const PXE_VENDOR_OPTIONS: [u8; 4] = [6, 1, 8, code::END];
+
 /// Why a datagram is not a request we answer. Never shown to the client (garbage gets silence).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PacketError {

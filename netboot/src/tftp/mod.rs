@@ -14,6 +14,7 @@
 mod options;
 mod packet;
 mod path;
+mod report;
 mod server;
 mod transfer;
 
@@ -21,10 +22,8 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use report::{NodeReport, REPORT_DIR, REPORT_PREFIX};
 pub use server::TftpServer;
-
-/// Requests under this directory are node reports, not files (see [`server`]).
-pub const REPORT_PREFIX: &str = "mosboot-report/";
 
 /// What the TFTP server serves and how patiently.
 #[derive(Clone, Debug)]
