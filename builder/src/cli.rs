@@ -147,7 +147,14 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
                 s.initrd_uncompressed_bytes.div_ceil(1024),
                 s.root_files
             );
-            println!("  boot:    tftpboot/pxelinux.0, ldlinux.c32, pxelinux.cfg/default, boot.ipxe");
+            let served = netboot::dhcp::BootFiles::default();
+            println!(
+                "  boot:    {}/{}, {}, pxelinux.cfg/default, {}",
+                crate::pipeline::TFTP_DIR,
+                served.pxe,
+                crate::pipeline::LDLINUX_FILE,
+                served.ipxe
+            );
             println!("  server:  server/ (map files, hosts block, NOTES), manifest.json");
             Ok(())
         }

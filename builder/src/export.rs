@@ -104,7 +104,7 @@ fn absolute(p: &Path) -> PathBuf {
 
 /// `<out>/tftpboot`, absolute; it must fit on one dnsmasq line (no comma: dnsmasq splits there).
 fn tftp_root(cfg: &Config) -> Result<String, Failure> {
-    let root = absolute(&cfg.image.out).join("tftpboot");
+    let root = absolute(&cfg.image.out).join(crate::pipeline::TFTP_DIR);
     match root.to_str() {
         Some(s) if !s.contains([',', '\n', '\r']) => Ok(s.to_string()),
         _ => Err(Failure::Usage(format!(

@@ -8,7 +8,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use netboot::dhcp::BootFiles;
 use node_image::bzimage;
+use node_image::{InitrdKind, KernelInfo};
 use sha2::{Digest, Sha256};
 
 use crate::config::{Config, InitrdChoice};
@@ -24,6 +26,47 @@ const PXELINUX_SEARCH: &[&str] = &["/usr/lib/PXELINUX/pxelinux.0", "/usr/share/s
 const LDLINUX_SEARCH: &[&str] =
     &["/usr/lib/syslinux/modules/bios/ldlinux.c32", "/usr/share/syslinux/ldlinux.c32"];
 
+/// Where the boot files go in the output tree: the folder `serve` (or a site's TFTP server)
+/// serves.
+pub const TFTP_DIR: &str = "tftpboot";
+/// The kernel and initrd in [`TFTP_DIR`], as the boot-loader configs name them.
+pub const KERNEL_FILE: &str = "vmlinuz";
+pub const INITRD_FILE: &str = "initrd.gz";
+/// The library pxelinux.0 loads from its own folder (syslinux 5+).
+pub const LDLINUX_FILE: &str = "ldlinux.c32";
+
+/// `tftpboot/<name>`: a path of the output tree inside [`TFTP_DIR`].
+fn in_tftp(name: &str) -> String {
+    format!("{TFTP_DIR}/{name}")
+}
+
+/// The boot-loader facts for the templates: the names above and the kernel command line.
+fn boot_ctx(append: String) -> BootCtx {
+    BootCtx { kernel: KERNEL_FILE.into(), initrd: INITRD_FILE.into(), append }
+}
+
+/// The initrd format a build makes: the config's choice, or for `auto` what the kernel can boot
+/// (node-image decides that from the release).
+pub fn initrd_format(choice: InitrdChoice, kernel: Option<&KernelInfo>) -> InitrdKind {
+    match choice {
+        InitrdChoice::Cpio => InitrdKind::Cpio,
+        InitrdChoice::Ext2 => InitrdKind::Ext2,
+        InitrdChoice::Auto => kernel.map(KernelInfo::initrd_kind).unwrap_or(InitrdKind::Cpio),
+    }
+}
+
+/// The program the kernel starts: `/init` in an initramfs, `/linuxrc` on a 2.4 ramdisk root.
+pub fn init_path(format: InitrdKind) -> &'static str {
+    match format {
+        InitrdKind::Cpio => "/init",
+        InitrdKind::Ext2 => "/linuxrc",
+    }
+}
+
+fn ser_kind<S: serde::Serializer>(kind: &InitrdKind, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(kind.name())
+}
+
 /// A fully prepared build: every output file's bytes, by path relative to the output root.
 pub struct Prepared {
     pub files: BTreeMap<String, (Vec<u8>, u32)>,
@@ -37,7 +80,8 @@ pub struct Summary {
     pub nodes_in_map: usize,
     pub map_lines: usize,
     pub kernel_release: String,
-    pub initrd_format: String,
+    #[serde(serialize_with = "ser_kind")]
+    pub initrd_format: InitrdKind,
     pub initrd_bytes: usize,
     pub initrd_uncompressed_bytes: usize,
     pub kernel_bytes: usize,
@@ -181,15 +225,10 @@ pub fn prepare(cfg: &Config, plan: &Plan, opts: &BuildOptions) -> Result<Prepare
     let Inputs { kernel, kinfo, busybox, tarballs, templates, pxelinux, ldlinux, entries: mut inputs } =
         read_inputs(cfg, opts, &mut d);
 
-    let format = match (img.initrd, &kinfo) {
-        (InitrdChoice::Cpio, _) => "cpio",
-        (InitrdChoice::Ext2, _) => "ext2",
-        (InitrdChoice::Auto, Some(k)) if (k.major, k.minor) < (2, 6) => "ext2",
-        (InitrdChoice::Auto, _) => "cpio",
-    };
-    let init_path = if format == "cpio" { "/init" } else { "/linuxrc" };
+    let format = initrd_format(img.initrd, kinfo.as_ref());
+    let init_path = init_path(format);
     let image_ctx = ImageCtx {
-        initrd_format: format.into(),
+        initrd_format: format.name().into(),
         init_path: init_path.into(),
         kernel_release: kinfo.as_ref().map(|k| k.release.clone()).unwrap_or_default(),
     };
@@ -199,8 +238,7 @@ pub fn prepare(cfg: &Config, plan: &Plan, opts: &BuildOptions) -> Result<Prepare
     };
     if !d.is_empty() {
         // Still render, to report template problems in the same run.
-        let boot = BootCtx { kernel: "vmlinuz".into(), initrd: "initrd.gz".into(), append: String::new() };
-        let ctx = render::context(cfg, plan, &image_ctx, &boot);
+        let ctx = render::context(cfg, plan, &image_ctx, &boot_ctx(String::new()));
         for name in templates.names().map(str::to_string).collect::<Vec<_>>() {
             if let Err(e) = templates.render(&name, &ctx) {
                 d.extend(e);
@@ -210,8 +248,7 @@ pub fn prepare(cfg: &Config, plan: &Plan, opts: &BuildOptions) -> Result<Prepare
     }
 
     // The node root does not depend on the boot line, so render it with an empty one first.
-    let pre_boot = BootCtx { kernel: "vmlinuz".into(), initrd: "initrd.gz".into(), append: String::new() };
-    let ctx = render::context(cfg, plan, &image_ctx, &pre_boot);
+    let ctx = render::context(cfg, plan, &image_ctx, &boot_ctx(String::new()));
     let map_files = render::map_files(cfg.openmosix.version_parts);
     let root_inputs = RootInputs {
         busybox: &busybox,
@@ -223,7 +260,7 @@ pub fn prepare(cfg: &Config, plan: &Plan, opts: &BuildOptions) -> Result<Prepare
     };
     let tree = root::assemble(&templates, &ctx, &root_inputs)?;
 
-    let (raw, ramdisk_kib) = if format == "cpio" {
+    let (raw, ramdisk_kib) = if format == InitrdKind::Cpio {
         let mut buf = Vec::new();
         if let Err(e) = node_image::cpio::write_newc(&tree, &mut buf) {
             d.push(Path::new("initrd"), 0, "", format!("cannot write the cpio archive: {e}"));
@@ -255,21 +292,21 @@ pub fn prepare(cfg: &Config, plan: &Plan, opts: &BuildOptions) -> Result<Prepare
     if !img.cmdline.trim().is_empty() {
         append.push(img.cmdline.trim().to_string());
     }
-    let boot = BootCtx { kernel: "vmlinuz".into(), initrd: "initrd.gz".into(), append: append.join(" ") };
-    let ctx = render::context(cfg, plan, &image_ctx, &boot);
+    let ctx = render::context(cfg, plan, &image_ctx, &boot_ctx(append.join(" ")));
 
     let mut files: BTreeMap<String, (Vec<u8>, u32)> = BTreeMap::new();
     fn put(files: &mut BTreeMap<String, (Vec<u8>, u32)>, path: &str, bytes: Vec<u8>, mode: u32) {
         files.insert(path.to_string(), (bytes, mode));
     }
+    let served = BootFiles::default();
     for (tpl, dest) in [
-        ("boot/pxelinux.cfg", "tftpboot/pxelinux.cfg/default"),
-        ("boot/boot.ipxe", "tftpboot/boot.ipxe"),
-        ("server/hosts-block", "server/hosts-block"),
-        ("server/NOTES", "server/NOTES"),
+        ("boot/pxelinux.cfg", in_tftp("pxelinux.cfg/default")),
+        ("boot/boot.ipxe", in_tftp(&served.ipxe)),
+        ("server/hosts-block", "server/hosts-block".into()),
+        ("server/NOTES", "server/NOTES".into()),
     ] {
         match templates.render(tpl, &ctx) {
-            Ok(s) => put(&mut files, dest, s.into_bytes(), 0o644),
+            Ok(s) => put(&mut files, &dest, s.into_bytes(), 0o644),
             Err(e) => d.extend(e),
         }
     }
@@ -286,15 +323,15 @@ pub fn prepare(cfg: &Config, plan: &Plan, opts: &BuildOptions) -> Result<Prepare
         return Err(d);
     }
     let kernel_len = kernel.len();
-    put(&mut files, "tftpboot/vmlinuz", kernel, 0o644);
+    put(&mut files, &in_tftp(KERNEL_FILE), kernel, 0o644);
     let initrd_len = initrd.len();
-    put(&mut files, "tftpboot/initrd.gz", initrd, 0o644);
-    for (src, dest) in [(pxelinux, "tftpboot/pxelinux.0"), (ldlinux, "tftpboot/ldlinux.c32")] {
+    put(&mut files, &in_tftp(INITRD_FILE), initrd, 0o644);
+    for (src, dest) in [(pxelinux, in_tftp(&served.pxe)), (ldlinux, in_tftp(LDLINUX_FILE))] {
         if let Some(src) = src {
             match std::fs::read(&src) {
                 Ok(b) => {
                     inputs.push(FileEntry::of("bootloader", &src.display().to_string(), &b));
-                    put(&mut files, dest, b, 0o644);
+                    put(&mut files, &dest, b, 0o644);
                 }
                 Err(e) => d.push(&src, 0, "", format!("cannot read: {e}")),
             }
@@ -308,7 +345,7 @@ pub fn prepare(cfg: &Config, plan: &Plan, opts: &BuildOptions) -> Result<Prepare
         nodes_in_map: plan.node_count(),
         map_lines: plan.map.len(),
         kernel_release: kinfo.release.clone(),
-        initrd_format: format.into(),
+        initrd_format: format,
         initrd_bytes: initrd_len,
         initrd_uncompressed_bytes: raw.len(),
         kernel_bytes: kernel_len,
@@ -397,4 +434,28 @@ fn swap_into_place(tmp: &Path, out: &Path) -> Result<(), Failure> {
 /// sha256 of bytes, hex.
 pub fn sha256_hex(b: &[u8]) -> String {
     hex::encode(Sha256::digest(b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn initrd_format_follows_the_choice_then_the_kernel() {
+        let kernel = |major, minor| KernelInfo {
+            protocol: (2, 3),
+            release: format!("{major}.{minor}.0"),
+            version_string: String::new(),
+            major,
+            minor,
+        };
+        let (k24, k26) = (kernel(2, 4), kernel(2, 6));
+        assert_eq!(initrd_format(InitrdChoice::Auto, Some(&k24)), InitrdKind::Ext2);
+        assert_eq!(initrd_format(InitrdChoice::Auto, Some(&k26)), InitrdKind::Cpio);
+        assert_eq!(initrd_format(InitrdChoice::Auto, None), InitrdKind::Cpio);
+        assert_eq!(initrd_format(InitrdChoice::Cpio, Some(&k24)), InitrdKind::Cpio);
+        assert_eq!(initrd_format(InitrdChoice::Ext2, Some(&k26)), InitrdKind::Ext2);
+        assert_eq!((init_path(InitrdKind::Cpio), init_path(InitrdKind::Ext2)), ("/init", "/linuxrc"));
+        assert_eq!(in_tftp(KERNEL_FILE), "tftpboot/vmlinuz");
+    }
 }

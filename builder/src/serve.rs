@@ -91,10 +91,11 @@ pub fn run(cfg_path: &Path, args: &ServeArgs) -> Result<(), Failure> {
     let cfg = Config::load(cfg_path)?;
     let plan = Plan::new(&cfg)?;
     let out = args.out.clone().unwrap_or_else(|| cfg.image.out.clone());
-    let root = out.join("tftpboot");
-    if !root.join("pxelinux.0").is_file() {
+    let root = out.join(crate::pipeline::TFTP_DIR);
+    let pxe = BootFiles::default().pxe;
+    if !root.join(&pxe).is_file() {
         return Err(Failure::Usage(format!(
-            "{} has no pxelinux.0: run `mosboot build` first (or pass --out DIR)",
+            "{} has no {pxe}: run `mosboot build` first (or pass --out DIR)",
             root.display()
         )));
     }

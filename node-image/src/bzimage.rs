@@ -33,6 +33,22 @@ pub struct KernelInfo {
     pub minor: u32,
 }
 
+impl InitrdKind {
+    /// The name `cluster.toml` and `mosboot build` use for it.
+    pub fn name(self) -> &'static str {
+        match self {
+            InitrdKind::Cpio => "cpio",
+            InitrdKind::Ext2 => "ext2",
+        }
+    }
+}
+
+impl std::fmt::Display for InitrdKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 impl KernelInfo {
     pub fn is_2_4_or_older(&self) -> bool {
         (self.major, self.minor) < (2, 6)
