@@ -3,7 +3,11 @@
 
 use crate::diag::Diagnostics;
 
+/// What made a runtime failure happen: any error (or, for a tool's own message, its text).
+pub type Cause = Box<dyn std::error::Error + Send + Sync>;
+
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Failure {
     /// Problems in the config or the inputs, all of them.
     #[error("{0}")]
@@ -12,8 +16,8 @@ pub enum Failure {
     #[error("{0}")]
     Usage(String),
     /// Something failed while doing the work (I/O, sockets, a tool we run).
-    #[error("failed to {action}: {cause}")]
-    Runtime { action: String, cause: String },
+    #[error("failed to {action}: {source}")]
+    Runtime { action: String, source: Cause },
 }
 
 impl Failure {
@@ -24,9 +28,9 @@ impl Failure {
         }
     }
 
-    /// A runtime failure: "failed to <action>: <cause>".
-    pub fn runtime(action: impl Into<String>, cause: impl std::fmt::Display) -> Failure {
-        Failure::Runtime { action: action.into(), cause: cause.to_string() }
+    /// A runtime failure: "failed to <action>: <cause>", keeping the cause as the source.
+    pub fn runtime(action: impl Into<String>, cause: impl Into<Cause>) -> Failure {
+        Failure::Runtime { action: action.into(), source: cause.into() }
     }
 }
 

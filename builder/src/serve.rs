@@ -12,7 +12,7 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
-use netboot::dhcp::{BootFiles, DhcpConfig, DhcpServer, HostInfo, probe_rival};
+use netboot::dhcp::{BootFiles, DhcpConfig, DhcpError, DhcpServer, HostInfo, probe_rival};
 use netboot::events::{BootEvent, EventReceiver, Stage};
 use netboot::mac::MacAddr;
 use netboot::tftp::{NodeReport, TftpConfig, TftpServer};
@@ -203,12 +203,18 @@ async fn serve(plan: Plan, root: PathBuf, state: PathBuf, args: &ServeArgs) -> R
     dhcp_result.and(tftp_result)
 }
 
-/// Startup problems the admin can fix (interface, address, port in use) exit with 1.
-fn startup(e: netboot::dhcp::DhcpError) -> Failure {
-    match e {
-        netboot::dhcp::DhcpError::Lease(_) => Failure::runtime("open the lease file", e),
-        _ => Failure::Usage(format!("cannot start DHCP: {e}")),
-    }
+/// Startup problems the admin can fix (interface, address, port in use) exit with 1; the
+/// message names the `cluster.toml` key behind the problem, which netboot cannot know.
+fn startup(e: DhcpError) -> Failure {
+    let hint = match &e {
+        DhcpError::Lease(_) => return Failure::runtime("open the lease file", e),
+        DhcpError::NoInterface(_) => " (check `interface` in cluster.toml and `ip link`)".to_string(),
+        DhcpError::NoServerAddress { interface, server, .. } => format!(
+            "; add it with `ip addr add {server}/<prefix> dev {interface}` or fix `server` in cluster.toml"
+        ),
+        _ => String::new(),
+    };
+    Failure::Usage(format!("cannot start DHCP: {e}{hint}"))
 }
 
 /// Switches to `user` (when root): its primary group only, no supplementary groups. The state
@@ -383,5 +389,25 @@ mod tests {
         assert_eq!(label("joined/2/ws001"), "joined as node 2");
         assert_eq!(label("joined/0/stray"), "joined (not in the map)");
         assert_eq!(label("hello\nthere"), "reported hellothere");
+    }
+
+    #[test]
+    fn startup_problems_name_the_config_key() {
+        let e = startup(DhcpError::NoInterface("eth9".into()));
+        assert_eq!(e.exit_code(), 1);
+        assert_eq!(
+            e.to_string(),
+            "cannot start DHCP: interface 'eth9' does not exist (check `interface` in cluster.toml and `ip link`)"
+        );
+        let e = startup(DhcpError::NoServerAddress {
+            interface: "eth1".into(),
+            server: Ipv4Addr::new(10, 0, 0, 254),
+            has: "none".into(),
+        });
+        assert_eq!(
+            e.to_string(),
+            "cannot start DHCP: interface 'eth1' does not have the server address 10.0.0.254 (has: none); \
+             add it with `ip addr add 10.0.0.254/<prefix> dev eth1` or fix `server` in cluster.toml"
+        );
     }
 }

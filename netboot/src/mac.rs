@@ -10,6 +10,7 @@ pub struct MacAddr(pub [u8; 6]);
 /// Why a string is not a MAC address.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("'{0}' is not a MAC address (expected six hex pairs like 00:0c:29:aa:bb:01)")]
+#[non_exhaustive]
 pub struct ParseMacError(pub String);
 
 impl FromStr for MacAddr {

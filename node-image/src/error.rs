@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 /// Everything that can go wrong while assembling or inspecting node images.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ImageError {
     /// A path given to the tree (by code, a tarball or the overlay) is not acceptable.
     #[error("invalid path '{path}': {reason}")]

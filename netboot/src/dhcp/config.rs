@@ -81,14 +81,14 @@ pub(crate) fn prefix_mask(prefix_len: u8) -> Ipv4Addr {
     Ipv4Addr::from(if p == 0 { 0 } else { u32::MAX << (32 - p) })
 }
 
-/// Why the DHCP server cannot start or run.
+/// Why the DHCP server cannot start or run. The messages speak of the server's own terms; the
+/// caller knows which of its settings produced them and says so.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum DhcpError {
-    #[error("interface '{0}' does not exist (check `interface` in cluster.toml and `ip link`)")]
+    #[error("interface '{0}' does not exist")]
     NoInterface(String),
-    #[error(
-        "interface '{interface}' does not have the server address {server} (has: {has}); add it with `ip addr add {server}/<prefix> dev {interface}` or fix `server` in cluster.toml"
-    )]
+    #[error("interface '{interface}' does not have the server address {server} (has: {has})")]
     NoServerAddress { interface: String, server: Ipv4Addr, has: String },
     #[error(
         "cannot open UDP port {port} on {interface}: {source} (needs root or CAP_NET_BIND_SERVICE + CAP_NET_RAW)"
@@ -98,6 +98,7 @@ pub enum DhcpError {
     Io { interface: String, source: std::io::Error },
     #[error(transparent)]
     Lease(#[from] crate::leases::LeaseError),
-    #[error("invalid DHCP configuration: {0}")]
-    Config(String),
+    /// Full mode with no address to hand out.
+    #[error("invalid DHCP configuration: full mode needs a pool or pinned nodes")]
+    NothingToServe,
 }

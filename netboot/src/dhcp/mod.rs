@@ -46,7 +46,7 @@ impl DhcpServer {
     /// logged as warnings). Must be called inside a tokio runtime.
     pub fn bind(cfg: DhcpConfig, events: Option<EventSender>) -> Result<Self, DhcpError> {
         if cfg.mode == DhcpMode::Full && cfg.pool.is_empty() && cfg.pinned.is_empty() {
-            return Err(DhcpError::Config("full mode needs a pool or pinned nodes".into()));
+            return Err(DhcpError::NothingToServe);
         }
         let ifindex = socket::check_interface(&cfg.interface, cfg.server)?;
         let dhcp = Arc::new(IfaceSocket::bind(&cfg.interface, ifindex, 67, cfg.server)?);

@@ -56,6 +56,7 @@ pub const PXE_VENDOR_OPTIONS: [u8; 4] = [6, 1, 8, code::END];
 
 /// Why a datagram is not a request we answer. Never shown to the client (garbage gets silence).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum PacketError {
     #[error("{0} bytes is shorter than a BOOTP request (236-byte header + vendor area)")]
     TooShort(usize),

@@ -7,6 +7,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -23,13 +24,15 @@ const MAX_BATCH: usize = 512;
 
 /// Why the lease log cannot be used.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum LeaseError {
     #[error("lease file {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
     #[error("lease writer stopped (an earlier write to {0} failed)")]
     WriterGone(PathBuf),
-    #[error("lease file {path}: write failed: {msg}")]
-    Write { path: PathBuf, msg: String },
+    /// The write (or an earlier one: after a failure the log's tail is unknown) failed.
+    #[error("lease file {path}: write failed: {source}")]
+    Write { path: PathBuf, source: Arc<std::io::Error> },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> LeaseError + '_ {
@@ -108,7 +111,7 @@ pub fn read_leases(path: &Path) -> Result<(Vec<Lease>, Vec<String>), LeaseError>
 
 struct Pending {
     line: String,
-    done: oneshot::Sender<Result<(), String>>,
+    done: oneshot::Sender<Result<(), Arc<std::io::Error>>>,
 }
 
 /// Handle to the lease log's writer. Cheap to clone; every clone feeds the same writer thread.
@@ -172,7 +175,7 @@ impl LeaseStore {
             .map_err(|_| LeaseError::WriterGone(self.path.clone()))?;
         match wait.await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(msg)) => Err(LeaseError::Write { path: self.path.clone(), msg }),
+            Ok(Err(source)) => Err(LeaseError::Write { path: self.path.clone(), source }),
             Err(_) => Err(LeaseError::WriterGone(self.path.clone())),
         }
     }
@@ -210,7 +213,7 @@ fn compact(path: &Path, table: &LeaseTable) -> Result<File, LeaseError> {
 fn writer_loop(mut file: File, path: PathBuf, mut rx: mpsc::UnboundedReceiver<Pending>) {
     let mut batch: Vec<Pending> = Vec::new();
     let mut buf = String::new();
-    let mut broken: Option<String> = None;
+    let mut broken: Option<Arc<std::io::Error>> = None;
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
         while batch.len() < MAX_BATCH {
@@ -219,8 +222,8 @@ fn writer_loop(mut file: File, path: PathBuf, mut rx: mpsc::UnboundedReceiver<Pe
                 Err(_) => break,
             }
         }
-        let result = if let Some(msg) = &broken {
-            Err(msg.clone())
+        let result = if let Some(e) = &broken {
+            Err(e.clone())
         } else {
             buf.clear();
             for p in &batch {
@@ -230,10 +233,10 @@ fn writer_loop(mut file: File, path: PathBuf, mut rx: mpsc::UnboundedReceiver<Pe
             r.map_err(|e| {
                 // After a failed write the file's tail is unknown; refuse further commits so no
                 // ACK claims durability we do not have.
-                let msg = format!("{e}");
                 tracing::error!(file = %path.display(), error = %e, "lease log write failed; no more ACKs");
-                broken = Some(msg.clone());
-                msg
+                let e = Arc::new(e);
+                broken = Some(e.clone());
+                e
             })
         };
         for p in batch.drain(..) {

@@ -63,6 +63,7 @@ impl Default for TftpConfig {
 
 /// Why the server could not start or stopped.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum TftpError {
     #[error("TFTP root {path}: {source}")]
     Root { path: PathBuf, source: std::io::Error },

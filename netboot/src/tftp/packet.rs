@@ -50,6 +50,7 @@ pub enum ErrorCode {
 
 /// Why bytes are not a TFTP packet.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum PacketError {
     #[error("packet of {0} bytes is too short for an opcode")]
     NoOpcode(usize),
