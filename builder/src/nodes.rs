@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
-use netboot::leases::{LeaseState, read_leases, unix_now};
+use netboot::leases::{Lease, LeaseState, read_leases, unix_now};
 
 use crate::config::Config;
 use crate::error::Failure;
@@ -26,6 +26,50 @@ pub struct NodesArgs {
     pub all: bool,
 }
 
+/// What the table says about a node's lease: netboot's state, seen at `now`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LeaseView {
+    Bound,
+    /// Bound, but past its expiry.
+    Expired,
+    Released,
+    Declined,
+    /// No lease on record.
+    None,
+    /// The server holds no lease.
+    #[serde(rename = "-")]
+    Server,
+}
+
+impl LeaseView {
+    fn of(lease: Option<&Lease>, now: u64) -> LeaseView {
+        match lease.map(|l| (l.state, l.expires)) {
+            Option::None => LeaseView::None,
+            Some((LeaseState::Bound, expires)) if expires <= now => LeaseView::Expired,
+            Some((LeaseState::Bound, _)) => LeaseView::Bound,
+            Some((LeaseState::Released, _)) => LeaseView::Released,
+            Some((LeaseState::Declined, _)) => LeaseView::Declined,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LeaseView::Bound => "bound",
+            LeaseView::Expired => "expired",
+            LeaseView::Released => "released",
+            LeaseView::Declined => "declined",
+            LeaseView::None => "none",
+            LeaseView::Server => "-",
+        }
+    }
+
+    /// Whether the expiry time means something for this state.
+    fn has_expiry(self) -> bool {
+        matches!(self, LeaseView::Bound | LeaseView::Expired | LeaseView::Declined)
+    }
+}
+
 /// One row of the table.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct NodeRow {
@@ -34,8 +78,7 @@ pub struct NodeRow {
     pub ip: Ipv4Addr,
     pub role: Role,
     pub mac: Option<String>,
-    /// bound, expired, released, declined, or none.
-    pub lease: String,
+    pub lease: LeaseView,
     pub expires: Option<u64>,
     pub last_stage: Option<String>,
     pub last_stage_at: Option<u64>,
@@ -70,11 +113,6 @@ pub fn rows(
         .iter()
         .map(|n| {
             let lease = by_ip.get(&n.ip);
-            let lease_state = match lease {
-                None => "none",
-                Some(l) if l.state == LeaseState::Bound && l.expires <= now => "expired",
-                Some(l) => l.state.as_str(),
-            };
             let stage = last.get(&n.ip);
             NodeRow {
                 node: n.number,
@@ -82,7 +120,7 @@ pub fn rows(
                 ip: n.ip,
                 role: n.role,
                 mac: n.mac.map(|m| m.to_string()).or_else(|| lease.map(|l| l.mac.to_string())),
-                lease: if n.role == Role::Server { "-".into() } else { lease_state.into() },
+                lease: if n.role == Role::Server { LeaseView::Server } else { LeaseView::of(lease, now) },
                 expires: lease.map(|l| l.expires),
                 last_stage: stage.map(|s| s.stage.clone()),
                 last_stage_at: stage.map(|s| s.at),
@@ -111,7 +149,7 @@ pub fn run(cfg_path: &Path, args: &NodesArgs) -> Result<String, Failure> {
     // been seen; the rest of a big pool is one line at the end.
     let seen: Vec<NodeRow> = rows
         .iter()
-        .filter(|r| args.all || r.role != Role::Pool || r.lease != "none" || r.last_stage.is_some())
+        .filter(|r| args.all || r.role != Role::Pool || r.lease != LeaseView::None || r.last_stage.is_some())
         .cloned()
         .collect();
     let mut out = table(&seen, now);
@@ -132,9 +170,9 @@ fn table(rows: &[NodeRow], now: u64) -> String {
                 r.hostname.clone(),
                 r.ip.to_string(),
                 r.mac.clone().unwrap_or_else(|| "-".into()),
-                r.lease.clone(),
-                match (r.lease.as_str(), r.expires) {
-                    ("bound" | "expired" | "declined", Some(t)) => relative(t, now),
+                r.lease.as_str().to_string(),
+                match r.expires {
+                    Some(t) if r.lease.has_expiry() => relative(t, now),
                     _ => "-".into(),
                 },
                 r.last_stage.clone().unwrap_or_else(|| "-".into()),
@@ -185,6 +223,32 @@ fn relative(t: u64, now: u64) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn lease_views_read_as_before() {
+        let lease = |state, expires| Lease {
+            mac: "02:00:00:00:00:01".parse().expect("mac"),
+            ip: Ipv4Addr::new(10, 0, 0, 1),
+            hostname: "ws001".into(),
+            expires,
+            state,
+            at: 0,
+        };
+        let now = 1000;
+        for (view, text) in [
+            (LeaseView::of(Some(&lease(LeaseState::Bound, 2000)), now), "bound"),
+            (LeaseView::of(Some(&lease(LeaseState::Bound, 1000)), now), "expired"),
+            (LeaseView::of(Some(&lease(LeaseState::Released, 2000)), now), "released"),
+            (LeaseView::of(Some(&lease(LeaseState::Declined, 2000)), now), "declined"),
+            (LeaseView::of(None, now), "none"),
+            (LeaseView::Server, "-"),
+        ] {
+            assert_eq!(view.as_str(), text);
+            assert_eq!(serde_json::to_value(view).expect("json"), serde_json::Value::from(text));
+        }
+    }
+
     #[test]
     fn relative_times_read_naturally() {
         assert_eq!(super::relative(1000 + 3 * 3600 + 12 * 60, 1000), "in 3h12m");

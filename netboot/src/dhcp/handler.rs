@@ -18,6 +18,28 @@ pub const DECLINE_QUARANTINE_SECS: u64 = 600;
 /// BOOTP has no lease time; its binding lasts this long (a year).
 pub const BOOTP_LEASE_SECS: u64 = 365 * 24 * 3600;
 
+/// The client state a REQUEST is sent from (RFC 2131 4.3.2); it decides how the request is checked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RequestState {
+    /// Answering our OFFER (server id is ours).
+    Selecting,
+    /// Rebooted, asking for the address it remembers (no server id).
+    InitReboot,
+    /// Renewing (unicast) or rebinding (broadcast) the lease in ciaddr.
+    Renewing,
+}
+
+impl RequestState {
+    /// How the state shows in the log note.
+    fn as_str(self) -> &'static str {
+        match self {
+            RequestState::Selecting => "selecting",
+            RequestState::InitReboot => "init-reboot",
+            RequestState::Renewing => "renewing",
+        }
+    }
+}
+
 /// Which socket a request came in on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Port {
@@ -132,20 +154,20 @@ impl Handler {
                 self.alloc.drop_offer(req.mac);
                 return None;
             }
-            (Some(_), Some(ip)) => (ip, "selecting"),
-            (Some(_), None) if !req.ciaddr.is_unspecified() => (req.ciaddr, "selecting"),
+            (Some(_), Some(ip)) => (ip, RequestState::Selecting),
+            (Some(_), None) if !req.ciaddr.is_unspecified() => (req.ciaddr, RequestState::Selecting),
             (Some(_), None) => return None,
             // INIT-REBOOT: the client asks for the address it remembers.
-            (None, Some(ip)) => (ip, "init-reboot"),
+            (None, Some(ip)) => (ip, RequestState::InitReboot),
             // RENEWING (unicast) / REBINDING (broadcast): ciaddr is the lease.
-            (None, None) if !req.ciaddr.is_unspecified() => (req.ciaddr, "renewing"),
+            (None, None) if !req.ciaddr.is_unspecified() => (req.ciaddr, RequestState::Renewing),
             (None, None) => return None,
         };
-        if state == "init-reboot" && !self.cfg.in_subnet(ip) {
+        if state == RequestState::InitReboot && !self.cfg.in_subnet(ip) {
             return Some(self.nak(req, ip, "address is on another network"));
         }
         if let Err(why) = self.alloc.check(req.mac, ip, now) {
-            if state == "renewing" && !self.alloc.is_ours(ip) && !self.cfg.in_subnet(ip) {
+            if state == RequestState::Renewing && !self.alloc.is_ours(ip) && !self.cfg.in_subnet(ip) {
                 // Not our network at all: some other server's client rebinding; stay silent.
                 return None;
             }
@@ -158,7 +180,7 @@ impl Handler {
         reply.yiaddr = ip;
         reply.ciaddr = req.ciaddr;
         self.lease_options(&mut reply, req, ip, lease_secs);
-        Some(self.finish(req, reply, Some(lease), Stage::Acked, ip, state))
+        Some(self.finish(req, reply, Some(lease), Stage::Acked, ip, state.as_str()))
     }
 
     fn nak(&mut self, req: &Request, ip: Ipv4Addr, why: &str) -> Action {
