@@ -50,32 +50,7 @@ pub fn inputs_only(cfg: &Config, opts: &BuildOptions) -> Diagnostics {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A file that passes as a bzImage of `release`: boot-sector signature, setup header magic,
-    /// protocol 2.15 and the version string the header points at.
-    fn synthetic_kernel(release: &str) -> Vec<u8> {
-        let mut k = vec![0u8; 0x2000];
-        k[0x1fe..0x200].copy_from_slice(&[0x55, 0xaa]);
-        k[0x202..0x206].copy_from_slice(b"HdrS");
-        k[0x206..0x208].copy_from_slice(&0x020fu16.to_le_bytes());
-        k[0x20e..0x210].copy_from_slice(&0x0400u16.to_le_bytes());
-        let s = format!("{release} (builder@lab) #1\0");
-        k[0x600..0x600 + s.len()].copy_from_slice(s.as_bytes());
-        k
-    }
-
-    /// The header of a static ELF executable for `machine` (3 = i386, 62 = x86-64), one PT_LOAD.
-    fn synthetic_elf(machine: u16) -> Vec<u8> {
-        let mut e = vec![0u8; 52 + 32];
-        e[..7].copy_from_slice(b"\x7fELF\x01\x01\x01");
-        e[16..18].copy_from_slice(&2u16.to_le_bytes());
-        e[18..20].copy_from_slice(&machine.to_le_bytes());
-        e[28..32].copy_from_slice(&52u32.to_le_bytes());
-        e[42..44].copy_from_slice(&32u16.to_le_bytes());
-        e[44..46].copy_from_slice(&1u16.to_le_bytes());
-        e[52..56].copy_from_slice(&1u32.to_le_bytes());
-        e
-    }
+    use crate::testdata::{synthetic_elf, synthetic_kernel};
 
     /// Broken configs and what `check` says about each, in a folder that holds a usable kernel
     /// (`bzImage`), busybox (`busybox`), an x86-64 binary (`busybox64`) and a text file

@@ -3,9 +3,6 @@
 
 use std::time::Duration;
 
-/// What the syntax accepts, for messages.
-pub const EXAMPLES: &str = "500ms, 3s, 30m, 12h or 1d";
-
 /// `500ms`, `45s`, `30m`, `12h`, `1d`, or a plain number of seconds. `None` for anything else,
 /// including a number too large to hold.
 pub fn parse(s: &str) -> Option<Duration> {

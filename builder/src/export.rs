@@ -350,29 +350,18 @@ pub fn isc_dhcpd(cfg: &Config, plan: &Plan) -> Result<String, Failure> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const LTSP: &str = r#"
-[cluster]
-name = "lab"
-interface = "eth1"
-server = "192.168.0.254/24"
-pool = "192.168.0.1-192.168.0.253"
-hostname = "ltsp"
-lease_time = "12h"
-
-[image]
-kernel = "kernels/bzImage"
-out = "mosboot-out"
-"#;
-
-    fn load(text: &str) -> (Config, Plan) {
-        let cfg = Config::parse(text, Path::new("/lab/cluster.toml")).expect("valid config");
-        let plan = Plan::new(&cfg).expect("valid plan");
-        (cfg, plan)
-    }
+    use crate::testdata::{SAMPLE as LTSP, load};
 
     fn lines(s: &str) -> Vec<&str> {
         s.lines().collect()
+    }
+
+    /// Every line of `want` is a whole line of `text`.
+    fn assert_has_lines(text: &str, want: &[&str]) {
+        let have = lines(text);
+        for w in want {
+            assert!(have.contains(w), "missing {w:?} in\n{text}");
+        }
     }
 
     #[test]
@@ -394,27 +383,28 @@ out = "mosboot-out"
         assert!(l[0].ends_with("from /lab/cluster.toml"), "{}", l[0]);
         assert!(t.contains("Cluster \"lab\": server 192.168.0.254/24 on eth1, 253 pool address(es)"));
         assert!(t.contains("Do not edit by hand"));
-        for want in [
-            "interface=eth1",
-            "bind-interfaces",
-            "dhcp-range=192.168.0.1,192.168.0.253,255.255.255.0,43200",
-            "dhcp-sequential-ip",
-            "no-ping",
-            "dhcp-option=option:router",
-            "dhcp-option=option:dns-server",
-            "dhcp-userclass=set:mosboot_ipxe,iPXE",
-            "dhcp-match=set:mosboot_ipxe,175",
-            "dhcp-boot=tag:!mosboot_ipxe,pxelinux.0,,192.168.0.254",
-            "dhcp-boot=tag:mosboot_ipxe,boot.ipxe,,192.168.0.254",
-            "enable-tftp",
-            "tftp-root=/lab/mosboot-out/tftpboot",
-            "no-hosts",
-            "host-record=ws001,192.168.0.1",
-            "host-record=ws012,192.168.0.12",
-            "host-record=ws253,192.168.0.253",
-        ] {
-            assert!(l.contains(&want), "missing {want:?} in\n{t}");
-        }
+        assert_has_lines(
+            &t,
+            &[
+                "interface=eth1",
+                "bind-interfaces",
+                "dhcp-range=192.168.0.1,192.168.0.253,255.255.255.0,43200",
+                "dhcp-sequential-ip",
+                "no-ping",
+                "dhcp-option=option:router",
+                "dhcp-option=option:dns-server",
+                "dhcp-userclass=set:mosboot_ipxe,iPXE",
+                "dhcp-match=set:mosboot_ipxe,175",
+                "dhcp-boot=tag:!mosboot_ipxe,pxelinux.0,,192.168.0.254",
+                "dhcp-boot=tag:mosboot_ipxe,boot.ipxe,,192.168.0.254",
+                "enable-tftp",
+                "tftp-root=/lab/mosboot-out/tftpboot",
+                "no-hosts",
+                "host-record=ws001,192.168.0.1",
+                "host-record=ws012,192.168.0.12",
+                "host-record=ws253,192.168.0.253",
+            ],
+        );
         // The server (node 1) is not a pool address; DNS is not switched off (it carries the names).
         assert!(!t.contains("host-record=ws254"), "{t}");
         assert!(!l.contains(&"port=0"), "{t}");
@@ -431,21 +421,22 @@ out = "mosboot-out"
     fn ltsp_sample_dhcpd_uses_the_classic_expression() {
         let (cfg, plan) = load(LTSP);
         let t = isc_dhcpd(&cfg, &plan).expect("export");
-        for want in [
-            "authoritative;",
-            "subnet 192.168.0.0 netmask 255.255.255.0 {",
-            "  range dynamic-bootp 192.168.0.1 192.168.0.253;",
-            "  next-server 192.168.0.254;",
-            "  if option user-class = \"iPXE\" or exists mosboot-ipxe-encap {",
-            "    filename \"boot.ipxe\";",
-            "    filename \"pxelinux.0\";",
-            "  option host-name = concat(\"ws\", suffix(concat(\"00\", binary-to-ascii(10, 8, \"\", substring(leased-address, 3, 1))), 3));",
-            "default-lease-time 43200;",
-            "max-lease-time 43200;",
-            "option mosboot-ipxe-encap code 175 = string;",
-        ] {
-            assert!(lines(&t).contains(&want), "missing {want:?} in\n{t}");
-        }
+        assert_has_lines(
+            &t,
+            &[
+                "authoritative;",
+                "subnet 192.168.0.0 netmask 255.255.255.0 {",
+                "  range dynamic-bootp 192.168.0.1 192.168.0.253;",
+                "  next-server 192.168.0.254;",
+                "  if option user-class = \"iPXE\" or exists mosboot-ipxe-encap {",
+                "    filename \"boot.ipxe\";",
+                "    filename \"pxelinux.0\";",
+                "  option host-name = concat(\"ws\", suffix(concat(\"00\", binary-to-ascii(10, 8, \"\", substring(leased-address, 3, 1))), 3));",
+                "default-lease-time 43200;",
+                "max-lease-time 43200;",
+                "option mosboot-ipxe-encap code 175 = string;",
+            ],
+        );
         assert!(t.contains("dhcpd -4 -f -cf THIS_FILE -lf /var/lib/dhcp/dhcpd-lab.leases eth1"), "{t}");
         assert!(t.contains("/lab/mosboot-out/tftpboot"), "{t}");
         assert!(!t.contains("leased-address = "), "{t}");
@@ -477,35 +468,35 @@ hostname = "big"
     fn pinned_address_splits_the_range_and_gets_a_host_entry() {
         let (cfg, plan) = load(SMALL);
         let d = dnsmasq(&cfg, &plan).expect("dnsmasq");
-        let l = lines(&d);
-        for want in [
-            "dhcp-range=10.61.0.10,10.61.0.14,255.255.255.0,3600",
-            "dhcp-range=10.61.0.16,10.61.0.20,255.255.255.0,3600",
-            "dhcp-host=02:00:00:00:00:99,10.61.0.15,big,3600",
-            "dhcp-option=option:router,10.61.0.1",
-            "dhcp-option=option:dns-server,10.61.0.2,10.61.0.3",
-            "host-record=mosix2,10.61.0.10",
-            "host-record=mosix8,10.61.0.16",
-        ] {
-            assert!(l.contains(&want), "missing {want:?} in\n{d}");
-        }
+        assert_has_lines(
+            &d,
+            &[
+                "dhcp-range=10.61.0.10,10.61.0.14,255.255.255.0,3600",
+                "dhcp-range=10.61.0.16,10.61.0.20,255.255.255.0,3600",
+                "dhcp-host=02:00:00:00:00:99,10.61.0.15,big,3600",
+                "dhcp-option=option:router,10.61.0.1",
+                "dhcp-option=option:dns-server,10.61.0.2,10.61.0.3",
+                "host-record=mosix2,10.61.0.10",
+                "host-record=mosix8,10.61.0.16",
+            ],
+        );
         assert!(!d.contains("host-record=big"), "{d}");
         let i = isc_dhcpd(&cfg, &plan).expect("dhcpd");
-        let l = lines(&i);
-        for want in [
-            "  range dynamic-bootp 10.61.0.10 10.61.0.14;",
-            "  range dynamic-bootp 10.61.0.16 10.61.0.20;",
-            "  option routers 10.61.0.1;",
-            "  option domain-name-servers 10.61.0.2, 10.61.0.3;",
-            "  if leased-address = 0a:3d:00:0a { option host-name \"mosix2\"; }  # 10.61.0.10",
-            "  if leased-address = 0a:3d:00:14 { option host-name \"mosix12\"; }  # 10.61.0.20",
-            "host mosboot-node7 {",
-            "  hardware ethernet 02:00:00:00:00:99;",
-            "  fixed-address 10.61.0.15;",
-            "  option host-name \"big\";",
-        ] {
-            assert!(l.contains(&want), "missing {want:?} in\n{i}");
-        }
+        assert_has_lines(
+            &i,
+            &[
+                "  range dynamic-bootp 10.61.0.10 10.61.0.14;",
+                "  range dynamic-bootp 10.61.0.16 10.61.0.20;",
+                "  option routers 10.61.0.1;",
+                "  option domain-name-servers 10.61.0.2, 10.61.0.3;",
+                "  if leased-address = 0a:3d:00:0a { option host-name \"mosix2\"; }  # 10.61.0.10",
+                "  if leased-address = 0a:3d:00:14 { option host-name \"mosix12\"; }  # 10.61.0.20",
+                "host mosboot-node7 {",
+                "  hardware ethernet 02:00:00:00:00:99;",
+                "  fixed-address 10.61.0.15;",
+                "  option host-name \"big\";",
+            ],
+        );
         assert!(!i.contains("leased-address = 0a:3d:00:0f"), "pinned address is not a pool rule:\n{i}");
     }
 
@@ -514,16 +505,16 @@ hostname = "big"
         let (cfg, plan) =
             load(&SMALL.replace("lease_time = \"1h\"", "lease_time = \"1h\"\ndhcp = \"proxy\""));
         let d = dnsmasq(&cfg, &plan).expect("dnsmasq proxies");
-        let l = lines(&d);
-        for want in [
-            "dhcp-range=10.61.0.0,proxy,255.255.255.0",
-            "pxe-service=tag:!mosboot_ipxe,x86PC,\"mosboot t\",pxelinux",
-            "pxe-service=tag:mosboot_ipxe,x86PC,\"mosboot iPXE\",boot.ipxe",
-            "port=0",
-            "enable-tftp",
-        ] {
-            assert!(l.contains(&want), "missing {want:?} in\n{d}");
-        }
+        assert_has_lines(
+            &d,
+            &[
+                "dhcp-range=10.61.0.0,proxy,255.255.255.0",
+                "pxe-service=tag:!mosboot_ipxe,x86PC,\"mosboot t\",pxelinux",
+                "pxe-service=tag:mosboot_ipxe,x86PC,\"mosboot iPXE\",boot.ipxe",
+                "port=0",
+                "enable-tftp",
+            ],
+        );
         assert!(!d.contains("dhcp-range=10.61.0.10"), "{d}");
         assert!(!d.contains("host-record="), "{d}");
         let e = isc_dhcpd(&cfg, &plan).expect_err("dhcpd cannot proxy");

@@ -22,3 +22,5 @@ pub mod plan;
 pub mod render;
 pub mod root;
 pub mod serve;
+#[cfg(test)]
+mod testdata;

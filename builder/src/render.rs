@@ -320,37 +320,17 @@ fn node_ctx(n: &PlanNode) -> NodeCtx {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testdata::{PINNED_NODE, SAMPLE, load};
 
     /// Snapshots of every generated text for the SPEC's LTSP sample (with one pinned node), so a
     /// change to any template or to the context shows up as a reviewable diff.
     #[test]
     fn generated_files_for_the_ltsp_sample() {
-        let text = r#"
-[cluster]
-name = "lab"
-interface = "eth1"
-server = "192.168.0.254/24"
-pool = "192.168.0.1-192.168.0.5"
-hostname = "ltsp"
-lease_time = "12h"
-router = "192.168.0.254"
-dns = ["192.168.0.254"]
-
-[openmosix]
-version = "2.4.26"
-
-[image]
-kernel = "kernels/bzImage"
-busybox = "node-kit/busybox"
-
-[[node]]
-mac = "00:0c:29:aa:bb:01"
-ip = "192.168.0.101"
-hostname = "mosix1"
-yardstick = "P/133"
-"#;
-        let cfg = Config::parse(text, Path::new("/lab/cluster.toml")).expect("config");
-        let plan = Plan::new(&cfg).expect("plan");
+        let text = SAMPLE.replace("192.168.0.1-192.168.0.253", "192.168.0.1-192.168.0.5").replace(
+            "lease_time = \"12h\"",
+            "lease_time = \"12h\"\nrouter = \"192.168.0.254\"\ndns = [\"192.168.0.254\"]",
+        ) + PINNED_NODE;
+        let (cfg, plan) = load(&text);
         let image = ImageCtx {
             initrd_format: "cpio".into(),
             init_path: "/init".into(),

@@ -1,24 +1,8 @@
 use super::*;
+use crate::testdata::SAMPLE;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-pub const SAMPLE: &str = r#"
-[cluster]
-name = "lab"
-interface = "eth1"
-server = "192.168.0.254/24"
-pool = "192.168.0.1-192.168.0.253"
-hostname = "ltsp"
-lease_time = "12h"
-
-[openmosix]
-version = "2.4.26"
-
-[image]
-kernel = "kernels/bzImage"
-busybox = "node-kit/busybox"
-"#;
 
 #[test]
 fn parses_the_sample() {

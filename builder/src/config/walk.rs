@@ -77,26 +77,35 @@ impl<'a> Walker<'a> {
         Some(v)
     }
 
+    /// Looks a key up and converts it with `as_type`; a value of another type is the problem
+    /// "must be <what>, not <its type>". `Some(None)` when absent, `None` after a problem.
+    fn typed<'t, 'i, T>(
+        &mut self,
+        t: &'t DeTable<'i>,
+        key: &str,
+        full: &str,
+        what: &str,
+        as_type: impl FnOnce(&'t DeValue<'i>) -> Option<T>,
+    ) -> Option<Option<(T, usize)>> {
+        let Some(v) = self.get(t, key, full) else { return Some(None) };
+        let line = self.line(v);
+        match as_type(v.get_ref()) {
+            Some(x) => Some(Some((x, line))),
+            None => {
+                let ty = v.get_ref().type_str();
+                self.err(line, full, format!("must be {what}, not {ty}"));
+                None
+            }
+        }
+    }
+
     pub(super) fn string(
         &mut self,
         t: &DeTable<'_>,
         key: &str,
         full: &str,
     ) -> Option<Option<(String, usize)>> {
-        match self.get(t, key, full) {
-            None => Some(None),
-            Some(v) => {
-                let line = self.line(v);
-                match v.get_ref().as_str() {
-                    Some(s) => Some(Some((s.to_string(), line))),
-                    None => {
-                        let ty = v.get_ref().type_str();
-                        self.err(line, full, format!("must be a string, not {ty}"));
-                        None
-                    }
-                }
-            }
-        }
+        self.typed(t, key, full, "a string", |v| v.as_str().map(str::to_string))
     }
 
     pub(super) fn required_string(
@@ -116,18 +125,8 @@ impl<'a> Walker<'a> {
     }
 
     pub(super) fn boolean(&mut self, t: &DeTable<'_>, key: &str, full: &str, default: bool) -> Option<bool> {
-        match self.get(t, key, full) {
-            None => Some(default),
-            Some(v) => match v.get_ref().as_bool() {
-                Some(b) => Some(b),
-                None => {
-                    let line = self.line(v);
-                    let ty = v.get_ref().type_str();
-                    self.err(line, full, format!("must be true or false, not {ty}"));
-                    None
-                }
-            },
-        }
+        let found = self.typed(t, key, full, "true or false", DeValue::as_bool)?;
+        Some(found.map_or(default, |(b, _)| b))
     }
 
     pub(super) fn string_list(
@@ -136,12 +135,8 @@ impl<'a> Walker<'a> {
         key: &str,
         full: &str,
     ) -> Option<Vec<(String, usize)>> {
-        let Some(v) = self.get(t, key, full) else { return Some(Vec::new()) };
-        let line = self.line(v);
-        let Some(arr) = v.get_ref().as_array() else {
-            let ty = v.get_ref().type_str();
-            self.err(line, full, format!("must be a list of strings, not {ty}"));
-            return None;
+        let Some((arr, _)) = self.typed(t, key, full, "a list of strings", DeValue::as_array)? else {
+            return Some(Vec::new());
         };
         let mut out = Vec::new();
         let mut ok = true;
