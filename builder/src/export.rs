@@ -19,6 +19,7 @@ use crate::error::Failure;
 use crate::hostname;
 use crate::plan::{Plan, PlanNode, Role};
 use crate::render::{EXPORT_DIR, Templates};
+
 /// dnsmasq's shortest lease; it raises shorter ones to this.
 const DNSMASQ_MIN_LEASE_SECS: u64 = 120;
 /// dnsmasq's default `dhcp-lease-max`.
