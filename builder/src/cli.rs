@@ -183,3 +183,31 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use clap::Parser;
+
+    use super::*;
+
+    fn probe(args: &[&str]) -> Result<Duration, clap::Error> {
+        let cli = Cli::try_parse_from([&["mosboot", "serve"], args].concat())?;
+        match cli.command {
+            Command::Serve(a) => Ok(a.probe),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    /// `--probe` takes what its help promises ("like 3s or 500ms"), in the one duration syntax.
+    #[test]
+    fn serve_probe_takes_milliseconds_and_seconds() {
+        assert_eq!(probe(&[]).expect("default"), Duration::from_secs(3));
+        assert_eq!(probe(&["--probe", "500ms"]).expect("500ms"), Duration::from_millis(500));
+        assert_eq!(probe(&["--probe", "3s"]).expect("3s"), Duration::from_secs(3));
+        assert_eq!(probe(&["--probe", "1m"]).expect("1m"), Duration::from_secs(60));
+        let e = probe(&["--probe", "2x"]).expect_err("2x").to_string();
+        assert!(e.contains("'2x' is not a duration like 3s or 500ms"), "{e}");
+    }
+}
