@@ -54,6 +54,18 @@ pub mod code {
 /// same bytes into dnsmasq and dhcpd configs.
 pub const PXE_VENDOR_OPTIONS: [u8; 4] = [6, 1, 8, code::END];
 
+/// Why a reply cannot be put on the wire.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EncodeError {
+    #[error("sname is {0} bytes, the field holds 63 + NUL")]
+    SnameTooLong(usize),
+    #[error("boot file name is {0} bytes, the field holds 127 + NUL")]
+    FileTooLong(usize),
+    #[error(transparent)]
+    Header(#[from] dhcproto::error::EncodeError),
+}
+
 /// Why a datagram is not a request we answer. Never shown to the client (garbage gets silence).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[non_exhaustive]
@@ -289,12 +301,12 @@ impl Reply {
     }
 
     /// Wire bytes. Fails (instead of panicking like dhcproto's setters) on an over-long sname/file.
-    pub fn encode(&self) -> Result<Vec<u8>, String> {
+    pub fn encode(&self) -> Result<Vec<u8>, EncodeError> {
         if self.sname.len() > 63 {
-            return Err(format!("sname is {} bytes, the field holds 63 + NUL", self.sname.len()));
+            return Err(EncodeError::SnameTooLong(self.sname.len()));
         }
         if self.file.len() > 127 {
-            return Err(format!("boot file name is {} bytes, the field holds 127 + NUL", self.file.len()));
+            return Err(EncodeError::FileTooLong(self.file.len()));
         }
         let mut msg = Message::new_with_id(
             self.xid,
@@ -312,7 +324,7 @@ impl Reply {
             msg.set_fname(&self.file);
         }
         let mut out = Vec::with_capacity(576);
-        msg.encode(&mut Encoder::new(&mut out)).map_err(|e| e.to_string())?;
+        msg.encode(&mut Encoder::new(&mut out))?;
         // dhcproto wrote header + cookie and, with no options set, nothing after them.
         out.truncate(HEADER_LEN);
         if self.with_options {

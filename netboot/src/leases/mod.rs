@@ -7,7 +7,7 @@ mod store;
 mod table;
 
 pub use crc::crc32;
-pub use record::{Lease, LeaseState, to_system_time, unix_now};
+pub use record::{Lease, LeaseState, RecordError, to_system_time, unix_now};
 pub use store::{LeaseError, LeaseStore, read_leases};
 pub use table::LeaseTable;
 

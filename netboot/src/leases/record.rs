@@ -9,6 +9,34 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use super::crc::crc32;
 use crate::mac::MacAddr;
 
+/// Why a line of the lease log is not a record; the messages name the field.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RecordError {
+    #[error("no crc32 field")]
+    NoCrc,
+    #[error("crc32 '{0}' is not hex")]
+    CrcNotHex(String),
+    #[error("crc32 mismatch (damaged or torn record)")]
+    CrcMismatch,
+    #[error("does not start with 'lease'")]
+    NotLease,
+    #[error("field '{0}' has no '='")]
+    NoEquals(String),
+    #[error("mac: {0}")]
+    Mac(#[source] crate::mac::ParseMacError),
+    #[error("ip '{value}': {source}")]
+    Ip { value: String, source: std::net::AddrParseError },
+    #[error("host '{0}' is badly escaped")]
+    Host(String),
+    #[error("{field} '{value}': {source}")]
+    Number { field: &'static str, value: String, source: std::num::ParseIntError },
+    #[error("unknown state '{0}'")]
+    State(String),
+    #[error("missing {0}")]
+    Missing(&'static str),
+}
+
 /// What became of an address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -94,37 +122,43 @@ impl Lease {
     }
 
     /// Parses one line (without its newline). Errors say which field is wrong.
-    pub fn parse_line(line: &str) -> Result<Lease, String> {
-        let (body, crc) = line.rsplit_once(" crc32=").ok_or("no crc32 field")?;
-        let want = u32::from_str_radix(crc, 16).map_err(|_| format!("crc32 '{crc}' is not hex"))?;
+    pub fn parse_line(line: &str) -> Result<Lease, RecordError> {
+        use RecordError as E;
+        let (body, crc) = line.rsplit_once(" crc32=").ok_or(E::NoCrc)?;
+        let want = u32::from_str_radix(crc, 16).map_err(|_| E::CrcNotHex(crc.to_string()))?;
         if crc32(body.as_bytes()) != want {
-            return Err("crc32 mismatch (damaged or torn record)".into());
+            return Err(E::CrcMismatch);
         }
         let mut fields = body.split(' ');
         if fields.next() != Some("lease") {
-            return Err("does not start with 'lease'".into());
+            return Err(E::NotLease);
         }
+        let number = |field: &'static str, v: &str| {
+            v.parse::<u64>().map_err(|source| E::Number { field, value: v.to_string(), source })
+        };
         let (mut mac, mut ip, mut host, mut expires, mut state, mut at) =
             (None, None, None, None, None, None);
         for f in fields {
-            let (k, v) = f.split_once('=').ok_or_else(|| format!("field '{f}' has no '='"))?;
+            let (k, v) = f.split_once('=').ok_or_else(|| E::NoEquals(f.to_string()))?;
             match k {
-                "mac" => mac = Some(v.parse::<MacAddr>().map_err(|e| format!("mac: {e}"))?),
-                "ip" => ip = Some(v.parse::<Ipv4Addr>().map_err(|e| format!("ip '{v}': {e}"))?),
-                "host" => host = Some(unescape(v).ok_or_else(|| format!("host '{v}' is badly escaped"))?),
-                "expires" => expires = Some(v.parse::<u64>().map_err(|e| format!("expires '{v}': {e}"))?),
-                "state" => state = Some(LeaseState::parse(v).ok_or_else(|| format!("unknown state '{v}'"))?),
-                "at" => at = Some(v.parse::<u64>().map_err(|e| format!("at '{v}': {e}"))?),
+                "mac" => mac = Some(v.parse::<MacAddr>().map_err(E::Mac)?),
+                "ip" => {
+                    ip = Some(v.parse::<Ipv4Addr>().map_err(|source| E::Ip { value: v.to_string(), source })?)
+                }
+                "host" => host = Some(unescape(v).ok_or_else(|| E::Host(v.to_string()))?),
+                "expires" => expires = Some(number("expires", v)?),
+                "state" => state = Some(LeaseState::parse(v).ok_or_else(|| E::State(v.to_string()))?),
+                "at" => at = Some(number("at", v)?),
                 // Unknown keys are skipped so a newer mosboot's log still reads here.
                 _ => {}
             }
         }
         Ok(Lease {
-            mac: mac.ok_or("missing mac")?,
-            ip: ip.ok_or("missing ip")?,
+            mac: mac.ok_or(E::Missing("mac"))?,
+            ip: ip.ok_or(E::Missing("ip"))?,
             hostname: host.unwrap_or_default(),
-            expires: expires.ok_or("missing expires")?,
-            state: state.ok_or("missing state")?,
+            expires: expires.ok_or(E::Missing("expires"))?,
+            state: state.ok_or(E::Missing("state"))?,
             at: at.unwrap_or(0),
         })
     }
@@ -196,6 +230,16 @@ mod tests {
     fn flipped_byte_is_caught() {
         let line = sample("ws001").to_line();
         let bad = line.trim_end().replace("ip=192.168.0.1", "ip=192.168.0.2");
-        assert!(Lease::parse_line(&bad).unwrap_err().contains("crc32"));
+        assert_eq!(Lease::parse_line(&bad), Err(RecordError::CrcMismatch));
+    }
+
+    #[test]
+    fn a_bad_field_is_named_with_its_cause() {
+        let body = "lease mac=00:0c:29:aa:bb:01 ip=192.168.0.1 expires=soon state=bound";
+        let line = format!("{body} crc32={:08x}", crc32(body.as_bytes()));
+        let e = Lease::parse_line(&line).expect_err("bad expires");
+        assert!(matches!(e, RecordError::Number { field: "expires", .. }), "{e:?}");
+        assert_eq!(e.to_string(), "expires 'soon': invalid digit found in string");
+        assert!(std::error::Error::source(&e).is_some());
     }
 }
