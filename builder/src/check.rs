@@ -189,6 +189,8 @@ overlay = "notes.txt"
             // Whether this machine has pxelinux installed is not about the config.
             problems.items.retain(|d| !d.file.starts_with("/usr/lib/PXELINUX"));
             let out = problems.to_string().replace(&shown_dir, "<dir>");
+            // What the command prints is this text; it exits 1 (the user can fix it).
+            assert_eq!(crate::error::Failure::from(problems).exit_code(), 1, "{name}");
             insta::assert_snapshot!(format!("check__{name}"), out);
         }
     }

@@ -5,6 +5,9 @@
 //! The hard part is option 12 for pool addresses whose MAC nobody knows in advance: dnsmasq names
 //! a client after the DNS host record of the address it leases (only while its DNS is on), and
 //! ISC dhcpd evaluates `option host-name` per lease, where `leased-address` is known.
+//!
+//! The texts are the templates `templates/export/*`; this module only gathers the facts they
+//! need (plan, netboot's option numbers and bytes) and refuses what a server config cannot hold.
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
