@@ -34,7 +34,7 @@ pub struct KernelInfo {
 }
 
 impl InitrdKind {
-    /// The name `cluster.toml` and `mosboot build` use for it.
+    /// Its short name: `cpio` or `ext2`.
     pub fn name(self) -> &'static str {
         match self {
             InitrdKind::Cpio => "cpio",

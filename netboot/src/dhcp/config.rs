@@ -37,7 +37,7 @@ impl Default for BootFiles {
     }
 }
 
-/// Everything the server needs; built from `cluster.toml` and the address plan.
+/// Everything the server needs; the caller builds it from its address plan.
 #[derive(Clone, Debug)]
 pub struct DhcpConfig {
     /// The lab NIC; nothing is read from or sent to any other interface.
