@@ -39,6 +39,11 @@ fn is_partial(name: &str) -> bool {
     name.rsplit('/').next().is_some_and(|f| f.starts_with(PARTIAL_MARK))
 }
 
+/// `export` for `export/dnsmasq.conf`; empty for a name without a folder.
+fn folder_of(name: &str) -> &str {
+    name.rsplit_once('/').map(|(f, _)| f).unwrap_or("")
+}
+
 /// Template sources: built-ins with user overrides applied.
 pub struct Templates {
     sources: BTreeMap<String, (String, Option<PathBuf>)>,
@@ -103,9 +108,8 @@ impl Templates {
         };
         let shown = path.clone().unwrap_or_else(|| PathBuf::from(format!("<built-in templates/{name}>")));
         let mut env = environment();
-        let folder = name.rsplit_once('/').map(|(f, _)| f).unwrap_or("");
         for (n, (partial, _)) in &self.sources {
-            if is_partial(n) && n.rsplit_once('/').map(|(f, _)| f).unwrap_or("") == folder {
+            if is_partial(n) && folder_of(n) == folder_of(name) {
                 // A broken partial shows up as an error of the template that includes it.
                 let _ = env.add_template(n, partial);
             }
@@ -182,13 +186,16 @@ fn environment<'s>() -> Environment<'s> {
 /// wrapped into lines of at most about 100 columns, continued with `#   `.
 pub fn comment_bullet(text: &str) -> String {
     const WIDTH: usize = 100;
+    // Each word is appended with a space before it, giving "# - word" and "#   word".
+    const FIRST: &str = "# -";
+    const REST: &str = "#  ";
     let mut out = String::new();
-    let mut line = String::from("# -");
+    let mut line = String::from(FIRST);
     for word in text.split_whitespace() {
-        if line.len() > 3 && line.len() + 1 + word.len() > WIDTH {
+        if line.len() > FIRST.len() && line.len() + 1 + word.len() > WIDTH {
             out.push_str(&line);
             out.push('\n');
-            line = String::from("#  ");
+            line = String::from(REST);
         }
         line.push(' ');
         line.push_str(word);
