@@ -46,6 +46,25 @@ fn fake_busybox() -> Vec<u8> {
     e
 }
 
+/// The header of a static x86-64 ELF executable, what a PC's own busybox would be: the build
+/// must refuse it for i386 nodes. Made here so the test does not depend on the host's binaries.
+fn fake_x86_64_elf() -> Vec<u8> {
+    let mut e = vec![0u8; 64 + 56];
+    e[..4].copy_from_slice(b"\x7fELF");
+    e[4] = 2; // 64-bit
+    e[5] = 1; // little endian
+    e[6] = 1;
+    e[16..18].copy_from_slice(&2u16.to_le_bytes()); // ET_EXEC
+    e[18..20].copy_from_slice(&62u16.to_le_bytes()); // EM_X86_64
+    e[20..24].copy_from_slice(&1u32.to_le_bytes());
+    e[32..40].copy_from_slice(&64u64.to_le_bytes()); // e_phoff
+    e[52..54].copy_from_slice(&64u16.to_le_bytes()); // e_ehsize
+    e[54..56].copy_from_slice(&56u16.to_le_bytes()); // e_phentsize
+    e[56..58].copy_from_slice(&1u16.to_le_bytes()); // e_phnum
+    e[64..68].copy_from_slice(&1u32.to_le_bytes()); // PT_LOAD
+    e
+}
+
 struct Lab {
     dir: tempfile::TempDir,
 }
@@ -261,15 +280,14 @@ fn plan_mistakes_and_input_mistakes_are_reported_together() {
         .replace("192.168.0.1-192.168.0.253", "192.168.0.0-192.168.0.254")
         .replace("kernels/bzImage", "kernels/nope");
     std::fs::write(lab.path().join("cluster.toml"), cfg).expect("write");
-    std::fs::write(lab.path().join("node-kit/busybox"), std::fs::read("/bin/busybox").expect("host busybox"))
-        .expect("bb");
+    std::fs::write(lab.path().join("node-kit/busybox"), fake_x86_64_elf()).expect("bb");
     let out = lab.run(&["check"]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("network address 192.168.0.0"), "{err}");
     assert!(err.contains("server's own address"), "{err}");
     assert!(err.contains("kernels/nope") && err.contains("image.kernel"), "{err}");
-    assert!(err.contains("64-bit"), "host busybox (x86-64) must be refused:\n{err}");
+    assert!(err.contains("64-bit") && err.contains("x86-64"), "an x86-64 busybox must be refused:\n{err}");
 }
 
 #[test]
@@ -452,10 +470,7 @@ fn check_accepts_a_good_config() {
 /// config that builds; it never overwrites without --force.
 #[test]
 fn init_fills_the_config_from_the_interface() {
-    if !harness::is_root() {
-        eprintln!("skipped: needs root for a network namespace");
-        return;
-    }
+    harness::require_root("a network namespace with the lab interface");
     let ns = harness::Netns::new("mbi");
     ns.ip(&["link", "add", "lab0", "type", "veth", "peer", "name", "lab0p"]);
     ns.ip(&["link", "set", "lab0", "up"]);

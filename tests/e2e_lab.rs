@@ -95,7 +95,7 @@ fn emulated_pcs_boot_from_mosboot_and_join() {
         eprintln!("skipped: MOSBOOT_E2E=skip");
         return;
     }
-    assert!(harness::is_root(), "the virtual lab needs root (namespaces, taps)");
+    harness::require_root("the virtual lab (namespaces, taps)");
     let kernel = kit("KIT_KERNEL");
     let busybox = kit("KIT_BUSYBOX");
     let lkrn = kit("KIT_LKRN");

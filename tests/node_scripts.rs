@@ -505,10 +505,7 @@ fn udhcpc_deconfig_clears_the_address() {
 /// and that the NIC ends up configured. Needs root (namespaces).
 #[test]
 fn udhcpc_script_with_a_real_udhcpc_and_udhcpd() {
-    if !harness::is_root() {
-        eprintln!("skipped: needs root for network namespaces");
-        return;
-    }
+    harness::require_root("network namespaces for udhcpc and udhcpd");
     let node = Node::new(&sample_context());
     // Real ifconfig/route: they only touch the node's own namespace.
     for applet in ["ifconfig", "route"] {
