@@ -296,29 +296,7 @@ fn rival_server_blocks_full_mode_and_proxy_mode_boots_beside_it() {
 
     // Proxy mode beside dnsmasq: address from dnsmasq, boot file from us (offer and port 4011).
     let (_proxy, plog) = server(&lab, &["--proxy"], "proxy");
-    let out = lab
-        .cli
-        .command(env!("CARGO_BIN_EXE_mosboot-test-pxeclient"))
-        .args(["c0", "02:00:00:00:00:00"])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success(),
-        "{text}\n{}\nserver:\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        std::fs::read_to_string(&plog).unwrap()
-    );
-    assert!(text.lines().any(|l| l.starts_with("offer 192.168.77.1 yiaddr=192.168.77.15")), "{text}");
-    assert!(
-        text.lines().any(|l| l == format!("offer {SERVER} yiaddr=0.0.0.0 file=pxelinux.0 siaddr={SERVER}")),
-        "{text}"
-    );
-    assert!(text.lines().any(|l| l.starts_with("ack 192.168.77.1 yiaddr=192.168.77.15")), "{text}");
-    assert!(
-        text.lines().any(|l| l == format!("proxyack {SERVER} file=pxelinux.0 siaddr={SERVER}")),
-        "{text}"
-    );
+    pxe_boot_beside_rival(&lab, &plog);
     // And a plain (non-PXE) client is left to dnsmasq alone.
     let script = lab.udhcpc_script();
     let out = udhcpc_once(&lab.cli, "c0", 5, &[], &script);
@@ -342,6 +320,32 @@ fn no_rival_lets_full_mode_start() {
     assert!(out.status.success(), "no lease: {}", std::fs::read_to_string(&log).unwrap());
     assert_eq!(lab.udhcpc_env("c0", "bound").get("serverid").map(String::as_str), Some(SERVER));
     assert!(srv.child.try_wait().unwrap().is_none(), "{}", std::fs::read_to_string(&log).unwrap());
+}
+
+/// A PXE ROM (the test client) on c0 beside the rival: its address comes from dnsmasq
+/// (192.168.77.1), its boot file from our proxy, in the offer and again on port 4011.
+fn pxe_boot_beside_rival(lab: &Lab, server_log: &Path) {
+    let out = lab
+        .cli
+        .command(env!("CARGO_BIN_EXE_mosboot-test-pxeclient"))
+        .args(["c0", "02:00:00:00:00:00"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{text}\n{}\nserver:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        std::fs::read_to_string(server_log).unwrap()
+    );
+    assert!(text.lines().any(|l| l.starts_with("offer 192.168.77.1 yiaddr=192.168.77.15")), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("ack 192.168.77.1 yiaddr=192.168.77.15")), "{text}");
+    for line in [
+        format!("offer {SERVER} yiaddr=0.0.0.0 file=pxelinux.0 siaddr={SERVER}"),
+        format!("proxyack {SERVER} file=pxelinux.0 siaddr={SERVER}"),
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+    }
 }
 
 /// A cluster.toml for the lab and a minimal output tree (serve needs only tftpboot/).
@@ -515,23 +519,7 @@ fn mosboot_serve_proxy_mode_beside_dnsmasq() {
     let (cfg, out, state) = cluster(&lab, "proxy");
     let (mut srv, log) = mosboot_serve(&lab, &cfg, &out, &state, "proxy");
     assert!(srv.child.try_wait().unwrap().is_none(), "{}", std::fs::read_to_string(&log).unwrap());
-    let res = lab
-        .cli
-        .command(env!("CARGO_BIN_EXE_mosboot-test-pxeclient"))
-        .args(["c0", "02:00:00:00:00:00"])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&res.stdout).to_string();
-    assert!(res.status.success(), "{text}\nserver:\n{}", std::fs::read_to_string(&log).unwrap());
-    assert!(text.lines().any(|l| l.starts_with("ack 192.168.77.1 yiaddr=192.168.77.15")), "{text}");
-    assert!(
-        text.lines().any(|l| l == format!("offer {SERVER} yiaddr=0.0.0.0 file=pxelinux.0 siaddr={SERVER}")),
-        "{text}"
-    );
-    assert!(
-        text.lines().any(|l| l == format!("proxyack {SERVER} file=pxelinux.0 siaddr={SERVER}")),
-        "{text}"
-    );
+    pxe_boot_beside_rival(&lab, &log);
     // No lease is ever written in proxy mode.
     let leases = std::fs::read_to_string(state.join("leases")).unwrap_or_default();
     assert!(!leases.contains("state=bound"), "{leases}");

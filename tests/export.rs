@@ -317,19 +317,7 @@ fn pxe_rom(ns: &Netns, iface: &str, mac: netboot::mac::MacAddr) -> Vec<String> {
         // SAFETY: setns on a valid namespace fd; it moves only this thread.
         assert_eq!(unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) }, 0, "setns");
         let mut steps = Vec::new();
-        let sock = UdpSocket::bind("0.0.0.0:68").unwrap();
-        sock.set_broadcast(true).unwrap();
-        // SAFETY: setsockopt with a valid fd and the interface name's bytes and length.
-        let rc = unsafe {
-            libc::setsockopt(
-                sock.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_BINDTODEVICE,
-                iface.as_ptr().cast(),
-                iface.len() as u32,
-            )
-        };
-        assert_eq!(rc, 0, "SO_BINDTODEVICE");
+        let sock = harness::dhcp_client_socket(&iface);
         let pxe_opts = vec![
             (code::VENDOR_CLASS, b"PXEClient:Arch:00000:UNDI:002001".to_vec()),
             (code::CLIENT_ARCH, vec![0, 0]),

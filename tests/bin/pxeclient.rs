@@ -7,7 +7,6 @@
 //! usage: mosboot-test-pxeclient IF MAC [--discover-only] [--wait-ms N]
 
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
-use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use netboot::dhcp::packet::{ReplyView, code, decode_reply, encode_request};
@@ -47,20 +46,7 @@ fn main() {
     let wait =
         args.iter().position(|a| a == "--wait-ms").map(|i| args[i + 1].parse().unwrap()).unwrap_or(2000);
     let wait = Duration::from_millis(wait);
-    let sock = UdpSocket::bind("0.0.0.0:68").unwrap();
-    sock.set_broadcast(true).unwrap();
-    let name = std::ffi::CString::new(iface.as_str()).unwrap();
-    // SAFETY: setsockopt with a valid fd and a NUL-terminated name of the given length.
-    let rc = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_BINDTODEVICE,
-            name.as_ptr().cast(),
-            iface.len() as u32,
-        )
-    };
-    assert_eq!(rc, 0, "SO_BINDTODEVICE");
+    let sock = harness::dhcp_client_socket(iface);
     let vendor = (code::VENDOR_CLASS, b"PXEClient:Arch:00000:UNDI:002001".to_vec());
     let arch = (code::CLIENT_ARCH, vec![0, 0]);
     let uuid = (code::CLIENT_UUID, vec![0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16]);

@@ -226,6 +226,40 @@ pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     cond()
 }
 
+/// Deterministic pseudo-random bytes (xorshift64): compress badly, like a real binary, and
+/// make a failure reproducible. Different seeds give different bytes.
+pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(1).max(1);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// A DHCP client's socket: UDP 68 on every address, broadcast allowed, bound to `iface` (run it
+/// on a thread or in a process inside the client's namespace).
+pub fn dhcp_client_socket(iface: &str) -> std::net::UdpSocket {
+    use std::os::fd::AsRawFd;
+    let sock = std::net::UdpSocket::bind("0.0.0.0:68").unwrap_or_else(|e| panic!("bind UDP 68: {e}"));
+    sock.set_broadcast(true).expect("SO_BROADCAST");
+    // SAFETY: setsockopt with a valid fd and the interface name's bytes and length.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_BINDTODEVICE,
+            iface.as_ptr().cast(),
+            iface.len() as u32,
+        )
+    };
+    assert_eq!(rc, 0, "SO_BINDTODEVICE {iface}: {}", std::io::Error::last_os_error());
+    sock
+}
+
 /// sha256 of a file, hex.
 pub fn sha256_file(path: &Path) -> String {
     use sha2::{Digest, Sha256};
@@ -392,4 +426,45 @@ pub fn udhcpc_once(ns: &Netns, iface: &str, tries: u32, extra: &[&str], script: 
         .arg(script)
         .output()
         .unwrap_or_else(|e| panic!("cannot run udhcpc: {e}"))
+}
+
+/// The one sample cluster (tests/fixtures/cluster.toml, the SPEC's LTSP example).
+pub const SAMPLE_CLUSTER: &str = include_str!("../fixtures/cluster.toml");
+
+/// The sample cluster with `set` applied (`("section.key", "toml value")`: replaces the key's
+/// line, or adds it at the end of its section) and `extra` appended (more `[[node]]`s...).
+pub fn sample_cluster(set: &[(&str, &str)], extra: &str) -> String {
+    let mut out: Vec<String> = Vec::new();
+    let mut pending: Vec<(&str, &str)> = set.to_vec();
+    let mut section = String::new();
+    let flush = |section: &str, pending: &mut Vec<(&str, &str)>, out: &mut Vec<String>| {
+        let at = out.iter().rposition(|l| !l.trim().is_empty()).map_or(out.len(), |i| i + 1);
+        let mine: Vec<String> = pending
+            .iter()
+            .filter_map(|(k, v)| k.strip_prefix(&format!("{section}.")).map(|key| format!("{key} = {v}")))
+            .collect();
+        pending.retain(|(k, _)| !k.starts_with(&format!("{section}.")));
+        for (n, l) in mine.into_iter().enumerate() {
+            out.insert(at + n, l);
+        }
+    };
+    for line in SAMPLE_CLUSTER.lines() {
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            flush(&section, &mut pending, &mut out);
+            section = name.to_string();
+        } else if let Some((key, _)) = line.split_once(" = ") {
+            let full = format!("{section}.{key}");
+            if let Some(i) = pending.iter().position(|(k, _)| *k == full) {
+                out.push(format!("{key} = {}", pending.remove(i).1));
+                continue;
+            }
+        }
+        out.push(line.to_string());
+    }
+    flush(&section, &mut pending, &mut out);
+    assert!(pending.is_empty(), "no section for {pending:?} in the sample cluster");
+    let mut text = out.join("\n");
+    text.push('\n');
+    text.push_str(extra);
+    text
 }

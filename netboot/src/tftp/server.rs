@@ -167,7 +167,7 @@ impl Shared {
                 }
             }
             Ok(other) => {
-                tracing::debug!(%peer, packet = ?other_kind(&other), "tftp: ignored non-request on port 69");
+                tracing::debug!(%peer, packet = other.kind(), "tftp: ignored non-request on port 69");
             }
             Err(e) => {
                 let opcode = bytes.get(..2).map(|b| u16::from_be_bytes([b[0], b[1]]));
@@ -335,17 +335,6 @@ impl Shared {
 /// buffer is full: the client will ask again).
 fn reply(socket: &UdpSocket, peer: SocketAddr, code: ErrorCode, message: &str) {
     let _ = socket.try_send_to(&error_packet(code, message), peer);
-}
-
-fn other_kind(p: &Packet) -> &'static str {
-    match p {
-        Packet::Rrq(_) => "RRQ",
-        Packet::Wrq(_) => "WRQ",
-        Packet::Data { .. } => "DATA",
-        Packet::Ack { .. } => "ACK",
-        Packet::Error { .. } => "ERROR",
-        Packet::Oack { .. } => "OACK",
-    }
 }
 
 #[cfg(test)]

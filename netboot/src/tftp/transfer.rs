@@ -346,22 +346,11 @@ impl Transfer {
                 Ok(Packet::Ack { block }) => return Ok(Heard::Ack(block)),
                 Ok(Packet::Error { code, message }) => return Ok(Heard::Error(code, message)),
                 Ok(other) => {
-                    tracing::debug!(packet = ?kind(&other), "tftp: ignored packet in transfer")
+                    tracing::debug!(packet = other.kind(), "tftp: ignored packet in transfer")
                 }
                 Err(e) => tracing::debug!(error = %e, "tftp: dropped malformed packet in transfer"),
             }
         }
-    }
-}
-
-fn kind(p: &Packet) -> &'static str {
-    match p {
-        Packet::Rrq(_) => "RRQ",
-        Packet::Wrq(_) => "WRQ",
-        Packet::Data { .. } => "DATA",
-        Packet::Ack { .. } => "ACK",
-        Packet::Error { .. } => "ERROR",
-        Packet::Oack { .. } => "OACK",
     }
 }
 
