@@ -22,6 +22,19 @@ fn lab() -> Lab {
     Lab::new("d", &format!("{SERVER}/24"))
 }
 
+/// The rival: dnsmasq at 192.168.77.1 handing out .150-.160 (see [`Lab::rival`]).
+fn rival(lab: &Lab) -> (Netns, ChildGuard) {
+    lab.rival("192.168.77.1/24", "192.168.77.150", "192.168.77.160")
+}
+
+/// The lab with the rival on its bridge and one client interface, c0.
+fn lab_with_rival_and_client() -> (Lab, Netns, ChildGuard) {
+    let mut lab = lab();
+    let (rns, dnsmasq) = rival(&lab);
+    lab.clients(1);
+    (lab, rns, dnsmasq)
+}
+
 fn leases(lab: &Lab) -> PathBuf {
     lab.dir.path().join("leases")
 }
@@ -283,9 +296,7 @@ fn refuses_missing_interface_or_address() {
 
 #[test]
 fn rival_server_blocks_full_mode_and_proxy_mode_boots_beside_it() {
-    let mut lab = lab();
-    let (_rns, _dnsmasq) = lab.rival("192.168.77.1/24", "192.168.77.150", "192.168.77.160");
-    lab.clients(1);
+    let (lab, _rns, _dnsmasq) = lab_with_rival_and_client();
 
     // Full mode looks first and refuses.
     let (mut full, log) = server(&lab, &["--probe-ms", "2000"], "full");
@@ -494,7 +505,7 @@ fn mosboot_serve_boots_a_client_and_nodes_shows_it() {
 #[test]
 fn mosboot_serve_refuses_full_mode_beside_dnsmasq() {
     let lab = lab();
-    let (_rns, _dnsmasq) = lab.rival("192.168.77.1/24", "192.168.77.150", "192.168.77.160");
+    let (_rns, _dnsmasq) = rival(&lab);
     let (cfg, out, state) = cluster(&lab, "full");
     let (mut srv, log) = mosboot_serve(&lab, &cfg, &out, &state, "full");
     let st = srv.wait_timeout(Duration::from_secs(10)).expect("serve refuses");
@@ -513,9 +524,7 @@ fn mosboot_serve_refuses_full_mode_beside_dnsmasq() {
 /// only its boot information, in the offer and on port 4011.
 #[test]
 fn mosboot_serve_proxy_mode_beside_dnsmasq() {
-    let mut lab = lab();
-    let (_rns, _dnsmasq) = lab.rival("192.168.77.1/24", "192.168.77.150", "192.168.77.160");
-    lab.clients(1);
+    let (lab, _rns, _dnsmasq) = lab_with_rival_and_client();
     let (cfg, out, state) = cluster(&lab, "proxy");
     let (mut srv, log) = mosboot_serve(&lab, &cfg, &out, &state, "proxy");
     assert!(srv.child.try_wait().unwrap().is_none(), "{}", std::fs::read_to_string(&log).unwrap());

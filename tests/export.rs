@@ -269,33 +269,11 @@ fn proxy_export_boots_beside_a_rival_and_dhcpd_refuses() {
 /// ask the boot server on UDP 4011 for the first menu item (option 43, sub-option 71). Runs on a
 /// thread that has joined the client namespace. Returns one line per step.
 fn pxe_rom(ns: &Netns, iface: &str, mac: netboot::mac::MacAddr) -> Vec<String> {
-    use netboot::dhcp::packet::{ReplyView, code, decode_reply, encode_request};
+    use netboot::dhcp::packet::{code, encode_request};
     use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
     use std::os::fd::AsRawFd;
 
-    fn collect(sock: &UdpSocket, xid: u32, wait: Duration) -> Vec<ReplyView> {
-        let end = std::time::Instant::now() + wait;
-        let mut out = Vec::new();
-        let mut buf = [0u8; 1500];
-        while std::time::Instant::now() < end {
-            let left = end.saturating_duration_since(std::time::Instant::now()).max(Duration::from_millis(1));
-            sock.set_read_timeout(Some(left)).unwrap();
-            if let Ok((n, _)) = sock.recv_from(&mut buf)
-                && let Some(v) = decode_reply(&buf[..n])
-                && v.xid == xid
-            {
-                out.push(v);
-            }
-        }
-        out
-    }
-    fn sid(v: &ReplyView) -> Ipv4Addr {
-        v.options
-            .get(&code::SERVER_ID)
-            .and_then(|s| <[u8; 4]>::try_from(s.as_slice()).ok())
-            .map(Ipv4Addr::from)
-            .unwrap_or(Ipv4Addr::UNSPECIFIED)
-    }
+    use harness::{dhcp_replies as collect, dhcp_server_id as sid};
     /// Sub-option `want` of an encapsulated option 43.
     fn sub(data: &[u8], want: u8) -> Option<Vec<u8>> {
         let mut i = 0;

@@ -777,3 +777,51 @@ fn malformed_packets_and_busy_limit() {
         other => panic!("expected server busy, got {other:?}"),
     }
 }
+
+/// RFC 7440 windows: a client that repeats its ACK for the block before the window (atftp does
+/// it for every duplicate block it sees) gets the window resent once, not once per repeat. The
+/// old answer-every-repeat made a storm of duplicates under loss that stalled atftp.
+#[test]
+fn repeated_acks_before_a_window_resend_it_once() {
+    let tree = Tree::new();
+    tree.put("f", &random_bytes(100_000, 11));
+    // A retransmit timer far longer than the test, so every packet seen answers an ACK.
+    let d = Tftpd::start("127.0.69.11", &tree.root(), &["--timeout-ms", "5000"]);
+    let raw = Raw::new();
+    raw.send(&rrq(b"f", &[("windowsize", "4")]), d.addr);
+    let (pkt, tid) = raw.recv(Duration::from_secs(1)).expect("OACK");
+    assert_eq!(pkt, Pkt::Oack(vec![("windowsize".into(), "4".into())]));
+    raw.send(&ack(0), tid);
+    let blocks = |got: &[(Pkt, SocketAddr)]| -> Vec<u16> {
+        got.iter().map(|(p, _)| if let Pkt::Data(b, _) = p { *b } else { panic!("{p:?}") }).collect()
+    };
+    assert_eq!(blocks(&raw.drain(Duration::from_millis(500))), [1, 2, 3, 4]);
+    // Block 1 "lost": the client says so five times.
+    for _ in 0..5 {
+        raw.send(&ack(0), tid);
+    }
+    assert_eq!(blocks(&raw.drain(Duration::from_millis(1000))), [1, 2, 3, 4], "one resend, no storm");
+    // The window still moves on the next real ACK.
+    raw.send(&ack(4), tid);
+    assert_eq!(blocks(&raw.drain(Duration::from_millis(500))), [5, 6, 7, 8]);
+}
+
+/// A lost ACK of the OACK: the server waits out atftp's 5 s timer before sending the OACK again
+/// (atftp 0.8.0 aborts with "unexpected OACK" on a second OACK after its ACK), and the transfer
+/// goes on when the client's ACK 0 comes late.
+#[test]
+fn oack_is_not_repeated_before_a_strict_clients_timer() {
+    let tree = Tree::new();
+    let data = tree.put("f", &random_bytes(3000, 12));
+    let d = Tftpd::start("127.0.69.12", &tree.root(), &["--timeout-ms", "100"]);
+    let raw = Raw::new();
+    raw.send(&rrq(b"f", &[("blksize", "1468")]), d.addr);
+    let (pkt, tid) = raw.recv(Duration::from_secs(1)).expect("OACK");
+    assert_eq!(pkt, Pkt::Oack(vec![("blksize".into(), "1468".into())]));
+    // 2 s of silence from the client: at a 100 ms timer this would have been many OACKs.
+    let repeats = raw.drain(Duration::from_secs(2));
+    assert!(repeats.is_empty(), "OACK repeated within atftp's timer: {repeats:?}");
+    raw.send(&ack(0), tid);
+    let (got, strays) = raw.receive_file(tid, 1468);
+    assert!(got == data && strays.is_empty());
+}

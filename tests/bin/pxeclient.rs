@@ -7,37 +7,12 @@
 //! usage: mosboot-test-pxeclient IF MAC [--discover-only] [--wait-ms N]
 
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use netboot::dhcp::packet::{ReplyView, code, decode_reply, encode_request};
+use netboot::dhcp::packet::{code, encode_request};
 use netboot::mac::MacAddr;
 
-fn sid(v: &ReplyView) -> Ipv4Addr {
-    v.options
-        .get(&code::SERVER_ID)
-        .and_then(|s| <[u8; 4]>::try_from(s.as_slice()).ok())
-        .map(Ipv4Addr::from)
-        .unwrap_or(Ipv4Addr::UNSPECIFIED)
-}
-
-fn collect(sock: &UdpSocket, xid: u32, wait: Duration) -> Vec<ReplyView> {
-    let end = Instant::now() + wait;
-    let mut out = Vec::new();
-    let mut buf = [0u8; 1500];
-    while Instant::now() < end {
-        sock.set_read_timeout(Some(
-            end.saturating_duration_since(Instant::now()).max(Duration::from_millis(1)),
-        ))
-        .unwrap();
-        if let Ok((n, _)) = sock.recv_from(&mut buf)
-            && let Some(v) = decode_reply(&buf[..n])
-            && v.xid == xid
-        {
-            out.push(v);
-        }
-    }
-    out
-}
+use harness::{dhcp_replies as collect, dhcp_server_id as sid};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -260,6 +260,38 @@ pub fn dhcp_client_socket(iface: &str) -> std::net::UdpSocket {
     sock
 }
 
+/// Every DHCP reply with transaction id `xid` that reaches `sock` within `wait`.
+pub fn dhcp_replies(
+    sock: &std::net::UdpSocket,
+    xid: u32,
+    wait: Duration,
+) -> Vec<netboot::dhcp::packet::ReplyView> {
+    let end = Instant::now() + wait;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 1500];
+    while Instant::now() < end {
+        let left = end.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+        sock.set_read_timeout(Some(left)).expect("SO_RCVTIMEO");
+        if let Ok((n, _)) = sock.recv_from(&mut buf)
+            && let Some(v) = netboot::dhcp::packet::decode_reply(&buf[..n])
+            && v.xid == xid
+        {
+            out.push(v);
+        }
+    }
+    out
+}
+
+/// The server identifier (option 54) of a DHCP reply, 0.0.0.0 when it has none.
+pub fn dhcp_server_id(v: &netboot::dhcp::packet::ReplyView) -> std::net::Ipv4Addr {
+    use netboot::dhcp::packet::code;
+    v.options
+        .get(&code::SERVER_ID)
+        .and_then(|s| <[u8; 4]>::try_from(s.as_slice()).ok())
+        .map(std::net::Ipv4Addr::from)
+        .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED)
+}
+
 /// sha256 of a file, hex.
 pub fn sha256_file(path: &Path) -> String {
     use sha2::{Digest, Sha256};
