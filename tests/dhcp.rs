@@ -218,14 +218,7 @@ fn storm_of_50_survives_kill_9_and_every_mac_keeps_its_address() {
     // Consistent with `mosboot map`: node numbers count up from 2 at .10, one map line.
     let map = Command::new(harness::mosboot_bin()).arg("-c").arg(&cfg).arg("map").output().unwrap();
     assert_eq!(String::from_utf8_lossy(&map.stdout), "1 192.168.77.254 1\n2 192.168.77.10 90\n");
-    let nodes = Command::new(harness::mosboot_bin())
-        .arg("-c")
-        .arg(&cfg)
-        .args(["nodes", "--json", "--state"])
-        .arg(&state)
-        .output()
-        .unwrap();
-    let rows: serde_json::Value = serde_json::from_slice(&nodes.stdout).unwrap();
+    let rows = nodes_json(&cfg, &state);
     for (i, ip) in &first {
         let row = rows.as_array().unwrap().iter().find(|r| r["ip"] == ip.as_str()).unwrap();
         let last: u32 = ip.rsplit('.').next().unwrap().parse().unwrap();
@@ -331,6 +324,19 @@ fn no_rival_lets_full_mode_start() {
     assert!(out.status.success(), "no lease: {}", std::fs::read_to_string(&log).unwrap());
     assert_eq!(lab.udhcpc_env("c0", "bound").get("serverid").map(String::as_str), Some(SERVER));
     assert!(srv.child.try_wait().unwrap().is_none(), "{}", std::fs::read_to_string(&log).unwrap());
+}
+
+/// `mosboot nodes --json` for the lab's cluster and state, as a user would read it.
+fn nodes_json(cfg: &Path, state: &Path) -> serde_json::Value {
+    let o = Command::new(harness::mosboot_bin())
+        .arg("-c")
+        .arg(cfg)
+        .args(["nodes", "--json", "--state"])
+        .arg(state)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "mosboot nodes: {}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).unwrap()
 }
 
 /// A PXE ROM (the test client) on c0 beside the rival: its address comes from dnsmasq
@@ -450,15 +456,7 @@ fn mosboot_serve_boots_a_client_and_nodes_shows_it() {
     assert!(wait_until(Duration::from_secs(5), || std::fs::read_to_string(state.join("stages.log"))
         .unwrap_or_default()
         .contains("stage=fetched pxelinux.0")));
-    let o = Command::new(harness::mosboot_bin())
-        .arg("-c")
-        .arg(&cfg)
-        .args(["nodes", "--json", "--state"])
-        .arg(&state)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let rows: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let rows = nodes_json(&cfg, &state);
     let row = rows.as_array().unwrap().iter().find(|r| r["ip"] == "192.168.77.10").unwrap();
     assert_eq!(row["node"], 2);
     assert_eq!(row["hostname"], "ws010");
