@@ -500,3 +500,30 @@ pub fn sample_cluster(set: &[(&str, &str)], extra: &str) -> String {
     text.push_str(extra);
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    /// Overrides replace a key in place, new keys land at the end of their section, and the
+    /// result is a config the product reads as meant.
+    #[test]
+    fn sample_cluster_overrides_land_in_their_sections() {
+        let text = super::sample_cluster(
+            &[
+                ("cluster.interface", "\"br0\""),
+                ("cluster.router", "\"192.168.0.254\""),
+                ("image.initrd", "\"ext2\""),
+            ],
+            "[[node]]\nmac = \"52:54:00:12:34:56\"\nip = \"192.168.0.5\"\n",
+        );
+        assert_eq!(text.matches("interface = ").count(), 1, "{text}");
+        let cfg = mosboot::config::Config::parse(&text, Path::new("/lab/cluster.toml")).expect(&text);
+        assert_eq!(cfg.cluster.interface, "br0");
+        assert_eq!(cfg.cluster.pool.len(), 1);
+        let plan = mosboot::plan::Plan::new(&cfg).expect("plan");
+        assert_eq!(plan.map_text(), "1 192.168.0.254 1\n2 192.168.0.1 253\n");
+        assert!(text.contains("router = \"192.168.0.254\"\n\n[openmosix]"), "{text}");
+        assert!(text.contains("busybox = \"node-kit/busybox\"\ninitrd = \"ext2\"\n[[node]]"), "{text}");
+    }
+}
