@@ -251,9 +251,16 @@ impl Transfer {
                         match moved {
                             // A stale ACK from before the window: ignore.
                             None => continue,
-                            // A repeated ACK of the block before the window. With one block per
-                            // window, answering it would double every later packet (Sorcerer's
-                            // Apprentice), so the timeout alone retransmits.
+                            // A repeated ACK of the block before the window while we linger in
+                            // silence: the client's own timer, so it is alive and still wants
+                            // the window's start. Resend it once, then linger again.
+                            Some(0) if lingered => {
+                                lingered = false;
+                                break;
+                            }
+                            // Otherwise, with one block per window, answering it would double
+                            // every later packet (Sorcerer's Apprentice), so the timeout alone
+                            // retransmits.
                             Some(0) if windowsize == 1 => continue,
                             // With a window, RFC 7440 clients send it when they missed the
                             // window's start, but also (atftp) when a duplicate of an earlier
