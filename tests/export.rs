@@ -312,8 +312,7 @@ fn pxe_rom(ns: &Netns, iface: &str, mac: netboot::mac::MacAddr) -> Vec<String> {
             Ipv4Addr::UNSPECIFIED,
             &with(vec![(code::MESSAGE_TYPE, vec![1])]),
         );
-        sock.send_to(&discover, "255.255.255.255:67").unwrap();
-        let offers = collect(&sock, xid, Duration::from_secs(2));
+        let offers = harness::dhcp_discover(&sock, &discover, xid, Duration::from_secs(2));
         let Some(addr) = offers.iter().find(|o| !o.yiaddr.is_unspecified()) else {
             steps.push(format!("no address offer among {}", offers.len()));
             return steps;

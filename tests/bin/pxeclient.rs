@@ -33,8 +33,7 @@ fn main() {
         Ipv4Addr::UNSPECIFIED,
         &[(code::MESSAGE_TYPE, vec![1]), vendor.clone(), arch.clone(), uuid.clone()],
     );
-    sock.send_to(&discover, "255.255.255.255:67").unwrap();
-    let offers = collect(&sock, xid, wait);
+    let offers = harness::dhcp_discover(&sock, &discover, xid, wait);
     for o in &offers {
         println!(
             "offer {} yiaddr={} file={} siaddr={}",

@@ -282,6 +282,25 @@ pub fn dhcp_replies(
     out
 }
 
+/// Broadcasts `discover` and gathers the offers for `xid` for `wait`; like a PXE ROM it sends the
+/// DISCOVER again (up to four times in all) while nothing answered, so a link that is still
+/// coming up (a port just added to the bridge) costs a retry, not the test.
+pub fn dhcp_discover(
+    sock: &std::net::UdpSocket,
+    discover: &[u8],
+    xid: u32,
+    wait: Duration,
+) -> Vec<netboot::dhcp::packet::ReplyView> {
+    for _ in 0..4 {
+        sock.send_to(discover, "255.255.255.255:67").expect("send DISCOVER");
+        let offers = dhcp_replies(sock, xid, wait);
+        if !offers.is_empty() {
+            return offers;
+        }
+    }
+    Vec::new()
+}
+
 /// The server identifier (option 54) of a DHCP reply, 0.0.0.0 when it has none.
 pub fn dhcp_server_id(v: &netboot::dhcp::packet::ReplyView) -> std::net::Ipv4Addr {
     use netboot::dhcp::packet::code;
