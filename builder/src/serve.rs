@@ -1,13 +1,16 @@
 //! `mosboot serve`: DHCP (full or proxy) and TFTP for the output tree, in the foreground.
 //!
 //! Order matters for safety: load config and plan; look for a rival DHCP server (full mode);
-//! bind every socket and open the lease log (needs root); then drop to an unprivileged user, so
-//! nothing that parses packets from the network runs as root. Every boot event becomes one log
-//! line and one line in `<state>/stages.log`, which `mosboot nodes` reads.
+//! bind every socket and open every state file (needs root); then drop to an unprivileged user,
+//! so nothing that parses packets from the network runs as root. The state folder stays owned by
+//! root and its files are opened with `O_NOFOLLOW` before the drop (see `netboot::statedir`):
+//! the unprivileged server writes only through descriptors it inherited, so it cannot plant a
+//! link that root follows on the next start. Every boot event becomes one log line and one line
+//! in `<state>/stages.log` (size-capped), which `mosboot nodes` reads.
 
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
@@ -15,6 +18,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use netboot::dhcp::{BootFiles, DhcpConfig, DhcpServer, HostInfo, probe_rival};
 use netboot::events::{BootEvent, EventReceiver, Stage};
 use netboot::mac::MacAddr;
+use netboot::statedir::StateDir;
 use netboot::tftp::{TftpConfig, TftpServer};
 
 use crate::config::{Config, DhcpMode};
@@ -24,6 +28,9 @@ use crate::plan::Plan;
 /// File names inside the state directory.
 pub const LEASE_FILE: &str = "leases";
 pub const STAGE_LOG: &str = "stages.log";
+/// The stage log is cut to its newest half when it grows past this (a flood adds a line per
+/// DISCOVER).
+pub const STAGE_LOG_MAX: u64 = 4 << 20;
 
 /// Options of `mosboot serve`.
 #[derive(clap::Args, Debug, Clone)]
@@ -99,18 +106,18 @@ pub fn run(cfg_path: &Path, args: &ServeArgs) -> Result<(), Failure> {
         )));
     }
     let state = args.state.clone().unwrap_or_else(|| default_state_dir(&plan.cluster));
-    std::fs::create_dir_all(&state)
-        .map_err(|e| Failure::runtime(format!("create state folder {}", state.display()), e))?;
+    let state_dir = StateDir::secure(&state).map_err(|e| Failure::runtime("open the state folder", e))?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .map_err(|e| Failure::runtime("start the async runtime", e))?;
-    rt.block_on(serve(plan, root, state, args))
+    rt.block_on(serve(plan, root, state_dir, args))
 }
 
-async fn serve(plan: Plan, root: PathBuf, state: PathBuf, args: &ServeArgs) -> Result<(), Failure> {
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+async fn serve(plan: Plan, root: PathBuf, state_dir: StateDir, args: &ServeArgs) -> Result<(), Failure> {
+    let state = state_dir.path().to_path_buf();
+    let (tx, rx) = netboot::events::channel();
 
     let dhcp = if plan.dhcp == DhcpMode::Off {
         tracing::info!("dhcp = \"off\": serving TFTP only");
@@ -140,14 +147,11 @@ async fn serve(plan: Plan, root: PathBuf, state: PathBuf, args: &ServeArgs) -> R
     };
     let tftp = TftpServer::bind(tftp_cfg, Some(tx))
         .map_err(|e| Failure::Usage(format!("cannot start TFTP: {e}")))?;
-    let stage_path = state.join(STAGE_LOG);
-    let stage_log = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&stage_path)
-        .map_err(|e| Failure::runtime(format!("open {}", stage_path.display()), e))?;
+    let stage_log =
+        state_dir.open_file(STAGE_LOG, true).map_err(|e| Failure::runtime("open the stage log", e))?;
+    let mac_of = known_macs(&state.join(LEASE_FILE), &plan);
 
-    drop_privileges(&args.user, &state)?;
+    drop_privileges(&args.user)?;
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
@@ -166,7 +170,7 @@ async fn serve(plan: Plan, root: PathBuf, state: PathBuf, args: &ServeArgs) -> R
         tracing::info!("stopping");
         let _ = stop_tx.send(true);
     });
-    let events = tokio::spawn(record_events(rx, plan.clone(), state.join(LEASE_FILE), stage_log));
+    let events = tokio::spawn(record_events(rx, plan.clone(), mac_of, stage_log));
     tracing::info!(
         cluster = %plan.cluster,
         interface = %plan.interface,
@@ -210,26 +214,16 @@ fn startup(e: netboot::dhcp::DhcpError) -> Failure {
     }
 }
 
-/// Switches to `user` (when root): its primary group only, no supplementary groups. The state
-/// folder is handed to that user first so a later start without root can still use it.
-fn drop_privileges(user: &str, state: &Path) -> Result<(), Failure> {
-    use nix::unistd::{Uid, User, chown, setgid, setgroups, setuid};
+/// Switches to `user` (when root): its primary group only, no supplementary groups. Nothing is
+/// handed to that user: it keeps only the descriptors opened before.
+fn drop_privileges(user: &str) -> Result<(), Failure> {
+    use nix::unistd::{Uid, User, setgid, setgroups, setuid};
     if !Uid::effective().is_root() || user == "root" {
         return Ok(());
     }
     let u = User::from_name(user)
         .map_err(|e| Failure::runtime(format!("look up user '{user}'"), e))?
         .ok_or_else(|| Failure::Usage(format!("user '{user}' does not exist (pass --user NAME)")))?;
-    let chown_one = |p: &Path| {
-        chown(p, Some(u.uid), Some(u.gid)).map_err(|e| Failure::runtime(format!("chown {}", p.display()), e))
-    };
-    chown_one(state)?;
-    for name in [LEASE_FILE, STAGE_LOG] {
-        let p = state.join(name);
-        if p.exists() {
-            chown_one(&p)?;
-        }
-    }
     setgroups(&[u.gid]).map_err(|e| Failure::runtime("drop supplementary groups", e))?;
     setgid(u.gid).map_err(|e| Failure::runtime(format!("switch to group of '{user}'"), e))?;
     setuid(u.uid).map_err(|e| Failure::runtime(format!("switch to user '{user}'"), e))?;
@@ -240,11 +234,10 @@ fn drop_privileges(user: &str, state: &Path) -> Result<(), Failure> {
     Ok(())
 }
 
-/// One line per event to the log and to the stage log.
-async fn record_events(mut rx: EventReceiver, plan: Plan, lease_file: PathBuf, mut stage_log: File) {
-    // TFTP only knows IPs; DHCP events and the lease log say which MAC holds which IP.
+/// TFTP only knows IPs; DHCP events and the lease log say which MAC holds which IP.
+fn known_macs(lease_file: &Path, plan: &Plan) -> HashMap<Ipv4Addr, MacAddr> {
     let mut mac_of: HashMap<Ipv4Addr, MacAddr> = HashMap::new();
-    if let Ok((leases, _)) = netboot::leases::read_leases(&lease_file) {
+    if let Ok((leases, _)) = netboot::leases::read_leases(lease_file) {
         for l in leases {
             mac_of.insert(l.ip, l.mac);
         }
@@ -254,6 +247,33 @@ async fn record_events(mut rx: EventReceiver, plan: Plan, lease_file: PathBuf, m
             mac_of.entry(n.ip).or_insert(m);
         }
     }
+    mac_of
+}
+
+/// Keeps the newest half of an append-only log that grew past `max`, in place (through the
+/// descriptor: the unprivileged server cannot rename in the root-owned state folder).
+fn trim_log(file: &mut File, max: u64) -> std::io::Result<()> {
+    let len = file.metadata()?.len();
+    if len <= max {
+        return Ok(());
+    }
+    let keep = max / 2;
+    file.seek(SeekFrom::Start(len - keep))?;
+    let mut tail = Vec::with_capacity(keep as usize);
+    file.take(keep).read_to_end(&mut tail)?;
+    // Start on a whole line.
+    let start = tail.iter().position(|&b| b == b'\n').map(|i| i + 1).unwrap_or(tail.len());
+    file.set_len(0)?;
+    file.write_all(&tail[start..])
+}
+
+/// One line per event to the log and to the stage log.
+async fn record_events(
+    mut rx: EventReceiver,
+    plan: Plan,
+    mut mac_of: HashMap<Ipv4Addr, MacAddr>,
+    mut stage_log: File,
+) {
     while let Some(ev) = rx.recv().await {
         if let (Some(m), Stage::Acked | Stage::Offered) = (ev.mac, &ev.stage)
             && !ev.ip.is_unspecified()
@@ -267,7 +287,9 @@ async fn record_events(mut rx: EventReceiver, plan: Plan, lease_file: PathBuf, m
             // DHCP logs its own events; TFTP fetches and joins are logged here.
             tracing::info!("{}", line.trim_end());
         }
-        if let Err(e) = stage_log.write_all(line.as_bytes()) {
+        if let Err(e) =
+            stage_log.write_all(line.as_bytes()).and_then(|_| trim_log(&mut stage_log, STAGE_LOG_MAX))
+        {
             tracing::warn!(error = %e, "cannot append to the stage log");
         }
     }

@@ -42,7 +42,7 @@ async fn main() -> anyhow::Result<()> {
         .with_ansi(false)
         .init();
     let cfg = parse_args()?;
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let (tx, mut rx) = netboot::events::channel();
     let server = TftpServer::bind(cfg, Some(tx))?;
     println!("listening {}", server.local_addr());
     std::io::stdout().flush()?;

@@ -137,12 +137,15 @@ async fn complete(action: Action, store: LeaseStore, sock: Arc<IfaceSocket>, eve
     if let Some(note) = action.note {
         log_note(&note);
         if let Some(tx) = events {
-            let _ = tx.send(BootEvent {
-                at: to_system_time(unix_now()),
-                ip: note.ip,
-                mac: Some(note.mac),
-                stage: note.stage,
-            });
+            crate::events::emit(
+                &tx,
+                BootEvent {
+                    at: to_system_time(unix_now()),
+                    ip: note.ip,
+                    mac: Some(note.mac),
+                    stage: note.stage,
+                },
+            );
         }
     }
 }

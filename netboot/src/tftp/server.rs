@@ -326,7 +326,7 @@ impl Shared {
         };
         if let Some(tx) = &self.events {
             // A closed receiver means serve is shutting down; nothing to do.
-            let _ = tx.send(BootEvent { at: SystemTime::now(), ip, mac: None, stage });
+            crate::events::emit(tx, BootEvent { at: SystemTime::now(), ip, mac: None, stage });
         }
     }
 }
@@ -372,7 +372,7 @@ mod tests {
             retries,
             ..TftpConfig::default()
         };
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let (tx, rx) = crate::events::channel();
         let server = TftpServer::bind(cfg, Some(tx)).unwrap();
         let addr = server.local_addr();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

@@ -1,0 +1,170 @@
+//! Adversarial tests (issue 11, SECURITY.md): each runs an attack from the lab LAN or from the
+//! unprivileged server user, inside network namespaces the test creates, against a real
+//! `mosboot serve`, and checks what an admin would check afterwards.
+
+#![allow(dead_code, unused_imports)] // the fixture is shared by the tests added next
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use harness::{ChildGuard, Netns, is_root, run, veth, wait_until};
+
+const SERVER: &str = "192.168.79.254";
+
+fn root_or_skip() -> bool {
+    if !is_root() {
+        eprintln!("skipped: needs root for network namespaces");
+    }
+    is_root()
+}
+
+fn flood_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_mosboot-test-flood")
+}
+
+/// Server namespace (br0 = SERVER/24) and one attacker/client namespace wired to it by `c0`
+/// (extra veths via [`Lab::port`]), plus a cluster tree that `nobody` can read.
+struct Lab {
+    srv: Netns,
+    cli: Netns,
+    dir: tempfile::TempDir,
+    ports: std::cell::Cell<u32>,
+}
+
+impl Lab {
+    fn new(cluster_extra: &str) -> Lab {
+        let srv = Netns::new("ssrv");
+        let cli = Netns::new("scli");
+        srv.add_bridge("br0");
+        srv.addr("br0", &format!("{SERVER}/24"));
+        let dir = tempfile::tempdir().unwrap();
+        // serve drops to `nobody`: the tree it serves must be reachable by that user.
+        run(&["chmod", "755", dir.path().to_str().unwrap()]);
+        let lab = Lab { srv, cli, dir, ports: std::cell::Cell::new(0) };
+        let out = lab.out();
+        std::fs::create_dir_all(out.join("tftpboot")).unwrap();
+        std::fs::write(
+            out.join("tftpboot/pxelinux.0"),
+            b"pxelinux stand-in, served byte for byte\n".repeat(100),
+        )
+        .unwrap();
+        std::fs::write(
+            lab.cfg(),
+            format!(
+                "[cluster]\nname = \"lab\"\ninterface = \"br0\"\nserver = \"{SERVER}/24\"\npool = \"192.168.79.10-192.168.79.99\"\n\
+                 hostname = \"ltsp\"\nlease_time = \"1h\"\ndhcp = \"full\"\n{cluster_extra}"
+            ),
+        )
+        .unwrap();
+        lab
+    }
+
+    fn cfg(&self) -> PathBuf {
+        self.dir.path().join("cluster.toml")
+    }
+    fn out(&self) -> PathBuf {
+        self.dir.path().join("out")
+    }
+    fn state(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    /// A new interface in the client namespace on the bridge; returns its name.
+    fn port(&self, mac: Option<&str>) -> String {
+        let n = self.ports.get();
+        self.ports.set(n + 1);
+        let (c, p) = (format!("c{n}"), format!("p{n}"));
+        veth(&self.cli, &c, &self.srv, &p);
+        if let Some(mac) = mac {
+            self.cli.ip(&["link", "set", &c, "address", mac]);
+        }
+        self.srv.ip(&["link", "set", &p, "master", "br0", "up"]);
+        c
+    }
+
+    /// Starts `mosboot serve` (no rival probe) with `state`; waits until it is ready or exited.
+    fn serve(&self, state: &Path, tag: &str) -> (ChildGuard, PathBuf) {
+        let log = self.dir.path().join(format!("serve-{tag}.log"));
+        let mut cmd = self.srv.command(harness::mosboot_bin());
+        cmd.arg("-c").arg(self.cfg()).arg("serve").arg("--state").arg(state).arg("--out").arg(self.out());
+        cmd.arg("--force").env("RUST_LOG", "info");
+        cmd.stdout(Stdio::null()).stderr(std::fs::File::create(&log).unwrap());
+        let mut g = ChildGuard::spawn(&mut cmd);
+        wait_until(Duration::from_secs(15), || {
+            read(&log).contains("mosboot serve:") || matches!(g.child.try_wait(), Ok(Some(_)))
+        });
+        (g, log)
+    }
+
+    /// One DISCOVER/REQUEST exchange by the flooder's `dora` mode from interface `c`.
+    fn dora(&self, c: &str, mac: &str, tries: u32) -> String {
+        let o = self.cli.command(flood_bin()).args(["dora", c, mac, &tries.to_string()]).output().unwrap();
+        String::from_utf8_lossy(&o.stdout).to_string()
+    }
+}
+
+fn read(p: &Path) -> String {
+    std::fs::read_to_string(p).unwrap_or_default()
+}
+
+fn stop(mut g: ChildGuard) {
+    g.signal(libc::SIGTERM);
+    g.wait_timeout(Duration::from_secs(10)).expect("serve stops on SIGTERM");
+}
+
+/// Runs a shell line as `nobody` (the user serve drops to), as an attacker who took it over.
+fn as_nobody(line: &str) -> std::process::Output {
+    std::process::Command::new("setpriv")
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "sh", "-c", line])
+        .output()
+        .unwrap()
+}
+
+/// Finding 1: the unprivileged server user plants symlinks in the state folder; root must not
+/// follow them on the next start (today's code chowned the victim to `nobody`).
+#[test]
+fn nobody_cannot_make_root_follow_planted_links() {
+    if !root_or_skip() {
+        return;
+    }
+    let lab = Lab::new("");
+    let victim = lab.dir.path().join("victim");
+    std::fs::write(&victim, b"precious root file\n").unwrap();
+    let state = lab.state();
+    let (srv, log) = lab.serve(&state, "first");
+    assert!(read(&log).contains("mosboot serve:"), "{}", read(&log));
+    stop(srv);
+    let plant = format!(
+        "for f in stages.log leases leases.tmp; do ln -sf {v} {s}/$f; done",
+        v = victim.display(),
+        s = state.display()
+    );
+    let planted = as_nobody(&plant);
+    let st = std::fs::metadata(&state).unwrap();
+    assert_eq!(
+        (st.uid(), st.mode() & 0o022),
+        (0, 0),
+        "state folder must stay root-owned, not group/other-writable"
+    );
+    assert!(!planted.status.success(), "nobody could write into the state folder");
+    let (srv, log) = lab.serve(&state, "second");
+    assert!(read(&log).contains("mosboot serve:"), "{}", read(&log));
+    stop(srv);
+
+    // The layout an older mosboot left behind: the folder handed to nobody, links planted in it.
+    run(&["chown", "-R", "nobody:nogroup", state.to_str().unwrap()]);
+    let planted = as_nobody(&plant);
+    assert!(planted.status.success(), "{}", String::from_utf8_lossy(&planted.stderr));
+    let (mut srv, log) = lab.serve(&state, "legacy");
+    let exit = srv.wait_timeout(Duration::from_secs(10));
+    let text = read(&log);
+    assert!(exit.is_some_and(|s| !s.success()), "serve must refuse a planted link: {text}");
+    assert!(text.contains("is a symbolic link") && text.contains("refusing to follow"), "{text}");
+    let v = std::fs::metadata(&victim).unwrap();
+    assert_eq!(std::fs::read(&victim).unwrap(), b"precious root file\n");
+    assert_eq!((v.uid(), v.gid()), (0, 0), "victim owner changed");
+    let st = std::fs::metadata(&state).unwrap();
+    assert_eq!(st.uid(), 0, "state folder taken back for root");
+}
