@@ -2,8 +2,6 @@
 //! unprivileged server user, inside network namespaces the test creates, against a real
 //! `mosboot serve`, and checks what an admin would check afterwards.
 
-#![allow(dead_code, unused_imports)] // the fixture is shared by the tests added next
-
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -98,6 +96,7 @@ impl Lab {
         (g, log)
     }
 
+    #[allow(dead_code)] // used by the disk-full test
     /// One DISCOVER/REQUEST exchange by the flooder's `dora` mode from interface `c`.
     fn dora(&self, c: &str, mac: &str, tries: u32) -> String {
         let o = self.cli.command(flood_bin()).args(["dora", c, mac, &tries.to_string()]).output().unwrap();
@@ -167,4 +166,73 @@ fn nobody_cannot_make_root_follow_planted_links() {
     assert_eq!((v.uid(), v.gid()), (0, 0), "victim owner changed");
     let st = std::fs::metadata(&state).unwrap();
     assert_eq!(st.uid(), 0, "state folder taken back for root");
+}
+
+fn udhcpc(lab: &Lab, iface: &str, secs: u32) -> std::process::Output {
+    lab.cli
+        .command("udhcpc")
+        .args([
+            "-f",
+            "-q",
+            "-n",
+            "-t",
+            &secs.to_string(),
+            "-T",
+            "1",
+            "-A",
+            "1",
+            "-i",
+            iface,
+            "-s",
+            "/bin/true",
+        ])
+        .output()
+        .unwrap()
+}
+
+/// Finding 2: 1000 random MACs (half plain BOOTP, half full DORA) must not lock the lab out:
+/// a PC switched on right after the flood gets an address within 60 s, and no binding outlives
+/// `lease_time`.
+#[test]
+fn dhcp_flood_of_1000_macs_does_not_lock_out_a_new_pc() {
+    if !root_or_skip() {
+        return;
+    }
+    let lab = Lab::new("");
+    let attacker = lab.port(None);
+    let pc = lab.port(Some("52:54:00:aa:bb:01"));
+    let state = lab.state();
+    let (_srv, log) = lab.serve(&state, "flood");
+    assert!(read(&log).contains("mosboot serve:"), "{}", read(&log));
+    let o = lab.cli.command(flood_bin()).args(["dhcp", &attacker, "1000", "7"]).output().unwrap();
+    eprintln!("flood: {}", String::from_utf8_lossy(&o.stdout).trim());
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let flood_done = Instant::now();
+    let o = udhcpc(&lab, &pc, 60);
+    let took = flood_done.elapsed();
+    let text = read(&log);
+    assert!(
+        o.status.success(),
+        "new PC got no address within 60 s of the flood:\n{}\nserver:\n{}",
+        String::from_utf8_lossy(&o.stderr),
+        text.lines().rev().take(30).collect::<Vec<_>>().join("\n")
+    );
+    eprintln!("new PC bound {:.1} s after the flood", took.as_secs_f64());
+    assert!(text.contains("DHCP flood: more than"), "no flood warning:\n{text}");
+    assert!(
+        text.lines().filter(|l| l.contains("DHCP flood")).count() <= 10,
+        "flood warning not rate-limited"
+    );
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let (leases, _) = netboot::leases::read_leases(&state.join("leases")).unwrap();
+    assert!(!leases.is_empty());
+    for l in &leases {
+        assert!(l.expires <= now + 3600 + 5, "binding longer than lease_time: {l:?}");
+    }
+    assert!(leases.iter().any(|l| l.mac.to_string() == "52:54:00:aa:bb:01"), "{leases:?}");
+    // The flood filled the pool; the PC got a flood MAC's address.
+    assert!(
+        text.contains("pool is full: offering the address of a MAC that never fetched a boot file"),
+        "{text}"
+    );
 }

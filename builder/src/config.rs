@@ -64,6 +64,8 @@ pub struct ClusterSection {
     /// Pool ranges (inclusive), in the order written.
     pub pool: Vec<(Ipv4Addr, Ipv4Addr)>,
     pub hostname: HostnameRule,
+    /// `bootp = "dynamic"` (default "pinned"): see SPEC.
+    pub bootp_dynamic: bool,
     pub lease_time: Duration,
     pub router: Option<Ipv4Addr>,
     pub dns: Vec<Ipv4Addr>,
@@ -301,7 +303,18 @@ impl<'a> Walker<'a> {
         self.unknown_keys(
             t,
             "cluster",
-            &["name", "interface", "server", "pool", "hostname", "lease_time", "router", "dns", "dhcp"],
+            &[
+                "name",
+                "interface",
+                "server",
+                "pool",
+                "hostname",
+                "lease_time",
+                "router",
+                "dns",
+                "dhcp",
+                "bootp",
+            ],
         );
         let name = self.string(t, "name", "cluster.name");
         let name = name.map(|n| n.unwrap_or(("mosboot".into(), 0)));
@@ -387,6 +400,18 @@ impl<'a> Walker<'a> {
                 }
             },
         };
+        let bootp_dynamic = match self.string(t, "bootp", "cluster.bootp") {
+            None => None,
+            Some(None) => Some(false),
+            Some(Some((s, l))) => match s.as_str() {
+                "pinned" => Some(false),
+                "dynamic" => Some(true),
+                _ => {
+                    self.err(l, "cluster.bootp", format!("'{s}' is not one of \"pinned\", \"dynamic\""));
+                    None
+                }
+            },
+        };
         if let (Some((srv, plen)), Some(Some(r))) = (&server, &router)
             && let Ok(net) = ipnet::Ipv4Net::new(*srv, *plen)
             && !net.contains(r)
@@ -408,6 +433,7 @@ impl<'a> Walker<'a> {
             router: router?,
             dns: dns?,
             dhcp: dhcp?,
+            bootp_dynamic: bootp_dynamic?,
         })
     }
 

@@ -86,6 +86,7 @@ pub fn dhcp_config(plan: &Plan, lease_file: PathBuf) -> DhcpConfig {
         pinned: plan.pinned.clone(),
         hosts,
         lease_time: plan.lease_time,
+        bootp_dynamic: plan.bootp_dynamic,
         router: plan.router,
         dns: plan.dns.clone(),
         boot: BootFiles::default(),
@@ -118,6 +119,8 @@ pub fn run(cfg_path: &Path, args: &ServeArgs) -> Result<(), Failure> {
 async fn serve(plan: Plan, root: PathBuf, state_dir: StateDir, args: &ServeArgs) -> Result<(), Failure> {
     let state = state_dir.path().to_path_buf();
     let (tx, rx) = netboot::events::channel();
+    let mut stage_log =
+        state_dir.open_file(STAGE_LOG, true).map_err(|e| Failure::runtime("open the stage log", e))?;
 
     let dhcp = if plan.dhcp == DhcpMode::Off {
         tracing::info!("dhcp = \"off\": serving TFTP only");
@@ -137,8 +140,11 @@ async fn serve(plan: Plan, root: PathBuf, state_dir: StateDir, args: &ServeArgs)
             }
         }
         let cfg = dhcp_config(&plan, state.join(LEASE_FILE));
-        Some(DhcpServer::bind(cfg, Some(tx.clone())).map_err(startup)?)
+        let mut server = DhcpServer::bind(cfg, Some(tx.clone())).map_err(startup)?;
+        server.booted_before(booted_macs(&mut stage_log));
+        Some(server)
     };
+    let fetches = dhcp.as_ref().map(DhcpServer::boot_fetches);
     let tftp_cfg = TftpConfig {
         bind: SocketAddr::V4(SocketAddrV4::new(plan.server, 69)),
         root: root.clone(),
@@ -147,8 +153,6 @@ async fn serve(plan: Plan, root: PathBuf, state_dir: StateDir, args: &ServeArgs)
     };
     let tftp = TftpServer::bind(tftp_cfg, Some(tx))
         .map_err(|e| Failure::Usage(format!("cannot start TFTP: {e}")))?;
-    let stage_log =
-        state_dir.open_file(STAGE_LOG, true).map_err(|e| Failure::runtime("open the stage log", e))?;
     let mac_of = known_macs(&state.join(LEASE_FILE), &plan);
 
     drop_privileges(&args.user)?;
@@ -170,7 +174,7 @@ async fn serve(plan: Plan, root: PathBuf, state_dir: StateDir, args: &ServeArgs)
         tracing::info!("stopping");
         let _ = stop_tx.send(true);
     });
-    let events = tokio::spawn(record_events(rx, plan.clone(), mac_of, stage_log));
+    let events = tokio::spawn(record_events(rx, plan.clone(), mac_of, stage_log, fetches));
     tracing::info!(
         cluster = %plan.cluster,
         interface = %plan.interface,
@@ -250,6 +254,19 @@ fn known_macs(lease_file: &Path, plan: &Plan) -> HashMap<Ipv4Addr, MacAddr> {
     mac_of
 }
 
+/// MACs the stage log saw fetch a boot file (real PCs, whose leases are never reclaimed early).
+fn booted_macs(stage_log: &mut File) -> Vec<MacAddr> {
+    let mut text = String::new();
+    if stage_log.seek(SeekFrom::Start(0)).and_then(|_| stage_log.read_to_string(&mut text)).is_err() {
+        return Vec::new();
+    }
+    text.lines()
+        .filter_map(StageRecord::parse)
+        .filter(|r| r.stage.starts_with("fetched "))
+        .filter_map(|r| r.mac.and_then(|m| m.parse().ok()))
+        .collect()
+}
+
 /// Keeps the newest half of an append-only log that grew past `max`, in place (through the
 /// descriptor: the unprivileged server cannot rename in the root-owned state folder).
 fn trim_log(file: &mut File, max: u64) -> std::io::Result<()> {
@@ -273,8 +290,12 @@ async fn record_events(
     plan: Plan,
     mut mac_of: HashMap<Ipv4Addr, MacAddr>,
     mut stage_log: File,
+    fetches: Option<netboot::dhcp::BootFetches>,
 ) {
     while let Some(ev) = rx.recv().await {
+        if let (Stage::Fetched(_), Some(f)) = (&ev.stage, &fetches) {
+            f.fetched(ev.ip);
+        }
         if let (Some(m), Stage::Acked | Stage::Offered) = (ev.mac, &ev.stage)
             && !ev.ip.is_unspecified()
         {

@@ -15,8 +15,12 @@ use crate::mac::MacAddr;
 
 /// How long a DECLINEd address stays out of use.
 pub const DECLINE_QUARANTINE_SECS: u64 = 600;
-/// BOOTP has no lease time; its binding lasts this long (a year).
-pub const BOOTP_LEASE_SECS: u64 = 365 * 24 * 3600;
+/// New MACs (no lease, no offer, not pinned) answered per second, on average...
+pub const NEW_MACS_PER_SEC: u64 = 20;
+/// ...and at once (a lab of 100 PCs switched on together is one burst).
+pub const NEW_MAC_BURST: u64 = 100;
+/// At most one flood warning per this many seconds.
+const FLOOD_WARN_SECS: u64 = 10;
 /// PXE vendor option 43: PXE_DISCOVERY_CONTROL (6) = 8, "boot the file named in this reply".
 const PXE_VENDOR_OPTIONS: [u8; 4] = [6, 1, 8, 255];
 
@@ -60,11 +64,61 @@ pub struct Action {
 pub struct Handler {
     cfg: DhcpConfig,
     alloc: Allocator,
+    new_macs: NewMacLimit,
+}
+
+/// Token bucket for requests from MACs the server has never seen: a flood of random MACs is
+/// slowed to [`NEW_MACS_PER_SEC`], known clients are never limited.
+#[derive(Debug, Default)]
+struct NewMacLimit {
+    tokens: u64,
+    last: u64,
+    dropped: u64,
+    warned_at: Option<u64>,
+}
+
+impl NewMacLimit {
+    fn allow(&mut self, now: u64) -> bool {
+        if self.last == 0 {
+            self.tokens = NEW_MAC_BURST;
+        } else {
+            self.tokens = (self.tokens + now.saturating_sub(self.last) * NEW_MACS_PER_SEC).min(NEW_MAC_BURST);
+        }
+        self.last = now;
+        if self.tokens > 0 {
+            self.tokens -= 1;
+            return true;
+        }
+        self.dropped += 1;
+        false
+    }
+
+    /// The warning, when one is due (rate-limited).
+    fn warning(&mut self, mac: MacAddr, now: u64) -> Option<String> {
+        if self.warned_at.is_some_and(|t| now < t + FLOOD_WARN_SECS) {
+            return None;
+        }
+        self.warned_at = Some(now);
+        let n = std::mem::take(&mut self.dropped);
+        Some(format!(
+            "DHCP flood: more than {NEW_MACS_PER_SEC} new MACs per second (e.g. {mac}); {n} requests from new MACs ignored; known and pinned clients are still served"
+        ))
+    }
 }
 
 impl Handler {
     pub fn new(cfg: DhcpConfig, alloc: Allocator) -> Self {
-        Handler { cfg, alloc }
+        Handler { cfg, alloc, new_macs: NewMacLimit::default() }
+    }
+
+    /// The client at `ip` fetched a boot file (TFTP): its lease is never reclaimed early.
+    pub fn fetched_by(&mut self, ip: Ipv4Addr) {
+        self.alloc.mark_booted_ip(ip);
+    }
+
+    /// `mac` fetched a boot file before this server started (from the stage log).
+    pub fn booted_before(&mut self, mac: MacAddr) {
+        self.alloc.mark_booted(mac);
     }
 
     pub fn config(&self) -> &DhcpConfig {
@@ -102,6 +156,19 @@ impl Handler {
     }
 
     fn full(&mut self, req: &Request, now: u64) -> Option<Action> {
+        if req.msg_type.is_none() && !self.cfg.bootp_dynamic && !self.alloc.is_pinned(req.mac) {
+            tracing::debug!(mac = %req.mac, "BOOTP request from a MAC that is not pinned ignored (bootp = \"pinned\")");
+            return None;
+        }
+        if matches!(req.msg_type, None | Some(MessageType::Discover))
+            && self.alloc.is_new(req.mac, now)
+            && !self.new_macs.allow(now)
+        {
+            if let Some(w) = self.new_macs.warning(req.mac, now) {
+                tracing::warn!("{w}");
+            }
+            return None;
+        }
         match req.msg_type {
             None => self.bootp(req, now),
             Some(MessageType::Discover) => self.discover(req, now),
@@ -118,6 +185,9 @@ impl Handler {
             tracing::warn!(mac = %req.mac, "no free address left in the pool; DISCOVER not answered");
             return None;
         };
+        if let Some(old) = self.alloc.reclaimed_from(ip, req.mac, now) {
+            tracing::warn!(mac = %req.mac, %ip, from = %old, "pool is full: offering the address of a MAC that never fetched a boot file");
+        }
         self.alloc.reserve(req.mac, ip, now);
         let mut reply = Reply::to(req, Some(MessageType::Offer));
         reply.yiaddr = ip;
@@ -145,6 +215,16 @@ impl Handler {
         };
         if state == "init-reboot" && !self.cfg.in_subnet(ip) {
             return Some(self.nak(req, ip, "address is on another network"));
+        }
+        if !self.alloc.was_given(req.mac, ip, now) {
+            // Not an answer to our OFFER nor this client's own lease: binding it would let anyone
+            // take any free address without DISCOVER (and its rate limit). RFC 2131 4.3.2: a
+            // server with no record of an INIT-REBOOT client stays silent.
+            return match state {
+                "init-reboot" if self.alloc.table().of_mac(req.mac).is_none() => None,
+                "renewing" if !self.cfg.in_subnet(ip) => None,
+                _ => Some(self.nak(req, ip, "not offered to this client")),
+            };
         }
         if let Err(why) = self.alloc.check(req.mac, ip, now) {
             if state == "renewing" && !self.alloc.is_ours(ip) && !self.cfg.in_subnet(ip) {
@@ -222,10 +302,15 @@ impl Handler {
         Some(Action { reply: reply.encode().ok().map(|b| (b, dest)), commit: None, note: None })
     }
 
-    /// BOOTP: no message type; answer at once with a long binding, committed first.
+    /// BOOTP: no message type; answer at once with a binding for `lease_time` (committed
+    /// first). `full` has already ignored MACs that are not pinned unless `bootp = "dynamic"`.
     fn bootp(&mut self, req: &Request, now: u64) -> Option<Action> {
         let ip = self.alloc.choose(req.mac, now)?;
-        let lease = self.lease(req.mac, ip, now + BOOTP_LEASE_SECS, LeaseState::Bound, now);
+        if self.alloc.reclaimed_from(ip, req.mac, now).is_some() {
+            // BOOTP has no offer step to make the takeover explicit; leave reclaiming to DHCP.
+            return None;
+        }
+        let lease = self.lease(req.mac, ip, now + self.lease_secs(), LeaseState::Bound, now);
         self.alloc.record(lease.clone());
         let mut reply = Reply::to(req, None);
         reply.yiaddr = ip;
