@@ -96,7 +96,6 @@ impl Lab {
         (g, log)
     }
 
-    #[allow(dead_code)] // used by the disk-full test
     /// One DISCOVER/REQUEST exchange by the flooder's `dora` mode from interface `c`.
     fn dora(&self, c: &str, mac: &str, tries: u32) -> String {
         let o = self.cli.command(flood_bin()).args(["dora", c, mac, &tries.to_string()]).output().unwrap();
@@ -235,4 +234,74 @@ fn dhcp_flood_of_1000_macs_does_not_lock_out_a_new_pc() {
         text.contains("pool is full: offering the address of a MAC that never fetched a boot file"),
         "{text}"
     );
+}
+
+/// A small tmpfs the test mounts (and unmounts on drop).
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn new(at: PathBuf, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(&at).unwrap();
+        run(&["mount", "-t", "tmpfs", "-o", &format!("size={size},mode=755"), "tmpfs", at.to_str().unwrap()]);
+        Tmpfs(at)
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Finding 3: a full disk. While the state folder has no space, OFFERs still go out and TFTP
+/// still serves, but no ACK leaves without its record, with a clear error; once space is back,
+/// ACKs resume without a restart.
+#[test]
+fn full_disk_withholds_acks_and_recovers_without_restart() {
+    if !root_or_skip() {
+        return;
+    }
+    let lab = Lab::new("");
+    let pc = lab.port(Some("52:54:00:aa:bb:02"));
+    lab.cli.addr(&pc, "192.168.79.200/24");
+    let fs = Tmpfs::new(lab.dir.path().join("fs"), "512k");
+    let state = fs.0.join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    // A lease log that ends exactly on a page boundary, so the next record needs a new page.
+    let mut seed = String::from("# mosboot lease log v1\n");
+    seed.push_str(&format!("#{}\n", "-".repeat(4096 - seed.len() - 2)));
+    assert_eq!(seed.len(), 4096);
+    std::fs::write(state.join("leases"), &seed).unwrap();
+    let (_srv, log) = lab.serve(&state, "enospc");
+    assert!(read(&log).contains("mosboot serve:"), "{}", read(&log));
+
+    let fill = fs.0.join("fill");
+    let _ = std::process::Command::new("dd")
+        .args(["if=/dev/zero", "bs=4k", &format!("of={}", fill.display())])
+        .stderr(Stdio::null())
+        .status();
+    let full = lab.dora(&pc, "52:54:00:aa:bb:02", 3);
+    assert!(full.contains("offer 192.168.79.10"), "no OFFER while the disk is full: {full}\n{}", read(&log));
+    assert!(!full.contains("ack "), "ACK without its record: {full}");
+    let text = read(&log);
+    assert!(text.contains("lease log write failed") && text.contains("No space left on device"), "{text}");
+    let got = lab.dir.path().join("got");
+    let o = lab
+        .cli
+        .command("busybox")
+        .args(["tftp", "-g", "-r", "pxelinux.0", "-l"])
+        .arg(&got)
+        .arg(SERVER)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "TFTP while the disk is full: {}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(std::fs::read(&got).unwrap(), std::fs::read(lab.out().join("tftpboot/pxelinux.0")).unwrap());
+
+    std::fs::remove_file(&fill).unwrap();
+    let back = lab.dora(&pc, "52:54:00:aa:bb:02", 5);
+    assert!(back.contains("ack 192.168.79.10"), "ACKs did not resume: {back}\n{}", read(&log));
+    assert!(read(&log).contains("lease log writable again"));
+    let (leases, warnings) = netboot::leases::read_leases(&state.join("leases")).unwrap();
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert_eq!(leases.len(), 1, "{leases:?}");
 }

@@ -397,6 +397,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn stage_log_is_cut_to_its_newest_whole_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let sd = StateDir::open(dir.path()).unwrap();
+        let mut f = sd.open_file(STAGE_LOG, true).unwrap();
+        for i in 0..1000 {
+            writeln!(f, "line {i:04}").unwrap();
+        }
+        trim_log(&mut f, 4000).unwrap();
+        let text = std::fs::read_to_string(dir.path().join(STAGE_LOG)).unwrap();
+        assert!(text.len() <= 2000 && text.starts_with("line ") && text.ends_with("line 0999\n"), "{text}");
+        writeln!(f, "after").unwrap();
+        assert!(std::fs::read_to_string(dir.path().join(STAGE_LOG)).unwrap().ends_with("0999\nafter\n"));
+    }
+
+    #[test]
     fn stage_record_round_trips() {
         let r = StageRecord {
             at: 1_700_000_000,
