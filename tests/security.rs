@@ -71,12 +71,17 @@ impl Lab {
 
     /// A new interface in the client namespace on the bridge; returns its name.
     fn port(&self, mac: Option<&str>) -> String {
+        self.port_in(&self.cli, mac)
+    }
+
+    /// A new interface in namespace `ns` on the bridge; returns its name.
+    fn port_in(&self, ns: &Netns, mac: Option<&str>) -> String {
         let n = self.ports.get();
         self.ports.set(n + 1);
         let (c, p) = (format!("c{n}"), format!("p{n}"));
-        veth(&self.cli, &c, &self.srv, &p);
+        veth(ns, &c, &self.srv, &p);
         if let Some(mac) = mac {
-            self.cli.ip(&["link", "set", &c, "address", mac]);
+            ns.ip(&["link", "set", &c, "address", mac]);
         }
         self.srv.ip(&["link", "set", &p, "master", "br0", "up"]);
         c
@@ -304,4 +309,65 @@ fn full_disk_withholds_acks_and_recovers_without_restart() {
     let (leases, warnings) = netboot::leases::read_leases(&state.join("leases")).unwrap();
     assert!(warnings.is_empty(), "{warnings:?}");
     assert_eq!(leases.len(), 1, "{leases:?}");
+}
+
+fn tftp_get(ns: &Netns, file: &str, to: &Path) -> std::process::Output {
+    ns.command("busybox").args(["tftp", "-g", "-r", file, "-l"]).arg(to).arg(SERVER).output().unwrap()
+}
+
+/// Finding 4: one address sending ~150 unanswered RRQs a second (from new ports, never ACKing)
+/// must not keep a PC at another address from fetching its boot file.
+#[test]
+fn tftp_rrq_flood_from_one_address_does_not_keep_others_out() {
+    if !root_or_skip() {
+        return;
+    }
+    let lab = Lab::new("");
+    let atk = lab.port(None);
+    lab.cli.addr(&atk, "192.168.79.200/24");
+    let good_ns = Netns::new("sgood");
+    let good = lab.port_in(&good_ns, None);
+    good_ns.addr(&good, "192.168.79.201/24");
+    let (_srv, log) = lab.serve(&lab.state(), "tftpflood");
+    assert!(read(&log).contains("mosboot serve:"), "{}", read(&log));
+    let mut cmd = lab.cli.command(flood_bin());
+    cmd.args(["tftp", SERVER, "900", "150"]).stdout(Stdio::null());
+    let _flood = ChildGuard::spawn(&mut cmd);
+    // Let the flood reach its peak (today's code: every one of the 512 slots held).
+    std::thread::sleep(Duration::from_secs(6));
+    let got = lab.dir.path().join("got");
+    let o = tftp_get(&good_ns, "pxelinux.0", &got);
+    let text = read(&log);
+    assert!(o.status.success(), "fetch during the flood: {}\n{text}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(std::fs::read(&got).unwrap(), std::fs::read(lab.out().join("tftpboot/pxelinux.0")).unwrap());
+    assert!(text.contains("too many transfers from this address"), "{text}");
+}
+
+/// Finding 6: a file name or mode with a newline must not forge a log line.
+#[test]
+fn tftp_names_cannot_forge_log_lines() {
+    if !root_or_skip() {
+        return;
+    }
+    let lab = Lab::new("");
+    let c = lab.port(None);
+    lab.cli.addr(&c, "192.168.79.202/24");
+    let (_srv, log) = lab.serve(&lab.state(), "forge");
+    assert!(read(&log).contains("mosboot serve:"), "{}", read(&log));
+    for args in [
+        vec!["rrq", SERVER, "../x\nFORGED: acked mac=02:00:00:00:00:01\rFORGED"],
+        vec!["rrq", SERVER, "pxelinux.0", "oct\nFORGED: mode"],
+    ] {
+        let o = lab.cli.command(flood_bin()).args(&args).output().unwrap();
+        assert!(o.status.success());
+    }
+    assert!(
+        wait_until(Duration::from_secs(5), || read(&log).matches("FORGED").count() >= 3),
+        "{}",
+        read(&log)
+    );
+    let text = read(&log);
+    for line in text.lines() {
+        assert!(!line.starts_with("FORGED") && !line.contains('\r'), "forged line: {line:?}\n{text}");
+    }
 }

@@ -7,7 +7,7 @@
 //!                                             `nak` or `noack` per try; exit 0 once ACKed
 //!   mosboot-test-flood tftp SERVER COUNT RATE RRQs for pxelinux.0 from COUNT new ports, RATE per
 //!                                             second, never answered (ports stay open)
-//!   mosboot-test-flood rrq SERVER NAME        one RRQ with an arbitrary file name, then exit
+//!   mosboot-test-flood rrq SERVER NAME [MODE] one RRQ with an arbitrary file name (and mode)
 
 use std::net::{Ipv4Addr, UdpSocket};
 use std::os::fd::AsRawFd;
@@ -152,10 +152,12 @@ fn dora(iface: &str, mac: MacAddr, tries: u32) -> bool {
     false
 }
 
-fn rrq(name: &[u8]) -> Vec<u8> {
+fn rrq(name: &[u8], mode: &[u8]) -> Vec<u8> {
     let mut p = vec![0, 1];
     p.extend_from_slice(name);
-    p.extend_from_slice(b"\0octet\0");
+    p.push(0);
+    p.extend_from_slice(mode);
+    p.push(0);
     p
 }
 
@@ -164,7 +166,7 @@ fn flood_tftp(server: &str, count: u32, rate: u32) {
     let start = Instant::now();
     for i in 0..count {
         let s = UdpSocket::bind("0.0.0.0:0").unwrap();
-        let _ = s.send_to(&rrq(b"pxelinux.0"), (server, 69));
+        let _ = s.send_to(&rrq(b"pxelinux.0", b"octet"), (server, 69));
         keep.push(s);
         let due = start + Duration::from_secs_f64(f64::from(i + 1) / f64::from(rate.max(1)));
         std::thread::sleep(due.saturating_duration_since(Instant::now()));
@@ -186,7 +188,8 @@ fn main() {
         "tftp" => flood_tftp(&arg(1), arg(2).parse().unwrap(), arg(3).parse().unwrap()),
         "rrq" => {
             let s = UdpSocket::bind("0.0.0.0:0").unwrap();
-            s.send_to(&rrq(arg(2).as_bytes()), (arg(1).as_str(), 69)).unwrap();
+            let mode = args.get(3).map(String::as_str).unwrap_or("octet");
+            s.send_to(&rrq(arg(2).as_bytes(), mode.as_bytes()), (arg(1).as_str(), 69)).unwrap();
             let mut buf = [0u8; 1600];
             s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
             let _ = s.recv_from(&mut buf);

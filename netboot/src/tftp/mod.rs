@@ -43,6 +43,9 @@ pub struct TftpConfig {
     pub retries: u32,
     /// Concurrent transfers beyond which requests get "server busy".
     pub max_transfers: usize,
+    /// Concurrent transfers per client address, so one source cannot take every slot (a PC
+    /// fetches one file at a time; the PXE abort-and-retry reuses its slot).
+    pub max_per_source: usize,
     /// Bind every socket to this interface (SO_BINDTODEVICE), so nothing is answered elsewhere.
     pub interface: Option<String>,
 }
@@ -57,6 +60,7 @@ impl Default for TftpConfig {
             timeout: Duration::from_secs(1),
             retries: 5,
             max_transfers: 512,
+            max_per_source: 8,
             interface: None,
         }
     }
