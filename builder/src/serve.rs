@@ -343,6 +343,8 @@ impl StageRecord {
                 _ => format!("reported {clean}"),
             };
         }
+        // One event, one line: nothing from the network may start another.
+        stage.retain(|c| !c.is_control());
         StageRecord {
             at: ev.at.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
             node: node.map(|n| n.number),
