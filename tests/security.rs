@@ -32,7 +32,7 @@ struct Lab {
 }
 
 impl Lab {
-    fn new(cluster_extra: &str) -> Lab {
+    fn new(dhcp: &str) -> Lab {
         let srv = Netns::new("ssrv");
         let cli = Netns::new("scli");
         srv.add_bridge("br0");
@@ -52,7 +52,7 @@ impl Lab {
             lab.cfg(),
             format!(
                 "[cluster]\nname = \"lab\"\ninterface = \"br0\"\nserver = \"{SERVER}/24\"\npool = \"192.168.79.10-192.168.79.99\"\n\
-                 hostname = \"ltsp\"\nlease_time = \"1h\"\ndhcp = \"full\"\n{cluster_extra}"
+                 hostname = \"ltsp\"\nlease_time = \"1h\"\ndhcp = \"{dhcp}\"\n"
             ),
         )
         .unwrap();
@@ -132,7 +132,7 @@ fn nobody_cannot_make_root_follow_planted_links() {
     if !root_or_skip() {
         return;
     }
-    let lab = Lab::new("");
+    let lab = Lab::new("full");
     let victim = lab.dir.path().join("victim");
     std::fs::write(&victim, b"precious root file\n").unwrap();
     let state = lab.state();
@@ -202,7 +202,7 @@ fn dhcp_flood_of_1000_macs_does_not_lock_out_a_new_pc() {
     if !root_or_skip() {
         return;
     }
-    let lab = Lab::new("");
+    let lab = Lab::new("full");
     let attacker = lab.port(None);
     let pc = lab.port(Some("52:54:00:aa:bb:01"));
     let state = lab.state();
@@ -266,7 +266,7 @@ fn full_disk_withholds_acks_and_recovers_without_restart() {
     if !root_or_skip() {
         return;
     }
-    let lab = Lab::new("");
+    let lab = Lab::new("full");
     let pc = lab.port(Some("52:54:00:aa:bb:02"));
     lab.cli.addr(&pc, "192.168.79.200/24");
     let fs = Tmpfs::new(lab.dir.path().join("fs"), "512k");
@@ -322,7 +322,7 @@ fn tftp_rrq_flood_from_one_address_does_not_keep_others_out() {
     if !root_or_skip() {
         return;
     }
-    let lab = Lab::new("");
+    let lab = Lab::new("full");
     let atk = lab.port(None);
     lab.cli.addr(&atk, "192.168.79.200/24");
     let good_ns = Netns::new("sgood");
@@ -349,7 +349,7 @@ fn tftp_names_cannot_forge_log_lines() {
     if !root_or_skip() {
         return;
     }
-    let lab = Lab::new("");
+    let lab = Lab::new("full");
     let c = lab.port(None);
     lab.cli.addr(&c, "192.168.79.202/24");
     let (_srv, log) = lab.serve(&lab.state(), "forge");
@@ -370,4 +370,45 @@ fn tftp_names_cannot_forge_log_lines() {
     for line in text.lines() {
         assert!(!line.starts_with("FORGED") && !line.contains('\r'), "forged line: {line:?}\n{text}");
     }
+}
+
+/// Finding 5: spoofing and reflection. A DECLINE from a MAC that holds nothing quarantines
+/// nothing; port 4011 does not answer a source port other than 68/4011 (a reflector aimed at
+/// any UDP service), and never echoes oversized options 97/82.
+#[test]
+fn spoofed_decline_and_4011_reflection_are_refused() {
+    if !root_or_skip() {
+        return;
+    }
+    let lab = Lab::new("full");
+    let atk = lab.port(None);
+    let pc = lab.port(Some("52:54:00:aa:bb:05"));
+    let (srv, log) = lab.serve(&lab.state(), "decline");
+    assert!(read(&log).contains("mosboot serve:"), "{}", read(&log));
+    let o = lab
+        .cli
+        .command(flood_bin())
+        .args(["decline", &atk, "02:de:c1:1e:00:01", "192.168.79.10", SERVER])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    std::thread::sleep(Duration::from_millis(300));
+    let got = lab.dora(&pc, "52:54:00:aa:bb:05", 3);
+    assert!(got.contains("ack 192.168.79.10"), "a spoofed DECLINE quarantined .10: {got}\n{}", read(&log));
+    stop(srv);
+
+    let lab = Lab::new("proxy");
+    let atk = lab.port(None);
+    lab.cli.addr(&atk, "192.168.79.203/24");
+    let (_srv, log) = lab.serve(&lab.state(), "4011");
+    assert!(read(&log).contains("mosboot serve:"), "{}", read(&log));
+    let ask = |port: &str| {
+        let o = lab.cli.command(flood_bin()).args(["pxe4011", SERVER, port]).output().unwrap();
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    assert_eq!(ask("0"), "noreply", "4011 answered an arbitrary source port");
+    let answer = ask("4011");
+    assert!(answer.starts_with("reply ") && answer.ends_with("uuid=false relay=false"), "{answer}");
+    let n: usize = answer.split(' ').nth(1).unwrap().parse().unwrap();
+    assert!(n <= 400, "reply of {n} bytes to a request of about 800: amplification");
 }

@@ -8,6 +8,9 @@
 //!   mosboot-test-flood tftp SERVER COUNT RATE RRQs for pxelinux.0 from COUNT new ports, RATE per
 //!                                             second, never answered (ports stay open)
 //!   mosboot-test-flood rrq SERVER NAME [MODE] one RRQ with an arbitrary file name (and mode)
+//!   mosboot-test-flood pxe4011 SERVER PORT    a PXE REQUEST with oversized options 97 and 82 to
+//!                                             SERVER:4011 from PORT (0: any); prints the answer
+//!   mosboot-test-flood decline IF MAC IP SERVER a DECLINE of IP by MAC (no lease of its own)
 
 use std::net::{Ipv4Addr, UdpSocket};
 use std::os::fd::AsRawFd;
@@ -193,6 +196,55 @@ fn main() {
             let mut buf = [0u8; 1600];
             s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
             let _ = s.recv_from(&mut buf);
+        }
+        "pxe4011" => {
+            let s = UdpSocket::bind(("0.0.0.0", arg(2).parse::<u16>().unwrap())).unwrap();
+            let mac: MacAddr = "02:00:00:00:40:11".parse().unwrap();
+            let req = encode_request(
+                4011,
+                mac,
+                0,
+                Ipv4Addr::UNSPECIFIED,
+                &[
+                    (code::MESSAGE_TYPE, vec![3]),
+                    (code::VENDOR_CLASS, b"PXEClient:Arch:00000:UNDI:002001".to_vec()),
+                    (code::CLIENT_UUID, vec![0x55; 250]),
+                    (code::RELAY_AGENT, vec![0x66; 250]),
+                ],
+            );
+            s.send_to(&req, (arg(1).as_str(), 4011)).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            let mut buf = [0u8; 2000];
+            match s.recv_from(&mut buf) {
+                Ok((n, _)) => {
+                    let v = decode_reply(&buf[..n]);
+                    let has = |c| v.as_ref().is_some_and(|v| v.options.contains_key(&c));
+                    println!(
+                        "reply {n} bytes uuid={} relay={}",
+                        has(code::CLIENT_UUID),
+                        has(code::RELAY_AGENT)
+                    );
+                }
+                Err(_) => println!("noreply"),
+            }
+        }
+        "decline" => {
+            let sock = dhcp_socket(&arg(1));
+            let mac: MacAddr = arg(2).parse().unwrap();
+            let ip: Ipv4Addr = arg(3).parse().unwrap();
+            let sid: Ipv4Addr = arg(4).parse().unwrap();
+            let d = encode_request(
+                77,
+                mac,
+                0,
+                Ipv4Addr::UNSPECIFIED,
+                &[
+                    (code::MESSAGE_TYPE, vec![4]),
+                    (code::SERVER_ID, sid.octets().to_vec()),
+                    (code::REQUESTED_IP, ip.octets().to_vec()),
+                ],
+            );
+            sock.send_to(&d, "255.255.255.255:67").unwrap();
         }
         other => panic!("unknown mode {other}"),
     }

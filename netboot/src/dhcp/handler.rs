@@ -21,6 +21,10 @@ pub const NEW_MACS_PER_SEC: u64 = 20;
 pub const NEW_MAC_BURST: u64 = 100;
 /// At most one flood warning per this many seconds.
 const FLOOD_WARN_SECS: u64 = 10;
+/// Option 97 as PXE defines it: type 0 and a 16-byte GUID. Only this is echoed.
+const UUID_LEN: usize = 17;
+/// Longest relay agent information (82) echoed back to a relay.
+const MAX_RELAY_ECHO: usize = 64;
 /// PXE vendor option 43: PXE_DISCOVERY_CONTROL (6) = 8, "boot the file named in this reply".
 const PXE_VENDOR_OPTIONS: [u8; 4] = [6, 1, 8, 255];
 
@@ -265,10 +269,15 @@ impl Handler {
             return None;
         }
         let ip = req.opt_ip(code::REQUESTED_IP)?;
-        let ours_to_decline =
-            self.alloc.table().get(ip).is_some_and(|l| l.mac == req.mac && l.state == LeaseState::Bound)
-                || self.alloc.check(req.mac, ip, now).is_ok();
-        if !self.alloc.is_ours(ip) || !ours_to_decline {
+        // Only the holder may decline its own address (it found it in use after the ACK);
+        // anyone else's DECLINE would quarantine free addresses for nothing.
+        let holder = self
+            .alloc
+            .table()
+            .get(ip)
+            .is_some_and(|l| l.mac == req.mac && l.state == LeaseState::Bound && l.active_at(now));
+        if !self.alloc.is_ours(ip) || !holder {
+            tracing::debug!(mac = %req.mac, %ip, "DECLINE from a MAC that does not hold the address ignored");
             return None;
         }
         let lease = self.lease(req.mac, ip, now + DECLINE_QUARANTINE_SECS, LeaseState::Declined, now);
@@ -326,8 +335,18 @@ impl Handler {
         let (msg, dest) = match (port, req.msg_type) {
             (Port::Dhcp, Some(MessageType::Discover)) => (MessageType::Offer, None),
             (Port::PxeService, Some(MessageType::Request | MessageType::Inform)) => {
-                let to = if src.ip().is_unspecified() { None } else { Some(Dest::Unicast(src)) };
-                (MessageType::Ack, Some(to?))
+                // Answer only what a PXE ROM sends: from its DHCP client port (or 4011), from an
+                // address on our subnet. Anything else may be a spoofed source to reflect at.
+                let plausible = matches!(src.port(), 68 | 4011)
+                    && !src.ip().is_unspecified()
+                    && self.cfg.in_subnet(*src.ip())
+                    && *src.ip() != self.cfg.server
+                    && *src.ip() != self.cfg.broadcast();
+                if !plausible {
+                    tracing::debug!(mac = %req.mac, %src, "port 4011 request from an implausible source ignored");
+                    return None;
+                }
+                (MessageType::Ack, Some(Dest::Unicast(src)))
             }
             _ => return None,
         };
@@ -340,9 +359,7 @@ impl Handler {
         reply.set(code::VENDOR_SPECIFIC, PXE_VENDOR_OPTIONS.to_vec());
         reply.set(code::TFTP_SERVER, self.cfg.server.to_string().into_bytes());
         reply.set(code::BOOTFILE, reply.file.clone());
-        if let Some(uuid) = req.opt(code::CLIENT_UUID) {
-            reply.set(code::CLIENT_UUID, uuid.to_vec());
-        }
+        echo_uuid(&mut reply, req);
         let dest = dest.unwrap_or_else(|| self.dest(req, &reply));
         let ip = if req.ciaddr.is_unspecified() { *src.ip() } else { req.ciaddr };
         let note = self.note(Stage::Offered, req.mac, ip, "proxy boot information");
@@ -389,10 +406,11 @@ impl Handler {
             reply.set(code::VENDOR_CLASS, b"PXEClient".to_vec());
             reply.set(code::VENDOR_SPECIFIC, PXE_VENDOR_OPTIONS.to_vec());
         }
-        if let Some(uuid) = req.opt(code::CLIENT_UUID) {
-            reply.set(code::CLIENT_UUID, uuid.to_vec());
-        }
-        if let Some(relay) = req.opt(code::RELAY_AGENT) {
+        echo_uuid(reply, req);
+        if let Some(relay) = req.opt(code::RELAY_AGENT)
+            && !req.giaddr.is_unspecified()
+            && relay.len() <= MAX_RELAY_ECHO
+        {
             reply.set(code::RELAY_AGENT, relay.to_vec());
         }
     }
@@ -407,7 +425,19 @@ impl Handler {
         if !req.giaddr.is_unspecified() {
             return Dest::Unicast(SocketAddrV4::new(req.giaddr, 67));
         }
-        if !req.ciaddr.is_unspecified() && !req.broadcast_flag() && reply.msg_type != Some(MessageType::Nak) {
+        // Unicast only to an address of ours that this MAC holds: a spoofed ciaddr must not
+        // make us send to a host of the attacker's choosing.
+        let held = self.cfg.in_subnet(req.ciaddr)
+            && self
+                .alloc
+                .table()
+                .get(req.ciaddr)
+                .is_some_and(|l| l.mac == req.mac && l.state == LeaseState::Bound);
+        if !req.ciaddr.is_unspecified()
+            && held
+            && !req.broadcast_flag()
+            && reply.msg_type != Some(MessageType::Nak)
+        {
             return Dest::Unicast(SocketAddrV4::new(req.ciaddr, 68));
         }
         Dest::Broadcast
@@ -453,5 +483,16 @@ impl Handler {
             node: host.map(|h| h.node),
             detail: detail.to_string(),
         }
+    }
+}
+
+/// Echoes option 97 only in its PXE shape (fixed size), so a reply never carries back
+/// arbitrary client bytes.
+fn echo_uuid(reply: &mut Reply, req: &Request) {
+    if let Some(uuid) = req.opt(code::CLIENT_UUID)
+        && uuid.len() == UUID_LEN
+        && uuid[0] == 0
+    {
+        reply.set(code::CLIENT_UUID, uuid.to_vec());
     }
 }

@@ -461,3 +461,43 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn spoofed_decline_ciaddr_and_oversized_echoes_are_refused() {
+    let mut h = handler_with(DhcpMode::Full, &[(mac(1), ip(1))]);
+    // DECLINE of a free address, and of someone else's: ignored.
+    for (m, i) in [(mac(2), ip(3)), (mac(2), ip(1))] {
+        let d = msg(
+            4,
+            m,
+            &[(code::SERVER_ID, SERVER.octets().to_vec()), (code::REQUESTED_IP, i.octets().to_vec())],
+        );
+        assert!(h.handle_datagram(&d, src(), Port::Dhcp, NOW).is_none());
+    }
+    // A spoofed ciaddr (not held by this MAC, or off-subnet) gets a broadcast, never a unicast.
+    for ci in [ip(1), Ipv4Addr::new(8, 8, 8, 8)] {
+        let inform = encode_request(9, mac(2), 0, ci, &[(code::MESSAGE_TYPE, vec![8])]);
+        if let Some(a) = h.handle_datagram(&inform, SocketAddrV4::new(ci, 68), Port::Dhcp, NOW) {
+            assert_eq!(reply(&a).2, Dest::Broadcast);
+        }
+    }
+    // Option 97 of the wrong shape and 82 without a relay are not echoed.
+    let d = msg(1, mac(5), &[(code::CLIENT_UUID, vec![7; 250]), (code::RELAY_AGENT, vec![1; 250])]);
+    let (v, _, _) = reply(&h.handle_datagram(&d, src(), Port::Dhcp, NOW).unwrap());
+    assert!(!v.options.contains_key(&code::CLIENT_UUID) && !v.options.contains_key(&code::RELAY_AGENT));
+}
+
+#[test]
+fn port_4011_answers_only_plausible_pxe_sources() {
+    let mut h = handler(DhcpMode::Proxy);
+    let pxe = (code::VENDOR_CLASS, b"PXEClient:Arch:00000:UNDI:002001".to_vec());
+    let req = encode_request(3, mac(1), 0, ip(50), &[(code::MESSAGE_TYPE, vec![3]), pxe]);
+    for bad in [
+        SocketAddrV4::new(ip(50), 5353),
+        SocketAddrV4::new(Ipv4Addr::new(10, 1, 2, 3), 68),
+        SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68),
+    ] {
+        assert!(h.handle_datagram(&req, bad, Port::PxeService, NOW).is_none(), "{bad}");
+    }
+    assert!(h.handle_datagram(&req, SocketAddrV4::new(ip(50), 68), Port::PxeService, NOW).is_some());
+}
