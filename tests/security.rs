@@ -412,3 +412,22 @@ fn spoofed_decline_and_4011_reflection_are_refused() {
     let n: usize = answer.split(' ').nth(1).unwrap().parse().unwrap();
     assert!(n <= 400, "reply of {n} bytes to a request of about 800: amplification");
 }
+
+/// Finding 7 (build side): a version that would inject shell lines into every node's
+/// openmosix-start is a config error naming the key, not a build.
+#[test]
+fn openmosix_version_injection_is_a_config_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("cluster.toml");
+    std::fs::write(
+        &cfg,
+        "[cluster]\nname = \"lab\"\ninterface = \"eth1\"\nserver = \"192.168.0.254/24\"\npool = \"192.168.0.1-192.168.0.9\"\n\
+         [openmosix]\nversion = \"2.4.26-x\\ntouch /p\\n#\"\n",
+    )
+    .unwrap();
+    let o =
+        std::process::Command::new(harness::mosboot_bin()).arg("-c").arg(&cfg).arg("check").output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "accepted: {err}");
+    assert!(err.contains(":7: openmosix.version") && err.contains(r"\ntouch"), "{err}");
+}

@@ -474,7 +474,11 @@ impl<'a> Walker<'a> {
             Some(Some((s, l))) => match parse_version(&s) {
                 Some(p) => Some((s, p)),
                 None => {
-                    self.err(l, "openmosix.version", format!("'{s}' is not a kernel version like 2.4.26"));
+                    self.err(
+                        l,
+                        "openmosix.version",
+                        format!("{s:?} is not a kernel version like 2.4.26 or 2.4.26-om1"),
+                    );
                     None
                 }
             },
@@ -642,9 +646,24 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
     n.checked_mul(mult).map(Duration::from_secs)
 }
 
-/// `2.4.26` (a suffix like `-om1` is allowed and ignored).
+/// `2.4.26` or `2.4.26-om1`: `MAJOR.MINOR[.PATCH]` of 1-3 digits each, then optionally `-` and
+/// 1-32 letters, digits, `.` or `_` (the suffix is ignored). Strict, because the version reaches
+/// node scripts: anything else (a newline, a quote, a space) is a config error.
 pub fn parse_version(s: &str) -> Option<(u32, u32, u32)> {
-    let core = s.split(['-', ' ']).next()?;
+    let (core, suffix) = match s.split_once('-') {
+        Some((c, suf)) => (c, Some(suf)),
+        None => (s, None),
+    };
+    if let Some(suf) = suffix
+        && (suf.is_empty()
+            || suf.len() > 32
+            || !suf.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_'))
+    {
+        return None;
+    }
+    if core.split('.').any(|n| n.is_empty() || n.len() > 3 || !n.bytes().all(|b| b.is_ascii_digit())) {
+        return None;
+    }
     let mut it = core.split('.');
     let a = it.next()?.parse().ok()?;
     let b = it.next()?.parse().ok()?;
@@ -737,5 +756,11 @@ initrd = 5
         assert_eq!(parse_version("2.4.26-om1"), Some((2, 4, 26)));
         assert_eq!(parse_version("2.6"), Some((2, 6, 0)));
         assert_eq!(parse_version("two"), None);
+        for bad in
+            ["2.4.26-x\ntouch /p\n#", "2.4.26 x", "2.4.26-", "2.4.26-a'b", "+2.4.26", "2.4.26.1", "2..4"]
+        {
+            assert_eq!(parse_version(bad), None, "{bad:?}");
+        }
+        assert_eq!(parse_version("2.4.26-om1.2_x"), Some((2, 4, 26)));
     }
 }
