@@ -89,8 +89,20 @@ impl Lab {
 
     /// Starts `mosboot serve` (no rival probe) with `state`; waits until it is ready or exited.
     fn serve(&self, state: &Path, tag: &str) -> (ChildGuard, PathBuf) {
+        self.serve_via(&[], state, tag)
+    }
+
+    /// Like [`Lab::serve`], started through `wrapper` (e.g. setpriv with capabilities).
+    fn serve_via(&self, wrapper: &[&str], state: &Path, tag: &str) -> (ChildGuard, PathBuf) {
         let log = self.dir.path().join(format!("serve-{tag}.log"));
-        let mut cmd = self.srv.command(harness::mosboot_bin());
+        let mut cmd = match wrapper.split_first() {
+            Some((prog, rest)) => {
+                let mut c = self.srv.command(prog);
+                c.args(rest).arg(harness::mosboot_bin());
+                c
+            }
+            None => self.srv.command(harness::mosboot_bin()),
+        };
         cmd.arg("-c").arg(self.cfg()).arg("serve").arg("--state").arg(state).arg("--out").arg(self.out());
         cmd.arg("--force").env("RUST_LOG", "info");
         cmd.stdout(Stdio::null()).stderr(std::fs::File::create(&log).unwrap());
@@ -430,4 +442,59 @@ fn openmosix_version_injection_is_a_config_error() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success(), "accepted: {err}");
     assert!(err.contains(":7: openmosix.version") && err.contains(r"\ntouch"), "{err}");
+}
+
+/// `CapEff`, `CapPrm`, `CapInh`, `CapAmb`, `CapBnd` and `NoNewPrivs` of a running process.
+fn cap_status(pid: u32) -> std::collections::BTreeMap<String, String> {
+    read(Path::new(&format!("/proc/{pid}/status")))
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .filter(|(k, _)| k.starts_with("Cap") || *k == "NoNewPrivs" || *k == "Uid")
+        .map(|(k, v)| (k.to_string(), v.trim().to_string()))
+        .collect()
+}
+
+/// Finding 8: started the systemd way (a plain user with CAP_NET_BIND_SERVICE and CAP_NET_RAW
+/// as ambient capabilities) or as root, serve holds no capability once it serves.
+#[test]
+fn serve_keeps_no_capability_after_binding() {
+    if !root_or_skip() {
+        return;
+    }
+    let lab = Lab::new("full");
+    let zero = "0000000000000000";
+    // As root: switches to nobody, bounding set emptied too.
+    let (srv, log) = lab.serve(&lab.state(), "root");
+    assert!(read(&log).contains("mosboot serve:"), "{}", read(&log));
+    let st = cap_status(srv.pid());
+    assert_eq!(
+        (st["CapEff"].as_str(), st["CapPrm"].as_str(), st["CapAmb"].as_str()),
+        (zero, zero, zero),
+        "{st:?}"
+    );
+    assert_eq!((st["CapBnd"].as_str(), st["NoNewPrivs"].as_str()), (zero, "1"), "{st:?}");
+    stop(srv);
+
+    // As nobody with only the two capabilities (its own state folder, as systemd's StateDirectory).
+    let state = lab.dir.path().join("state-caps");
+    std::fs::create_dir(&state).unwrap();
+    run(&["chown", "nobody:nogroup", state.to_str().unwrap()]);
+    let wrapper = [
+        "setpriv",
+        "--reuid=nobody",
+        "--regid=nogroup",
+        "--clear-groups",
+        "--inh-caps=+net_bind_service,+net_raw",
+        "--ambient-caps=+net_bind_service,+net_raw",
+    ];
+    let (srv, log) = lab.serve_via(&wrapper, &state, "caps");
+    assert!(read(&log).contains("mosboot serve:"), "{}", read(&log));
+    assert_eq!(read(Path::new(&format!("/proc/{}/comm", srv.pid()))).trim(), "mosboot");
+    let st = cap_status(srv.pid());
+    assert!(st["Uid"].starts_with("65534"), "{st:?}");
+    for k in ["CapEff", "CapPrm", "CapInh", "CapAmb"] {
+        assert_eq!(st[k], zero, "{k} after start: {st:?}\n{}", read(&log));
+    }
+    assert_eq!(st["NoNewPrivs"], "1", "{st:?}");
+    stop(srv);
 }

@@ -18,6 +18,7 @@ pub mod map;
 pub mod nodes;
 pub mod pipeline;
 pub mod plan;
+pub mod privilege;
 pub mod render;
 pub mod root;
 pub mod serve;

@@ -1,8 +1,9 @@
 //! `mosboot serve`: DHCP (full or proxy) and TFTP for the output tree, in the foreground.
 //!
-//! Order matters for safety: load config and plan; look for a rival DHCP server (full mode);
-//! bind every socket and open every state file (needs root); then drop to an unprivileged user,
-//! so nothing that parses packets from the network runs as root. The state folder stays owned by
+//! Order matters for safety: load config and plan; bind every socket (the rival probe's too)
+//! and open every state file (needs root or capabilities); then drop to an unprivileged user
+//! with no capability left (`privilege`), so nothing that parses packets from the network runs
+//! privileged; only then look for a rival DHCP server (full mode) and serve. The state folder stays owned by
 //! root and its files are opened with `O_NOFOLLOW` before the drop (see `netboot::statedir`):
 //! the unprivileged server writes only through descriptors it inherited, so it cannot plant a
 //! link that root follows on the next start. Every boot event becomes one log line and one line
@@ -15,7 +16,7 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
-use netboot::dhcp::{BootFiles, DhcpConfig, DhcpServer, HostInfo, probe_rival};
+use netboot::dhcp::{BootFiles, DhcpConfig, DhcpServer, HostInfo, RivalProbe};
 use netboot::events::{BootEvent, EventReceiver, Stage};
 use netboot::mac::MacAddr;
 use netboot::statedir::StateDir;
@@ -122,22 +123,14 @@ async fn serve(plan: Plan, root: PathBuf, state_dir: StateDir, args: &ServeArgs)
     let mut stage_log =
         state_dir.open_file(STAGE_LOG, true).map_err(|e| Failure::runtime("open the stage log", e))?;
 
+    let mut probe = None;
     let dhcp = if plan.dhcp == DhcpMode::Off {
         tracing::info!("dhcp = \"off\": serving TFTP only");
         None
     } else {
         if plan.dhcp == DhcpMode::Full && !args.force {
-            match probe_rival(&plan.interface, plan.server, args.probe).await {
-                Ok(None) => {}
-                Ok(Some(rival)) => {
-                    return Err(Failure::Usage(format!(
-                        "another DHCP server ({rival}) answers on {}: two servers handing out addresses fight. \
-                         Set dhcp = \"proxy\" in [cluster] to boot nodes beside it, or pass --force",
-                        plan.interface
-                    )));
-                }
-                Err(e) => return Err(startup(e)),
-            }
+            // Bound now (port 68 needs privilege); its answers are parsed after the drop.
+            probe = Some(RivalProbe::open(&plan.interface, plan.server).map_err(startup)?);
         }
         let cfg = dhcp_config(&plan, state.join(LEASE_FILE));
         let mut server = DhcpServer::bind(cfg, Some(tx.clone())).map_err(startup)?;
@@ -155,7 +148,20 @@ async fn serve(plan: Plan, root: PathBuf, state_dir: StateDir, args: &ServeArgs)
         .map_err(|e| Failure::Usage(format!("cannot start TFTP: {e}")))?;
     let mac_of = known_macs(&state.join(LEASE_FILE), &plan);
 
-    drop_privileges(&args.user)?;
+    crate::privilege::drop_privileges(&args.user)?;
+    if let Some(probe) = probe {
+        match probe.run(args.probe).await {
+            Ok(None) => {}
+            Ok(Some(rival)) => {
+                return Err(Failure::Usage(format!(
+                    "another DHCP server ({rival}) answers on {}: two servers handing out addresses fight. \
+                     Set dhcp = \"proxy\" in [cluster] to boot nodes beside it, or pass --force",
+                    plan.interface
+                )));
+            }
+            Err(e) => return Err(startup(e)),
+        }
+    }
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
@@ -216,26 +222,6 @@ fn startup(e: netboot::dhcp::DhcpError) -> Failure {
         netboot::dhcp::DhcpError::Lease(_) => Failure::runtime("open the lease file", e),
         _ => Failure::Usage(format!("cannot start DHCP: {e}")),
     }
-}
-
-/// Switches to `user` (when root): its primary group only, no supplementary groups. Nothing is
-/// handed to that user: it keeps only the descriptors opened before.
-fn drop_privileges(user: &str) -> Result<(), Failure> {
-    use nix::unistd::{Uid, User, setgid, setgroups, setuid};
-    if !Uid::effective().is_root() || user == "root" {
-        return Ok(());
-    }
-    let u = User::from_name(user)
-        .map_err(|e| Failure::runtime(format!("look up user '{user}'"), e))?
-        .ok_or_else(|| Failure::Usage(format!("user '{user}' does not exist (pass --user NAME)")))?;
-    setgroups(&[u.gid]).map_err(|e| Failure::runtime("drop supplementary groups", e))?;
-    setgid(u.gid).map_err(|e| Failure::runtime(format!("switch to group of '{user}'"), e))?;
-    setuid(u.uid).map_err(|e| Failure::runtime(format!("switch to user '{user}'"), e))?;
-    if setuid(Uid::from_raw(0)).is_ok() {
-        return Err(Failure::runtime("drop root", "could regain uid 0"));
-    }
-    tracing::info!(user, uid = u.uid.as_raw(), "dropped root privileges");
-    Ok(())
 }
 
 /// TFTP only knows IPs; DHCP events and the lease log say which MAC holds which IP.

@@ -148,6 +148,10 @@ impl Handler {
     }
 
     pub fn handle(&mut self, req: &Request, src: SocketAddrV4, port: Port, now: u64) -> Option<Action> {
+        if *src.ip() == self.cfg.server {
+            // Our own broadcast (the rival probe's DISCOVER) looping back.
+            return None;
+        }
         if !req.giaddr.is_unspecified() && !self.cfg.in_subnet(req.giaddr) {
             tracing::debug!(mac = %req.mac, giaddr = %req.giaddr, "relayed request from a subnet that is not ours; ignored");
             return None;

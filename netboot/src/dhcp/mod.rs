@@ -23,7 +23,7 @@ pub use config::{BootFiles, DhcpConfig, DhcpError, DhcpMode, HostInfo};
 pub use handler::{
     Action, DECLINE_QUARANTINE_SECS, Dest, Handler, NEW_MAC_BURST, NEW_MACS_PER_SEC, Note, Port,
 };
-pub use probe::probe_rival;
+pub use probe::{RivalProbe, probe_rival};
 pub use socket::{check_interface, interface_addrs};
 
 use crate::events::{BootEvent, EventSender, Stage};
