@@ -10,6 +10,8 @@ pub mod diag;
 pub mod error;
 pub mod export;
 pub mod floppy;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hostname;
 pub mod init;
 pub mod kernel_config;

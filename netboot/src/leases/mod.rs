@@ -8,7 +8,7 @@ mod table;
 
 pub use crc::crc32;
 pub use record::{Lease, LeaseState, to_system_time, unix_now};
-pub use store::{LeaseError, LeaseStore, read_leases};
+pub use store::{LeaseError, LeaseStore, parse_leases, read_leases};
 pub use table::LeaseTable;
 
 #[cfg(test)]

@@ -121,8 +121,14 @@ pub fn read_leases(path: &Path) -> Result<(Vec<Lease>, Vec<String>), LeaseError>
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), Vec::new())),
         Err(e) => return Err(io_err(path)(e)),
     };
-    let p = parse_log(path, &data);
-    Ok((p.table.all(), p.warnings))
+    Ok(parse_leases(path, &data))
+}
+
+/// Parses lease-log text (as [`read_leases`] does after reading `path`, which only names the
+/// file in warnings).
+pub fn parse_leases(path: &Path, data: &[u8]) -> (Vec<Lease>, Vec<String>) {
+    let p = parse_log(path, data);
+    (p.table.all(), p.warnings)
 }
 
 struct Pending {

@@ -23,6 +23,30 @@ use std::time::Duration;
 
 pub use server::TftpServer;
 
+/// Parses one datagram as the request socket does and, for a read request, negotiates its
+/// options (the fuzzing entry point; see `netboot::fuzzing`). Returns whether it was a request.
+pub fn parse_and_negotiate(data: &[u8]) -> bool {
+    match packet::Packet::parse(data) {
+        Ok(packet::Packet::Rrq(req)) => {
+            let limits = options::Limits {
+                max_blksize: 1468,
+                max_windowsize: 8,
+                default_timeout: Duration::from_secs(1),
+            };
+            let n = options::negotiate(&req.options, limits, req.mode, 1 << 20);
+            assert!(n.blksize >= 8 && n.blksize <= 1468 && n.windowsize >= 1 && n.windowsize <= 8);
+            static ROOT: std::sync::OnceLock<Option<path::Root>> = std::sync::OnceLock::new();
+            if let Some(root) = ROOT.get_or_init(|| path::Root::new(&std::env::temp_dir()).ok())
+                && let Ok(rel) = root.normalize(&req.filename)
+            {
+                assert!(!rel.starts_with('/') && !rel.split('/').any(|c| c == ".."), "{rel:?} escapes");
+            }
+            true
+        }
+        _ => false,
+    }
+}
+
 /// Requests under this directory are node reports, not files (see [`server`]).
 pub const REPORT_PREFIX: &str = "mosboot-report/";
 
