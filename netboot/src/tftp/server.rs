@@ -193,22 +193,20 @@ impl Shared {
             let mut map = self.lock_transfers();
             old = map.remove(&peer);
             let from_source = map.keys().filter(|p| p.ip() == peer.ip()).count();
-            if from_source >= self.cfg.max_per_source {
+            let refusal = if from_source >= self.cfg.max_per_source {
+                Some(("too many transfers from your address", self.cfg.max_per_source))
+            } else if map.len() >= self.cfg.max_transfers {
+                Some(("server busy", self.cfg.max_transfers))
+            } else {
+                None
+            };
+            if let Some((why, limit)) = refusal {
                 drop(map);
                 if let Some(old) = old {
                     old.abort.abort();
                 }
-                tracing::warn!(%peer, file = ?req.filename, limit = self.cfg.max_per_source, "tftp: refused: too many transfers from this address");
-                reply(socket, peer, ErrorCode::NotDefined, "too many transfers from your address");
-                return;
-            }
-            if map.len() >= self.cfg.max_transfers {
-                drop(map);
-                if let Some(old) = old {
-                    old.abort.abort();
-                }
-                tracing::warn!(%peer, file = ?req.filename, limit = self.cfg.max_transfers, "tftp: refused: server busy");
-                reply(socket, peer, ErrorCode::NotDefined, "server busy");
+                tracing::warn!(%peer, file = ?req.filename, limit, "tftp: refused: {why}");
+                reply(socket, peer, ErrorCode::NotDefined, why);
                 return;
             }
             let id = self.next_id.fetch_add(1, Ordering::Relaxed);
