@@ -278,6 +278,7 @@ async fn record_events(
     mut stage_log: File,
     fetches: Option<netboot::dhcp::BootFetches>,
 ) {
+    let mut stage_failing = false;
     while let Some(ev) = rx.recv().await {
         if let (Stage::Fetched(_), Some(f)) = (&ev.stage, &fetches) {
             f.fetched(ev.ip);
@@ -294,10 +295,14 @@ async fn record_events(
             // DHCP logs its own events; TFTP fetches and joins are logged here.
             tracing::info!("{}", line.trim_end());
         }
-        if let Err(e) =
-            stage_log.write_all(line.as_bytes()).and_then(|_| trim_log(&mut stage_log, STAGE_LOG_MAX))
-        {
-            tracing::warn!(error = %e, "cannot append to the stage log");
+        match stage_log.write_all(line.as_bytes()).and_then(|_| trim_log(&mut stage_log, STAGE_LOG_MAX)) {
+            // One warning per failing stretch (a full disk would otherwise add one per event).
+            Err(e) if !stage_failing => {
+                tracing::warn!(error = %e, "cannot append to the stage log (lines are lost until it works again)");
+                stage_failing = true;
+            }
+            Err(_) => {}
+            Ok(()) => stage_failing = false,
         }
     }
 }
