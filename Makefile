@@ -9,7 +9,7 @@ export MOSBOOT_BIN := $(MOSBOOT)
 
 include mk/kit.mk
 
-.PHONY: all deps build test unit-test e2e demo bench lint fmt clean sample
+.PHONY: all deps build test unit-test e2e demo bench lint fmt clean sample fuzz
 
 all: build
 
@@ -38,6 +38,19 @@ bench:
 	@scripts/deps.sh test bench
 	$(CARGO) build --release -p mosboot
 	@scripts/bench/run.sh
+
+# Coverage-guided fuzzing (cargo-fuzz + libFuzzer; RUSTC_BOOTSTRAP lets stable rustc take its
+# -Z flags): each target runs FUZZ_RUNS executions from the corpus kept in fuzz/corpus (new
+# inputs go to fuzz/target/corpus, not into the repo). `make test` replays the corpus only.
+FUZZ_RUNS ?= 1000000
+FUZZ_TARGETS := dhcp tftp lease_log config
+fuzz:
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz
+	@cd fuzz && for t in $(FUZZ_TARGETS); do \
+	  mkdir -p target/corpus/$$t && \
+	  RUSTC_BOOTSTRAP=1 nice -n 19 $(CARGO) fuzz run -s none $$t target/corpus/$$t corpus/$$t -- \
+	    -runs=$(FUZZ_RUNS) -max_len=4096 -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 || exit 1; \
+	done
 
 lint:
 	$(CARGO) fmt --all -- --check

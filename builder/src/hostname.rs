@@ -37,7 +37,8 @@ pub fn validate(name: &str) -> Result<(), String> {
         return Err("renders an empty hostname".into());
     }
     if name.len() > 253 {
-        return Err(format!("hostname '{}…' is longer than 253 characters", &name[..20.min(name.len())]));
+        let head: String = name.chars().take(20).collect();
+        return Err(format!("hostname '{head}…' is longer than 253 characters"));
     }
     for label in name.split('.') {
         let ok = !label.is_empty()
@@ -57,6 +58,13 @@ pub fn validate(name: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_non_ascii_name_is_an_error_not_a_panic() {
+        let name = "é".repeat(200);
+        let err = validate(&name).unwrap_err();
+        assert!(err.contains("longer than 253"), "{err}");
+    }
 
     #[test]
     fn ltsp_preset_pads_the_last_octet() {

@@ -11,6 +11,8 @@ pub mod duration;
 pub mod error;
 pub mod export;
 pub mod floppy;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hostname;
 pub mod init;
 pub mod kernel_config;
@@ -19,6 +21,7 @@ pub mod map;
 pub mod nodes;
 pub mod pipeline;
 pub mod plan;
+pub mod privilege;
 pub mod render;
 pub mod root;
 pub mod serve;

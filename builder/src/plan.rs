@@ -58,6 +58,8 @@ pub struct Plan {
     pub pool: Vec<Ipv4Addr>,
     pub pinned: Vec<(MacAddr, Ipv4Addr)>,
     pub lease_time: Duration,
+    /// `bootp = "dynamic"`: BOOTP-only clients get pool addresses, not only pinned ones.
+    pub bootp_dynamic: bool,
     pub router: Option<Ipv4Addr>,
     pub dns: Vec<Ipv4Addr>,
     pub dhcp: DhcpMode,
@@ -309,6 +311,7 @@ impl Plan {
             pool,
             pinned,
             lease_time: c.lease_time,
+            bootp_dynamic: c.bootp_dynamic,
             router: c.router,
             dns: c.dns.clone(),
             dhcp: c.dhcp,

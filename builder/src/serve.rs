@@ -1,20 +1,25 @@
 //! `mosboot serve`: DHCP (full or proxy) and TFTP for the output tree, in the foreground.
 //!
-//! Order matters for safety: load config and plan; look for a rival DHCP server (full mode);
-//! bind every socket and open the lease log (needs root); then drop to an unprivileged user, so
-//! nothing that parses packets from the network runs as root. Every boot event becomes one log
-//! line and one line in `<state>/stages.log`, which `mosboot nodes` reads.
+//! Order matters for safety: load config and plan; bind every socket (the rival probe's too)
+//! and open every state file (needs root or capabilities); then drop to an unprivileged user
+//! with no capability left (`privilege`), so nothing that parses packets from the network runs
+//! privileged; only then look for a rival DHCP server (full mode) and serve. The state folder stays owned by
+//! root and its files are opened with `O_NOFOLLOW` before the drop (see `netboot::statedir`):
+//! the unprivileged server writes only through descriptors it inherited, so it cannot plant a
+//! link that root follows on the next start. Every boot event becomes one log line and one line
+//! in `<state>/stages.log` (size-capped), which `mosboot nodes` reads.
 
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
-use netboot::dhcp::{BootFiles, DhcpConfig, DhcpError, DhcpServer, HostInfo, probe_rival};
+use netboot::dhcp::{BootFiles, DhcpConfig, DhcpError, DhcpServer, HostInfo, RivalProbe};
 use netboot::events::{BootEvent, EventReceiver, Stage};
 use netboot::mac::MacAddr;
+use netboot::statedir::StateDir;
 use netboot::tftp::{NodeReport, TftpConfig, TftpServer};
 
 use crate::config::{Config, DhcpMode};
@@ -24,6 +29,9 @@ use crate::plan::Plan;
 /// File names inside the state directory.
 pub const LEASE_FILE: &str = "leases";
 pub const STAGE_LOG: &str = "stages.log";
+/// The stage log is cut to its newest half when it grows past this (a flood adds a line per
+/// DISCOVER).
+pub const STAGE_LOG_MAX: u64 = 4 << 20;
 
 /// Options of `mosboot serve`.
 #[derive(clap::Args, Debug, Clone)]
@@ -79,6 +87,7 @@ pub fn dhcp_config(plan: &Plan, lease_file: PathBuf) -> DhcpConfig {
         pinned: plan.pinned.clone(),
         hosts,
         lease_time: plan.lease_time,
+        bootp_dynamic: plan.bootp_dynamic,
         router: plan.router,
         dns: plan.dns.clone(),
         boot: BootFiles::default(),
@@ -100,39 +109,36 @@ pub fn run(cfg_path: &Path, args: &ServeArgs) -> Result<(), Failure> {
         )));
     }
     let state = args.state.clone().unwrap_or_else(|| default_state_dir(&plan.cluster));
-    std::fs::create_dir_all(&state)
-        .map_err(|e| Failure::runtime(format!("create state folder {}", state.display()), e))?;
+    let state_dir = StateDir::secure(&state).map_err(|e| Failure::runtime("open the state folder", e))?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .map_err(|e| Failure::runtime("start the async runtime", e))?;
-    rt.block_on(serve(plan, root, state, args))
+    rt.block_on(serve(plan, root, state_dir, args))
 }
 
-async fn serve(plan: Plan, root: PathBuf, state: PathBuf, args: &ServeArgs) -> Result<(), Failure> {
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+async fn serve(plan: Plan, root: PathBuf, state_dir: StateDir, args: &ServeArgs) -> Result<(), Failure> {
+    let state = state_dir.path().to_path_buf();
+    let (tx, rx) = netboot::events::channel();
+    let mut stage_log =
+        state_dir.open_file(STAGE_LOG, true).map_err(|e| Failure::runtime("open the stage log", e))?;
 
+    let mut probe = None;
     let dhcp = if plan.dhcp == DhcpMode::Off {
         tracing::info!("dhcp = \"off\": serving TFTP only");
         None
     } else {
         if plan.dhcp == DhcpMode::Full && !args.force {
-            match probe_rival(&plan.interface, plan.server, args.probe).await {
-                Ok(None) => {}
-                Ok(Some(rival)) => {
-                    return Err(Failure::Usage(format!(
-                        "another DHCP server ({rival}) answers on {}: two servers handing out addresses fight. \
-                         Set dhcp = \"proxy\" in [cluster] to boot nodes beside it, or pass --force",
-                        plan.interface
-                    )));
-                }
-                Err(e) => return Err(startup(e)),
-            }
+            // Bound now (port 68 needs privilege); its answers are parsed after the drop.
+            probe = Some(RivalProbe::open(&plan.interface, plan.server).map_err(startup)?);
         }
         let cfg = dhcp_config(&plan, state.join(LEASE_FILE));
-        Some(DhcpServer::bind(cfg, Some(tx.clone())).map_err(startup)?)
+        let mut server = DhcpServer::bind(cfg, Some(tx.clone())).map_err(startup)?;
+        server.booted_before(booted_macs(&mut stage_log));
+        Some(server)
     };
+    let fetches = dhcp.as_ref().map(DhcpServer::boot_fetches);
     let tftp_cfg = TftpConfig {
         bind: SocketAddr::V4(SocketAddrV4::new(plan.server, 69)),
         root: root.clone(),
@@ -141,14 +147,22 @@ async fn serve(plan: Plan, root: PathBuf, state: PathBuf, args: &ServeArgs) -> R
     };
     let tftp = TftpServer::bind(tftp_cfg, Some(tx))
         .map_err(|e| Failure::Usage(format!("cannot start TFTP: {e}")))?;
-    let stage_path = state.join(STAGE_LOG);
-    let stage_log = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&stage_path)
-        .map_err(|e| Failure::runtime(format!("open {}", stage_path.display()), e))?;
+    let mac_of = known_macs(&state.join(LEASE_FILE), &plan);
 
-    drop_privileges(&args.user, &state)?;
+    crate::privilege::drop_privileges(&args.user)?;
+    if let Some(probe) = probe {
+        match probe.run(args.probe).await {
+            Ok(None) => {}
+            Ok(Some(rival)) => {
+                return Err(Failure::Usage(format!(
+                    "another DHCP server ({rival}) answers on {}: two servers handing out addresses fight. \
+                     Set dhcp = \"proxy\" in [cluster] to boot nodes beside it, or pass --force",
+                    plan.interface
+                )));
+            }
+            Err(e) => return Err(startup(e)),
+        }
+    }
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
@@ -167,7 +181,7 @@ async fn serve(plan: Plan, root: PathBuf, state: PathBuf, args: &ServeArgs) -> R
         tracing::info!("stopping");
         let _ = stop_tx.send(true);
     });
-    let events = tokio::spawn(record_events(rx, plan.clone(), state.join(LEASE_FILE), stage_log));
+    let events = tokio::spawn(record_events(rx, plan.clone(), mac_of, stage_log, fetches));
     tracing::info!(
         cluster = %plan.cluster,
         interface = %plan.interface,
@@ -217,41 +231,10 @@ fn startup(e: DhcpError) -> Failure {
     Failure::Usage(format!("cannot start DHCP: {e}{hint}"))
 }
 
-/// Switches to `user` (when root): its primary group only, no supplementary groups. The state
-/// folder is handed to that user first so a later start without root can still use it.
-fn drop_privileges(user: &str, state: &Path) -> Result<(), Failure> {
-    use nix::unistd::{Uid, User, chown, setgid, setgroups, setuid};
-    if !Uid::effective().is_root() || user == "root" {
-        return Ok(());
-    }
-    let u = User::from_name(user)
-        .map_err(|e| Failure::runtime(format!("look up user '{user}'"), e))?
-        .ok_or_else(|| Failure::Usage(format!("user '{user}' does not exist (pass --user NAME)")))?;
-    let chown_one = |p: &Path| {
-        chown(p, Some(u.uid), Some(u.gid)).map_err(|e| Failure::runtime(format!("chown {}", p.display()), e))
-    };
-    chown_one(state)?;
-    for name in [LEASE_FILE, STAGE_LOG] {
-        let p = state.join(name);
-        if p.exists() {
-            chown_one(&p)?;
-        }
-    }
-    setgroups(&[u.gid]).map_err(|e| Failure::runtime("drop supplementary groups", e))?;
-    setgid(u.gid).map_err(|e| Failure::runtime(format!("switch to group of '{user}'"), e))?;
-    setuid(u.uid).map_err(|e| Failure::runtime(format!("switch to user '{user}'"), e))?;
-    if setuid(Uid::from_raw(0)).is_ok() {
-        return Err(Failure::runtime("drop root", "could regain uid 0"));
-    }
-    tracing::info!(user, uid = u.uid.as_raw(), "dropped root privileges");
-    Ok(())
-}
-
-/// One line per event to the log and to the stage log.
-async fn record_events(mut rx: EventReceiver, plan: Plan, lease_file: PathBuf, mut stage_log: File) {
-    // TFTP only knows IPs; DHCP events and the lease log say which MAC holds which IP.
+/// TFTP only knows IPs; DHCP events and the lease log say which MAC holds which IP.
+fn known_macs(lease_file: &Path, plan: &Plan) -> HashMap<Ipv4Addr, MacAddr> {
     let mut mac_of: HashMap<Ipv4Addr, MacAddr> = HashMap::new();
-    if let Ok((leases, _)) = netboot::leases::read_leases(&lease_file) {
+    if let Ok((leases, _)) = netboot::leases::read_leases(lease_file) {
         for l in leases {
             mac_of.insert(l.ip, l.mac);
         }
@@ -261,7 +244,52 @@ async fn record_events(mut rx: EventReceiver, plan: Plan, lease_file: PathBuf, m
             mac_of.entry(n.ip).or_insert(m);
         }
     }
+    mac_of
+}
+
+/// MACs the stage log saw fetch a boot file (real PCs, whose leases are never reclaimed early).
+fn booted_macs(stage_log: &mut File) -> Vec<MacAddr> {
+    let mut text = String::new();
+    if stage_log.seek(SeekFrom::Start(0)).and_then(|_| stage_log.read_to_string(&mut text)).is_err() {
+        return Vec::new();
+    }
+    text.lines()
+        .filter_map(StageRecord::parse)
+        .filter(|r| r.stage.starts_with("fetched "))
+        .filter_map(|r| r.mac.and_then(|m| m.parse().ok()))
+        .collect()
+}
+
+/// Keeps the newest half of an append-only log that grew past `max`, in place (through the
+/// descriptor: the unprivileged server cannot rename in the root-owned state folder).
+fn trim_log(file: &mut File, max: u64) -> std::io::Result<()> {
+    let len = file.metadata()?.len();
+    if len <= max {
+        return Ok(());
+    }
+    let keep = max / 2;
+    file.seek(SeekFrom::Start(len - keep))?;
+    let mut tail = Vec::with_capacity(keep as usize);
+    file.take(keep).read_to_end(&mut tail)?;
+    // Start on a whole line.
+    let start = tail.iter().position(|&b| b == b'\n').map(|i| i + 1).unwrap_or(tail.len());
+    file.set_len(0)?;
+    file.write_all(&tail[start..])
+}
+
+/// One line per event to the log and to the stage log.
+async fn record_events(
+    mut rx: EventReceiver,
+    plan: Plan,
+    mut mac_of: HashMap<Ipv4Addr, MacAddr>,
+    mut stage_log: File,
+    fetches: Option<netboot::dhcp::BootFetches>,
+) {
+    let mut stage_failing = false;
     while let Some(ev) = rx.recv().await {
+        if let (Stage::Fetched(_), Some(f)) = (&ev.stage, &fetches) {
+            f.fetched(ev.ip);
+        }
         if let (Some(m), Stage::Acked | Stage::Offered) = (ev.mac, &ev.stage)
             && !ev.ip.is_unspecified()
         {
@@ -274,8 +302,14 @@ async fn record_events(mut rx: EventReceiver, plan: Plan, lease_file: PathBuf, m
             // DHCP logs its own events; TFTP fetches and joins are logged here.
             tracing::info!("{}", line.trim_end());
         }
-        if let Err(e) = stage_log.write_all(line.as_bytes()) {
-            tracing::warn!(error = %e, "cannot append to the stage log");
+        match stage_log.write_all(line.as_bytes()).and_then(|_| trim_log(&mut stage_log, STAGE_LOG_MAX)) {
+            // One warning per failing stretch (a full disk would otherwise add one per event).
+            Err(e) if !stage_failing => {
+                tracing::warn!(error = %e, "cannot append to the stage log (lines are lost until it works again)");
+                stage_failing = true;
+            }
+            Err(_) => {}
+            Ok(()) => stage_failing = false,
         }
     }
 }
@@ -304,6 +338,8 @@ impl StageRecord {
                 _ => format!("reported {clean}"),
             };
         }
+        // One event, one line: nothing from the network may start another.
+        stage.retain(|c| !c.is_control());
         StageRecord {
             at: ev.at.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
             node: node.map(|n| n.number),
@@ -356,6 +392,21 @@ impl StageRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stage_log_is_cut_to_its_newest_whole_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let sd = StateDir::open(dir.path()).unwrap();
+        let mut f = sd.open_file(STAGE_LOG, true).unwrap();
+        for i in 0..1000 {
+            writeln!(f, "line {i:04}").unwrap();
+        }
+        trim_log(&mut f, 4000).unwrap();
+        let text = std::fs::read_to_string(dir.path().join(STAGE_LOG)).unwrap();
+        assert!(text.len() <= 2000 && text.starts_with("line ") && text.ends_with("line 0999\n"), "{text}");
+        writeln!(f, "after").unwrap();
+        assert!(std::fs::read_to_string(dir.path().join(STAGE_LOG)).unwrap().ends_with("0999\nafter\n"));
+    }
 
     #[test]
     fn stage_record_round_trips() {

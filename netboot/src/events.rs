@@ -49,8 +49,28 @@ pub struct BootEvent {
     pub stage: Stage,
 }
 
-/// Where servers send events. Unbounded because events are few (a handful per boot) and a server
-/// must never block on its observer.
-pub type EventSender = tokio::sync::mpsc::UnboundedSender<BootEvent>;
+/// Where servers send events. Bounded, so a flood cannot grow memory without limit; a server
+/// never blocks on its observer: when the queue is full the event is dropped (and counted).
+pub type EventSender = tokio::sync::mpsc::Sender<BootEvent>;
 /// The receiving end, held by `mosboot serve`.
-pub type EventReceiver = tokio::sync::mpsc::UnboundedReceiver<BootEvent>;
+pub type EventReceiver = tokio::sync::mpsc::Receiver<BootEvent>;
+
+/// Events that may wait for the observer; a boot storm of 250 PCs makes about 2000.
+pub const EVENT_QUEUE: usize = 4096;
+
+/// A fresh event queue of [`EVENT_QUEUE`] entries.
+pub fn channel() -> (EventSender, EventReceiver) {
+    tokio::sync::mpsc::channel(EVENT_QUEUE)
+}
+
+static DROPPED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Sends without waiting; a full queue drops the event with a warning for every 1000th drop.
+pub fn emit(tx: &EventSender, ev: BootEvent) {
+    if let Err(tokio::sync::mpsc::error::TrySendError::Full(_)) = tx.try_send(ev) {
+        let n = DROPPED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if n.is_multiple_of(1000) {
+            tracing::warn!(dropped = n + 1, "boot event queue full (flood?); events dropped");
+        }
+    }
+}

@@ -5,6 +5,9 @@
 
 pub mod dhcp;
 pub mod events;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod leases;
 pub mod mac;
+pub mod statedir;
 pub mod tftp;

@@ -3,6 +3,11 @@
 //! Nothing is ever extracted to the host, but a tarball entry that would land outside the root
 //! (absolute name, `..`, a link that climbs above `/`) still means the tarball was not built for
 //! a node root, so it is refused with the tarball and entry named rather than silently mangled.
+//!
+//! Tarballs come from elsewhere (openMosix tools, modules), so they get no privileges the admin
+//! did not grant: setuid/setgid bits are cleared and device nodes dropped (each with a warning;
+//! mosboot makes the node's /dev itself), and what a tarball may expand to is bounded, so a gzip
+//! or sparse bomb is an error instead of filling the build server's memory.
 
 use std::fs;
 use std::io::{BufRead, BufReader, Read};
@@ -15,6 +20,11 @@ use tracing::{debug, warn};
 use crate::error::ImageError;
 use crate::tree::{Entry, EntryKind, Tree, link_escapes_root, normalize_path, parent_of};
 
+/// Most content bytes one tarball may expand to (node roots live in 8-64 MB of RAM).
+pub const MAX_TAR_CONTENT: u64 = 1 << 30;
+/// Most bytes the decompressed tar stream may have (content plus headers and padding).
+const MAX_TAR_STREAM: u64 = MAX_TAR_CONTENT + (256 << 20);
+
 /// What one layer contributed, for the build summary.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ImportStats {
@@ -23,8 +33,10 @@ pub struct ImportStats {
     pub symlinks: usize,
     pub hard_links: usize,
     pub devices: usize,
-    /// Entries ignored with a warning (fifos, sockets, unknown tar types).
+    /// Entries ignored with a warning (fifos, sockets, device nodes, unknown tar types).
     pub skipped: usize,
+    /// Files whose setuid/setgid bits were cleared (with a warning).
+    pub setid_cleared: usize,
     /// Bytes of regular file content added.
     pub bytes: u64,
 }
@@ -47,9 +59,9 @@ impl Tree {
             .fill_buf()
             .map_err(|source| ImageError::TarRead { tarball: source_name.to_string(), source })?;
         if head.starts_with(&[0x1f, 0x8b]) {
-            self.import_plain_tar(MultiGzDecoder::new(buffered), source_name)
+            self.import_plain_tar(Bounded::new(MultiGzDecoder::new(buffered)), source_name)
         } else {
-            self.import_plain_tar(buffered, source_name)
+            self.import_plain_tar(Bounded::new(buffered), source_name)
         }
     }
 
@@ -75,7 +87,20 @@ impl Tree {
             }
             let path = checked_member_path(&raw).map_err(|detail| escape(&detail))?;
             let header = entry.header();
-            let mode = header.mode().map_err(read_err)? & 0o7777;
+            let mut mode = header.mode().map_err(read_err)? & 0o7777;
+            if mode & 0o6000 != 0
+                && matches!(
+                    header.entry_type(),
+                    tar::EntryType::Regular
+                        | tar::EntryType::Continuous
+                        | tar::EntryType::GNUSparse
+                        | tar::EntryType::Link
+                )
+            {
+                warn!(tarball, entry = %raw, mode = format!("{mode:o}"), "clearing setuid/setgid bits of a tarball file");
+                mode &= !0o6000;
+                stats.setid_cleared += 1;
+            }
             let uid = owner_id(header.uid().map_err(read_err)?).map_err(&entry_err)?;
             let gid = owner_id(header.gid().map_err(read_err)?).map_err(&entry_err)?;
             let kind = header.entry_type();
@@ -83,8 +108,16 @@ impl Tree {
 
             let new_entry = match kind {
                 tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
+                    // The header's size is the expanded size (sparse holes included).
+                    let size = entry.size();
+                    if stats.bytes.saturating_add(size) > MAX_TAR_CONTENT {
+                        return Err(entry_err(format!(
+                            "expands beyond {} MiB of content: not a node root",
+                            MAX_TAR_CONTENT >> 20
+                        )));
+                    }
                     let mut data = Vec::new();
-                    entry.read_to_end(&mut data).map_err(read_err)?;
+                    (&mut entry).take(size).read_to_end(&mut data).map_err(read_err)?;
                     stats.files += 1;
                     stats.bytes += data.len() as u64;
                     make(EntryKind::File(data))
@@ -120,18 +153,25 @@ impl Tree {
                     }
                     stats.hard_links += 1;
                     stats.bytes += existing.data_len() as u64;
+                    if stats.bytes > MAX_TAR_CONTENT {
+                        return Err(entry_err(format!(
+                            "expands beyond {} MiB of content: not a node root",
+                            MAX_TAR_CONTENT >> 20
+                        )));
+                    }
+                    let existing = match &existing.kind {
+                        EntryKind::File(_) => Entry { mode: existing.mode & !0o6000, ..existing.clone() },
+                        _ => existing.clone(),
+                    };
                     // A copy: both names keep the same content, which is all a RAM root needs.
-                    existing.clone()
+                    existing
                 }
                 tar::EntryType::Char | tar::EntryType::Block => {
-                    let major = header.device_major().map_err(read_err)?.unwrap_or(0);
-                    let minor = header.device_minor().map_err(read_err)?.unwrap_or(0);
-                    stats.devices += 1;
-                    if kind == tar::EntryType::Char {
-                        make(EntryKind::CharDevice { major, minor })
-                    } else {
-                        make(EntryKind::BlockDevice { major, minor })
-                    }
+                    // A device node from a tarball could expose the node's disks or memory to
+                    // whoever uses that root; /dev is mosboot's own.
+                    warn!(tarball, entry = %raw, "dropping a device node from a tarball (mosboot makes /dev itself)");
+                    stats.skipped += 1;
+                    continue;
                 }
                 tar::EntryType::XGlobalHeader => {
                     // pax global headers (e.g. from `git archive`) carry metadata, not files.
@@ -196,7 +236,7 @@ impl Tree {
                 stats.dirs += 1;
                 EntryKind::Directory
             } else if ft.is_file() {
-                let data = fs::read(&host_path).map_err(io_err(&host_path))?;
+                let data = read_plain_file(&host_path).map_err(io_err(&host_path))?;
                 stats.files += 1;
                 stats.bytes += data.len() as u64;
                 EntryKind::File(data)
@@ -238,6 +278,46 @@ impl Tree {
             }
         }
         Ok(())
+    }
+}
+
+/// Reads a file that `symlink_metadata` called regular, opening it once without following a
+/// symlink and checking the opened file, so a swap between the check and the read is refused
+/// instead of reading whatever the name points to now.
+fn read_plain_file(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)?;
+    if !f.metadata()?.is_file() {
+        return Err(std::io::Error::other("changed while being read (no longer a regular file)"));
+    }
+    let mut data = Vec::new();
+    f.read_to_end(&mut data)?;
+    Ok(data)
+}
+
+/// A reader that fails once more than [`MAX_TAR_STREAM`] bytes came through (gzip bombs).
+struct Bounded<R> {
+    inner: R,
+    left: u64,
+}
+
+impl<R> Bounded<R> {
+    fn new(inner: R) -> Self {
+        Bounded { inner, left: MAX_TAR_STREAM }
+    }
+}
+
+impl<R: Read> Read for Bounded<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.left = self
+            .left
+            .checked_sub(n as u64)
+            .ok_or_else(|| std::io::Error::other(format!("expands beyond {} MiB", MAX_TAR_STREAM >> 20)))?;
+        Ok(n)
     }
 }
 
@@ -391,12 +471,37 @@ mod tests {
         let gz = gz.finish().unwrap();
         let mut t = Tree::new();
         let stats = t.import_tar(&gz[..], "dev.tar.gz").unwrap();
-        assert_eq!((stats.devices, stats.skipped), (1, 1));
-        let e = t.get("/dev/console").unwrap();
-        assert_eq!(e.kind, EntryKind::CharDevice { major: 5, minor: 1 });
-        assert_eq!(e.mode, 0o600);
+        assert_eq!((stats.devices, stats.skipped), (0, 2), "device node and fifo dropped");
+        assert!(t.get("/dev/console").is_none());
         assert!(t.get("dev/fifo").is_none());
         assert_eq!(t.get("/").unwrap().mode, 0o755, "archive root mode not applied");
+    }
+
+    #[test]
+    fn setuid_bits_are_cleared_and_bombs_refused() {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = header();
+        h.set_mode(0o4755);
+        h.set_size(3);
+        b.append_data(&mut h, "bin/su", &b"ELF"[..]).unwrap();
+        let mut h = header();
+        h.set_entry_type(T::Link);
+        h.set_size(0);
+        b.append_link(&mut h, "bin/su2", "bin/su").unwrap();
+        let mut t = Tree::new();
+        let stats = t.import_tar(&b.into_inner().unwrap()[..], "u.tar").unwrap();
+        assert_eq!(stats.setid_cleared, 1);
+        assert_eq!(t.get("bin/su").unwrap().mode, 0o755);
+        assert_eq!(t.get("bin/su2").unwrap().mode, 0o755);
+        // A header claiming more than the limit (a sparse or gzip bomb) is refused up front.
+        let mut h = header();
+        h.set_path("big").unwrap();
+        h.set_size(MAX_TAR_CONTENT + 1);
+        h.set_cksum();
+        let mut data = h.as_bytes().to_vec();
+        data.resize(data.len() + 4096, 0);
+        let err = Tree::new().import_tar(&data[..], "bomb.tar").unwrap_err();
+        assert!(err.to_string().contains("expands beyond"), "{err}");
     }
 
     #[test]

@@ -65,6 +65,7 @@ fn main() {
         pinned,
         hosts,
         lease_time: Duration::from_secs(3600),
+        bootp_dynamic: false,
         router: Some(server),
         dns: vec![],
         boot: BootFiles::default(),

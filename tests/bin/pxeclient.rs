@@ -89,10 +89,10 @@ fn main() {
         .unwrap();
     assert!(st.success());
     let proxy_addr = if proxy.siaddr.is_unspecified() { sid(proxy) } else { proxy.siaddr };
-    let pxe = UdpSocket::bind(SocketAddrV4::new(ack.yiaddr, 0)).unwrap();
+    // From port 68, as a PXE ROM does (the server answers nothing else on 4011).
     let req = encode_request(xid, mac, 0, ack.yiaddr, &[(code::MESSAGE_TYPE, vec![3]), vendor, arch, uuid]);
-    pxe.send_to(&req, SocketAddrV4::new(proxy_addr, 4011)).unwrap();
-    let answers = collect(&pxe, xid, wait);
+    sock.send_to(&req, SocketAddrV4::new(proxy_addr, 4011)).unwrap();
+    let answers = collect(&sock, xid, wait);
     match answers.first() {
         Some(a) => {
             println!("proxyack {} file={} siaddr={}", sid(a), String::from_utf8_lossy(&a.file), a.siaddr)

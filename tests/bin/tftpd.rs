@@ -13,7 +13,8 @@ use netboot::events::Stage;
 use netboot::tftp::{TftpConfig, TftpServer};
 
 fn parse_args() -> anyhow::Result<TftpConfig> {
-    let mut cfg = TftpConfig::default();
+    // The test daemon's clients all share one loopback address: no per-source limit unless asked.
+    let mut cfg = TftpConfig { max_per_source: usize::MAX, ..TftpConfig::default() };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let value = args.next().with_context(|| format!("{flag} needs a value"))?;
@@ -25,6 +26,7 @@ fn parse_args() -> anyhow::Result<TftpConfig> {
             "--max-blksize" => cfg.max_blksize = value.parse()?,
             "--max-windowsize" => cfg.max_windowsize = value.parse()?,
             "--max-transfers" => cfg.max_transfers = value.parse()?,
+            "--max-per-source" => cfg.max_per_source = value.parse()?,
             other => bail!("unknown flag {other}"),
         }
     }
@@ -42,7 +44,7 @@ async fn main() -> anyhow::Result<()> {
         .with_ansi(false)
         .init();
     let cfg = parse_args()?;
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let (tx, mut rx) = netboot::events::channel();
     let server = TftpServer::bind(cfg, Some(tx))?;
     println!("listening {}", server.local_addr());
     std::io::stdout().flush()?;

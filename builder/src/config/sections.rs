@@ -16,7 +16,7 @@ impl Walker<'_> {
         self.unknown_keys(
             t,
             "cluster",
-            &["name", "interface", "server", "pool", "hostname", "lease_time", "router", "dns", "dhcp"],
+            &["name", "interface", "server", "pool", "hostname", "lease_time", "router", "dns", "dhcp", "bootp"],
         );
         let name = self.string(t, "name", "cluster.name");
         let name = name.map(|n| n.unwrap_or(("mosboot".into(), 0)));
@@ -96,6 +96,8 @@ impl Walker<'_> {
             DhcpMode::Full,
             &[("full", DhcpMode::Full), ("proxy", DhcpMode::Proxy), ("off", DhcpMode::Off)],
         );
+        let bootp_dynamic =
+            self.choice(t, "bootp", "cluster.bootp", false, &[("pinned", false), ("dynamic", true)]);
         if let (Some((srv, plen)), Some(Some(r))) = (&server, &router)
             && let Ok(net) = ipnet::Ipv4Net::new(*srv, *plen)
             && !net.contains(r)
@@ -117,6 +119,7 @@ impl Walker<'_> {
             router: router?,
             dns: dns?,
             dhcp: dhcp?,
+            bootp_dynamic: bootp_dynamic?,
         })
     }
 
@@ -157,7 +160,11 @@ impl Walker<'_> {
             Some(Some((s, l))) => match parse_version(&s) {
                 Some(p) => Some((s, p)),
                 None => {
-                    self.err(l, "openmosix.version", format!("'{s}' is not a kernel version like 2.4.26"));
+                    self.err(
+                        l,
+                        "openmosix.version",
+                        format!("{s:?} is not a kernel version like 2.4.26 or 2.4.26-om1"),
+                    );
                     None
                 }
             },
@@ -296,9 +303,24 @@ impl Walker<'_> {
     }
 }
 
-/// `2.4.26` (a suffix like `-om1` is allowed and ignored).
+/// `2.4.26` or `2.4.26-om1`: `MAJOR.MINOR[.PATCH]` of 1-3 digits each, then optionally `-` and
+/// 1-32 letters, digits, `.` or `_` (the suffix is ignored). Strict, because the version reaches
+/// node scripts: anything else (a newline, a quote, a space) is a config error.
 pub fn parse_version(s: &str) -> Option<(u32, u32, u32)> {
-    let core = s.split(['-', ' ']).next()?;
+    let (core, suffix) = match s.split_once('-') {
+        Some((c, suf)) => (c, Some(suf)),
+        None => (s, None),
+    };
+    if let Some(suf) = suffix
+        && (suf.is_empty()
+            || suf.len() > 32
+            || !suf.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_'))
+    {
+        return None;
+    }
+    if core.split('.').any(|n| n.is_empty() || n.len() > 3 || !n.bytes().all(|b| b.is_ascii_digit())) {
+        return None;
+    }
     let mut it = core.split('.');
     let a = it.next()?.parse().ok()?;
     let b = it.next()?.parse().ok()?;

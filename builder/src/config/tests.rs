@@ -62,4 +62,8 @@ fn versions() {
     assert_eq!(parse_version("2.4.26-om1"), Some((2, 4, 26)));
     assert_eq!(parse_version("2.6"), Some((2, 6, 0)));
     assert_eq!(parse_version("two"), None);
+    for bad in ["2.4.26-x\ntouch /p\n#", "2.4.26 x", "2.4.26-", "2.4.26-a'b", "+2.4.26", "2.4.26.1", "2..4"] {
+        assert_eq!(parse_version(bad), None, "{bad:?}");
+    }
+    assert_eq!(parse_version("2.4.26-om1.2_x"), Some((2, 4, 26)));
 }

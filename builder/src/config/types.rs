@@ -55,6 +55,8 @@ pub struct ClusterSection {
     /// Pool ranges (inclusive), in the order written.
     pub pool: Vec<(Ipv4Addr, Ipv4Addr)>,
     pub hostname: HostnameRule,
+    /// `bootp = "dynamic"` (default "pinned"): see SPEC.
+    pub bootp_dynamic: bool,
     pub lease_time: Duration,
     pub router: Option<Ipv4Addr>,
     pub dns: Vec<Ipv4Addr>,

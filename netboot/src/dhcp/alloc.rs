@@ -1,7 +1,9 @@
 //! Which address a client gets. Order of preference: its pinned address; the address it held
-//! before (even expired, if nobody else holds it); the lowest never-used pool address; and only
-//! when none is left, the address whose lease ended longest ago. Offers hold their address for a
-//! short while so concurrent DISCOVERs get distinct offers.
+//! before (even expired, if nobody else holds it); the lowest never-used pool address; when none
+//! is left, the address whose lease ended longest ago; and when the pool is dry, the oldest lease
+//! of a MAC that never fetched a boot file (a flood's fake clients never do; a real PC fetches
+//! pxelinux.0 seconds after its ACK). Offers hold their address for a short while so concurrent
+//! DISCOVERs get distinct offers.
 
 use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
@@ -11,6 +13,8 @@ use crate::mac::MacAddr;
 
 /// How long an OFFER reserves its address for the client it was made to.
 pub const OFFER_HOLD_SECS: u64 = 30;
+/// A lease younger than this is never reclaimed: its client may still be fetching.
+pub const RECLAIM_GRACE_SECS: u64 = 20;
 
 pub struct Allocator {
     pool: Vec<Ipv4Addr>,
@@ -23,6 +27,9 @@ pub struct Allocator {
     /// Pool index before which every address has a lease record (records are never removed,
     /// so this only moves up): keeps "lowest never-used address" O(1) in a boot storm.
     first_fresh: std::cell::Cell<usize>,
+    /// MACs that fetched a boot file (told by TFTP via the server): their leases are never
+    /// reclaimed early.
+    booted: HashSet<MacAddr>,
 }
 
 /// Why an address cannot go to a client.
@@ -66,6 +73,7 @@ impl Allocator {
             offers: HashMap::new(),
             offer_of: HashMap::new(),
             first_fresh: std::cell::Cell::new(0),
+            booted: HashSet::new(),
         }
     }
 
@@ -75,6 +83,51 @@ impl Allocator {
 
     pub fn is_ours(&self, ip: Ipv4Addr) -> bool {
         self.ours.contains(&ip)
+    }
+
+    /// The holder of `ip` fetched a boot file: its lease is a real node's.
+    pub fn mark_booted_ip(&mut self, ip: Ipv4Addr) {
+        if let Some(l) = self.table.get(ip) {
+            let mac = l.mac;
+            self.booted.insert(mac);
+        }
+    }
+
+    /// `mac` fetched a boot file (e.g. recorded in the stage log before a restart).
+    pub fn mark_booted(&mut self, mac: MacAddr) {
+        self.booted.insert(mac);
+    }
+
+    pub fn is_pinned(&self, mac: MacAddr) -> bool {
+        self.pinned_by_mac.contains_key(&mac)
+    }
+
+    /// A MAC this server has no record of (no lease, no pin, no live offer).
+    pub fn is_new(&self, mac: MacAddr, now: u64) -> bool {
+        !self.pinned_by_mac.contains_key(&mac)
+            && self.table.of_mac(mac).is_none()
+            && !self.offer_of.get(&mac).is_some_and(|ip| self.offered_to(*ip, mac, now))
+    }
+
+    /// Whether `mac` holds a live offer of `ip`.
+    pub fn offered_to(&self, ip: Ipv4Addr, mac: MacAddr, now: u64) -> bool {
+        self.offers.get(&ip).is_some_and(|&(m, until)| m == mac && until > now)
+    }
+
+    /// Whether `mac` may take `ip` in a REQUEST: we offered it, or it is (or was) its lease, or
+    /// its pin. A REQUEST for any other free address is not an answer to anything we said.
+    pub fn was_given(&self, mac: MacAddr, ip: Ipv4Addr, now: u64) -> bool {
+        self.offered_to(ip, mac, now)
+            || self.pinned_by_mac.get(&mac) == Some(&ip)
+            || self.table.get(ip).is_some_and(|l| l.mac == mac)
+    }
+
+    /// A bound lease that may be taken over when the pool is dry.
+    fn reclaimable(&self, l: &Lease, now: u64) -> bool {
+        l.state == LeaseState::Bound
+            && !self.booted.contains(&l.mac)
+            && !self.pinned_by_mac.contains_key(&l.mac)
+            && l.at + RECLAIM_GRACE_SECS <= now
     }
 
     /// Whether `ip` may be (or stay) `mac`'s at `now`.
@@ -98,7 +151,8 @@ impl Allocator {
             if l.state == LeaseState::Declined {
                 return Err(Refusal::Quarantined);
             }
-            if l.mac != mac {
+            // An offer made by reclaiming (see `choose`) lets the new client take it over.
+            if l.mac != mac && !(self.offered_to(ip, mac, now) && self.reclaimable(l, now)) {
                 return Err(Refusal::HeldByOther(l.mac));
             }
         }
@@ -140,11 +194,34 @@ impl Allocator {
             return fresh;
         }
         // Then the one whose lease ended longest ago.
-        self.pool
+        let expired = self
+            .pool
             .iter()
             .copied()
             .filter(|&ip| self.check(mac, ip, now).is_ok())
-            .min_by_key(|&ip| self.table.get(ip).map(|l| l.expires).unwrap_or(0))
+            .min_by_key(|&ip| self.table.get(ip).map(|l| l.expires).unwrap_or(0));
+        if expired.is_some() {
+            return expired;
+        }
+        // Dry: the oldest lease of a MAC that never fetched a boot file.
+        self.pool
+            .iter()
+            .filter_map(|&ip| self.table.get(ip).map(|l| (ip, l)))
+            .filter(|(ip, l)| {
+                l.active_at(now)
+                    && self.reclaimable(l, now)
+                    && !self.offers.get(ip).is_some_and(|&(m, until)| m != mac && until > now)
+            })
+            .min_by_key(|(_, l)| l.at)
+            .map(|(ip, _)| ip)
+    }
+
+    /// The MAC that holds `ip` now, if `choose` picked it by reclaiming.
+    pub fn reclaimed_from(&self, ip: Ipv4Addr, mac: MacAddr, now: u64) -> Option<MacAddr> {
+        self.table
+            .get(ip)
+            .filter(|l| l.mac != mac && l.active_at(now) && l.state == LeaseState::Bound)
+            .map(|l| l.mac)
     }
 
     /// Holds `ip` for `mac` for [`OFFER_HOLD_SECS`].
@@ -188,6 +265,27 @@ mod tests {
     }
     fn bound(m: u8, i: u8, expires: u64) -> Lease {
         Lease { mac: mac(m), ip: ip(i), hostname: String::new(), expires, state: LeaseState::Bound, at: 0 }
+    }
+
+    #[test]
+    fn dry_pool_reclaims_the_oldest_lease_of_a_mac_that_never_booted() {
+        let mut t = LeaseTable::default();
+        for (m, i, at) in [(1, 1, 100), (2, 2, 50), (3, 3, 10)] {
+            t.apply(Lease { at, ..bound(m, i, 10_000) });
+        }
+        let mut a = Allocator::new((1..=3).map(ip).collect(), &[], t);
+        a.mark_booted(mac(3));
+        // Too young: nothing yet (ip 2's lease is 5 s old at 55).
+        assert_eq!(a.choose(mac(9), 55), None);
+        // ip 3 is the oldest but its MAC booted; ip 2 goes next.
+        let now = 50 + RECLAIM_GRACE_SECS;
+        assert_eq!(a.choose(mac(9), now), Some(ip(2)));
+        assert_eq!(a.check(mac(9), ip(2), now), Err(Refusal::HeldByOther(mac(2))));
+        a.reserve(mac(9), ip(2), now);
+        assert_eq!(a.check(mac(9), ip(2), now), Ok(()));
+        assert_eq!(a.reclaimed_from(ip(2), mac(9), now), Some(mac(2)));
+        a.mark_booted_ip(ip(1));
+        assert_eq!(a.choose(mac(8), now + 1), None, "ip 1 booted, ip 2 offered, ip 3 booted");
     }
 
     #[test]

@@ -53,6 +53,9 @@ pub struct DhcpConfig {
     /// Every address a node may hold -> its plan hostname and node number (option 12, logs).
     pub hosts: HashMap<Ipv4Addr, HostInfo>,
     pub lease_time: Duration,
+    /// BOOTP clients (no option 53) from MACs that are not pinned get pool addresses (for
+    /// `lease_time`, never longer); otherwise they are ignored (`bootp = "pinned"`).
+    pub bootp_dynamic: bool,
     pub router: Option<Ipv4Addr>,
     pub dns: Vec<Ipv4Addr>,
     pub boot: BootFiles,

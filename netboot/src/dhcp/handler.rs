@@ -15,8 +15,16 @@ use crate::mac::MacAddr;
 
 /// How long a DECLINEd address stays out of use.
 pub const DECLINE_QUARANTINE_SECS: u64 = 600;
-/// BOOTP has no lease time; its binding lasts this long (a year).
-pub const BOOTP_LEASE_SECS: u64 = 365 * 24 * 3600;
+/// New MACs (no lease, no offer, not pinned) answered per second, on average...
+pub const NEW_MACS_PER_SEC: u64 = 20;
+/// ...and at once (a lab of 100 PCs switched on together is one burst).
+pub const NEW_MAC_BURST: u64 = 100;
+/// At most one flood warning per this many seconds.
+const FLOOD_WARN_SECS: u64 = 10;
+/// Option 97 as PXE defines it: type 0 and a 16-byte GUID. Only this is echoed.
+const UUID_LEN: usize = 17;
+/// Longest relay agent information (82) echoed back to a relay.
+const MAX_RELAY_ECHO: usize = 64;
 
 /// The client state a REQUEST is sent from (RFC 2131 4.3.2); it decides how the request is checked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,11 +88,61 @@ pub struct Action {
 pub struct Handler {
     cfg: DhcpConfig,
     alloc: Allocator,
+    new_macs: NewMacLimit,
+}
+
+/// Token bucket for requests from MACs the server has never seen: a flood of random MACs is
+/// slowed to [`NEW_MACS_PER_SEC`], known clients are never limited.
+#[derive(Debug, Default)]
+struct NewMacLimit {
+    tokens: u64,
+    last: u64,
+    dropped: u64,
+    warned_at: Option<u64>,
+}
+
+impl NewMacLimit {
+    fn allow(&mut self, now: u64) -> bool {
+        if self.last == 0 {
+            self.tokens = NEW_MAC_BURST;
+        } else {
+            self.tokens = (self.tokens + now.saturating_sub(self.last) * NEW_MACS_PER_SEC).min(NEW_MAC_BURST);
+        }
+        self.last = now;
+        if self.tokens > 0 {
+            self.tokens -= 1;
+            return true;
+        }
+        self.dropped += 1;
+        false
+    }
+
+    /// The warning, when one is due (rate-limited).
+    fn warning(&mut self, mac: MacAddr, now: u64) -> Option<String> {
+        if self.warned_at.is_some_and(|t| now < t + FLOOD_WARN_SECS) {
+            return None;
+        }
+        self.warned_at = Some(now);
+        let n = std::mem::take(&mut self.dropped);
+        Some(format!(
+            "DHCP flood: more than {NEW_MACS_PER_SEC} new MACs per second (e.g. {mac}); {n} requests from new MACs ignored; known and pinned clients are still served"
+        ))
+    }
 }
 
 impl Handler {
     pub fn new(cfg: DhcpConfig, alloc: Allocator) -> Self {
-        Handler { cfg, alloc }
+        Handler { cfg, alloc, new_macs: NewMacLimit::default() }
+    }
+
+    /// The client at `ip` fetched a boot file (TFTP): its lease is never reclaimed early.
+    pub fn fetched_by(&mut self, ip: Ipv4Addr) {
+        self.alloc.mark_booted_ip(ip);
+    }
+
+    /// `mac` fetched a boot file before this server started (from the stage log).
+    pub fn booted_before(&mut self, mac: MacAddr) {
+        self.alloc.mark_booted(mac);
     }
 
     pub fn config(&self) -> &DhcpConfig {
@@ -110,6 +168,10 @@ impl Handler {
     }
 
     pub fn handle(&mut self, req: &Request, src: SocketAddrV4, port: Port, now: u64) -> Option<Action> {
+        if *src.ip() == self.cfg.server {
+            // Our own broadcast (the rival probe's DISCOVER) looping back.
+            return None;
+        }
         if !req.giaddr.is_unspecified() && !self.cfg.in_subnet(req.giaddr) {
             tracing::debug!(mac = %req.mac, giaddr = %req.giaddr, "relayed request from a subnet that is not ours; ignored");
             return None;
@@ -122,6 +184,19 @@ impl Handler {
     }
 
     fn full(&mut self, req: &Request, now: u64) -> Option<Action> {
+        if req.msg_type.is_none() && !self.cfg.bootp_dynamic && !self.alloc.is_pinned(req.mac) {
+            tracing::debug!(mac = %req.mac, "BOOTP request from a MAC that is not pinned ignored (bootp = \"pinned\")");
+            return None;
+        }
+        if matches!(req.msg_type, None | Some(MessageType::Discover))
+            && self.alloc.is_new(req.mac, now)
+            && !self.new_macs.allow(now)
+        {
+            if let Some(w) = self.new_macs.warning(req.mac, now) {
+                tracing::warn!("{w}");
+            }
+            return None;
+        }
         match req.msg_type {
             None => self.bootp(req, now),
             Some(MessageType::Discover) => self.discover(req, now),
@@ -138,6 +213,9 @@ impl Handler {
             tracing::warn!(mac = %req.mac, "no free address left in the pool; DISCOVER not answered");
             return None;
         };
+        if let Some(old) = self.alloc.reclaimed_from(ip, req.mac, now) {
+            tracing::warn!(mac = %req.mac, %ip, from = %old, "pool is full: offering the address of a MAC that never fetched a boot file");
+        }
         self.alloc.reserve(req.mac, ip, now);
         let mut reply = Reply::to(req, Some(MessageType::Offer));
         reply.yiaddr = ip;
@@ -165,6 +243,16 @@ impl Handler {
         };
         if state == RequestState::InitReboot && !self.cfg.in_subnet(ip) {
             return Some(self.nak(req, ip, "address is on another network"));
+        }
+        if !self.alloc.was_given(req.mac, ip, now) {
+            // Not an answer to our OFFER nor this client's own lease: binding it would let anyone
+            // take any free address without DISCOVER (and its rate limit). RFC 2131 4.3.2: a
+            // server with no record of an INIT-REBOOT client stays silent.
+            return match state {
+                RequestState::InitReboot if self.alloc.table().of_mac(req.mac).is_none() => None,
+                RequestState::Renewing if !self.cfg.in_subnet(ip) => None,
+                _ => Some(self.nak(req, ip, "not offered to this client")),
+            };
         }
         if let Err(why) = self.alloc.check(req.mac, ip, now) {
             if state == RequestState::Renewing && !self.alloc.is_ours(ip) && !self.cfg.in_subnet(ip) {
@@ -205,10 +293,15 @@ impl Handler {
             return None;
         }
         let ip = req.opt_ip(code::REQUESTED_IP)?;
-        let ours_to_decline =
-            self.alloc.table().get(ip).is_some_and(|l| l.mac == req.mac && l.state == LeaseState::Bound)
-                || self.alloc.check(req.mac, ip, now).is_ok();
-        if !self.alloc.is_ours(ip) || !ours_to_decline {
+        // Only the holder may decline its own address (it found it in use after the ACK);
+        // anyone else's DECLINE would quarantine free addresses for nothing.
+        let holder = self
+            .alloc
+            .table()
+            .get(ip)
+            .is_some_and(|l| l.mac == req.mac && l.state == LeaseState::Bound && l.active_at(now));
+        if !self.alloc.is_ours(ip) || !holder {
+            tracing::debug!(mac = %req.mac, %ip, "DECLINE from a MAC that does not hold the address ignored");
             return None;
         }
         let lease = self.lease(req.mac, ip, now + DECLINE_QUARANTINE_SECS, LeaseState::Declined, now);
@@ -242,10 +335,15 @@ impl Handler {
         Some(Action { reply: reply.encode().ok().map(|b| (b, dest)), commit: None, note: None })
     }
 
-    /// BOOTP: no message type; answer at once with a long binding, committed first.
+    /// BOOTP: no message type; answer at once with a binding for `lease_time` (committed
+    /// first). `full` has already ignored MACs that are not pinned unless `bootp = "dynamic"`.
     fn bootp(&mut self, req: &Request, now: u64) -> Option<Action> {
         let ip = self.alloc.choose(req.mac, now)?;
-        let lease = self.lease(req.mac, ip, now + BOOTP_LEASE_SECS, LeaseState::Bound, now);
+        if self.alloc.reclaimed_from(ip, req.mac, now).is_some() {
+            // BOOTP has no offer step to make the takeover explicit; leave reclaiming to DHCP.
+            return None;
+        }
+        let lease = self.lease(req.mac, ip, now + self.lease_secs(), LeaseState::Bound, now);
         self.alloc.record(lease.clone());
         let mut reply = Reply::to(req, None);
         reply.yiaddr = ip;
@@ -261,8 +359,18 @@ impl Handler {
         let (msg, dest) = match (port, req.msg_type) {
             (Port::Dhcp, Some(MessageType::Discover)) => (MessageType::Offer, None),
             (Port::PxeService, Some(MessageType::Request | MessageType::Inform)) => {
-                let to = if src.ip().is_unspecified() { None } else { Some(Dest::Unicast(src)) };
-                (MessageType::Ack, Some(to?))
+                // Answer only what a PXE ROM sends: from its DHCP client port (or 4011), from an
+                // address on our subnet. Anything else may be a spoofed source to reflect at.
+                let plausible = matches!(src.port(), 68 | 4011)
+                    && !src.ip().is_unspecified()
+                    && self.cfg.in_subnet(*src.ip())
+                    && *src.ip() != self.cfg.server
+                    && *src.ip() != self.cfg.broadcast();
+                if !plausible {
+                    tracing::debug!(mac = %req.mac, %src, "port 4011 request from an implausible source ignored");
+                    return None;
+                }
+                (MessageType::Ack, Some(Dest::Unicast(src)))
             }
             _ => return None,
         };
@@ -275,9 +383,7 @@ impl Handler {
         reply.set(code::VENDOR_SPECIFIC, PXE_VENDOR_OPTIONS.to_vec());
         reply.set(code::TFTP_SERVER, self.cfg.server.to_string().into_bytes());
         reply.set(code::BOOTFILE, reply.file.clone());
-        if let Some(uuid) = req.opt(code::CLIENT_UUID) {
-            reply.set(code::CLIENT_UUID, uuid.to_vec());
-        }
+        echo_uuid(&mut reply, req);
         let dest = dest.unwrap_or_else(|| self.dest(req, &reply));
         let ip = if req.ciaddr.is_unspecified() { *src.ip() } else { req.ciaddr };
         let note = self.note(Stage::Offered, req.mac, ip, "proxy boot information");
@@ -324,10 +430,11 @@ impl Handler {
             reply.set(code::VENDOR_CLASS, b"PXEClient".to_vec());
             reply.set(code::VENDOR_SPECIFIC, PXE_VENDOR_OPTIONS.to_vec());
         }
-        if let Some(uuid) = req.opt(code::CLIENT_UUID) {
-            reply.set(code::CLIENT_UUID, uuid.to_vec());
-        }
-        if let Some(relay) = req.opt(code::RELAY_AGENT) {
+        echo_uuid(reply, req);
+        if let Some(relay) = req.opt(code::RELAY_AGENT)
+            && !req.giaddr.is_unspecified()
+            && relay.len() <= MAX_RELAY_ECHO
+        {
             reply.set(code::RELAY_AGENT, relay.to_vec());
         }
     }
@@ -342,7 +449,19 @@ impl Handler {
         if !req.giaddr.is_unspecified() {
             return Dest::Unicast(SocketAddrV4::new(req.giaddr, 67));
         }
-        if !req.ciaddr.is_unspecified() && !req.broadcast_flag() && reply.msg_type != Some(MessageType::Nak) {
+        // Unicast only to an address of ours that this MAC holds: a spoofed ciaddr must not
+        // make us send to a host of the attacker's choosing.
+        let held = self.cfg.in_subnet(req.ciaddr)
+            && self
+                .alloc
+                .table()
+                .get(req.ciaddr)
+                .is_some_and(|l| l.mac == req.mac && l.state == LeaseState::Bound);
+        if !req.ciaddr.is_unspecified()
+            && held
+            && !req.broadcast_flag()
+            && reply.msg_type != Some(MessageType::Nak)
+        {
             return Dest::Unicast(SocketAddrV4::new(req.ciaddr, 68));
         }
         Dest::Broadcast
@@ -388,5 +507,16 @@ impl Handler {
             node: host.map(|h| h.node),
             detail: detail.to_string(),
         }
+    }
+}
+
+/// Echoes option 97 only in its PXE shape (fixed size), so a reply never carries back
+/// arbitrary client bytes.
+fn echo_uuid(reply: &mut Reply, req: &Request) {
+    if let Some(uuid) = req.opt(code::CLIENT_UUID)
+        && uuid.len() == UUID_LEN
+        && uuid[0] == 0
+    {
+        reply.set(code::CLIENT_UUID, uuid.to_vec());
     }
 }

@@ -21,8 +21,10 @@ use std::sync::Arc;
 
 pub use alloc::{Allocator, OFFER_HOLD_SECS};
 pub use config::{BootFiles, DhcpConfig, DhcpError, DhcpMode, HostInfo};
-pub use handler::{Action, BOOTP_LEASE_SECS, DECLINE_QUARANTINE_SECS, Dest, Handler, Note, Port};
-pub use probe::probe_rival;
+pub use handler::{
+    Action, DECLINE_QUARANTINE_SECS, Dest, Handler, NEW_MAC_BURST, NEW_MACS_PER_SEC, Note, Port,
+};
+pub use probe::{RivalProbe, probe_rival};
 pub use socket::{check_interface, interface_addrs};
 
 use crate::events::{BootEvent, EventSender, Stage};
@@ -33,6 +35,21 @@ use socket::IfaceSocket;
 /// UDP port where PXE clients ask a proxyDHCP server for boot information after getting their
 /// address elsewhere.
 pub const PXE_SERVICE_PORT: u16 = 4011;
+/// Replies waiting for their lease to reach the disk; beyond this, requests that need a commit
+/// are dropped (the client retries) so a slow or full disk cannot grow memory without bound.
+const MAX_PENDING_COMMITS: usize = 1024;
+
+/// Tells the DHCP server which addresses fetched a boot file (fed from TFTP's `Fetched`
+/// events): leases of MACs that never did are the first reclaimed when the pool runs dry.
+#[derive(Clone, Debug)]
+pub struct BootFetches(tokio::sync::mpsc::Sender<Ipv4Addr>);
+
+impl BootFetches {
+    pub fn fetched(&self, ip: Ipv4Addr) {
+        // Full means a flood of fetches; losing a few only makes those leases reclaimable.
+        let _ = self.0.try_send(ip);
+    }
+}
 
 /// A bound, ready-to-run DHCP server.
 pub struct DhcpServer {
@@ -41,6 +58,8 @@ pub struct DhcpServer {
     dhcp: Arc<IfaceSocket>,
     pxe: Option<Arc<IfaceSocket>>,
     events: Option<EventSender>,
+    fetches_tx: tokio::sync::mpsc::Sender<Ipv4Addr>,
+    fetches: tokio::sync::mpsc::Receiver<Ipv4Addr>,
 }
 
 impl DhcpServer {
@@ -71,7 +90,20 @@ impl DhcpServer {
             "DHCP server bound"
         );
         let alloc = Allocator::new(cfg.pool.clone(), &cfg.pinned, table);
-        Ok(DhcpServer { handler: Handler::new(cfg, alloc), store, dhcp, pxe, events })
+        let (fetches_tx, fetches) = tokio::sync::mpsc::channel(1024);
+        Ok(DhcpServer { handler: Handler::new(cfg, alloc), store, dhcp, pxe, events, fetches_tx, fetches })
+    }
+
+    /// Where to report boot-file fetches (see [`BootFetches`]).
+    pub fn boot_fetches(&self) -> BootFetches {
+        BootFetches(self.fetches_tx.clone())
+    }
+
+    /// MACs known to have fetched a boot file before this start (e.g. from the stage log).
+    pub fn booted_before(&mut self, macs: impl IntoIterator<Item = crate::mac::MacAddr>) {
+        for m in macs {
+            self.handler.booted_before(m);
+        }
     }
 
     /// Serves until `shutdown` completes. Replies that wait for their lease to reach the disk are
@@ -83,9 +115,15 @@ impl DhcpServer {
         let pxe = self.pxe.clone();
         let interface = self.handler.config().interface.clone();
         let mut errors = RecvErrorLog::new();
+        let pending = Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_COMMITS));
+        let mut warned_full = false;
         loop {
             let received = tokio::select! {
                 () = &mut shutdown => break,
+                Some(ip) = self.fetches.recv() => {
+                    self.handler.fetched_by(ip);
+                    continue;
+                }
                 r = self.dhcp.recv(&mut buf67) => r.map(|(n, from)| (n, from, Port::Dhcp)),
                 r = recv_opt(pxe.as_deref(), &mut buf4011) => r.map(|(n, from)| (n, from, Port::PxeService)),
             };
@@ -117,7 +155,20 @@ impl DhcpServer {
             let store = self.store.clone();
             let events = self.events.clone();
             if action.commit.is_some() {
-                tokio::spawn(async move { complete(action, store, sock, events).await });
+                let Ok(permit) = pending.clone().try_acquire_owned() else {
+                    if !std::mem::replace(&mut warned_full, true) {
+                        tracing::warn!(
+                            limit = MAX_PENDING_COMMITS,
+                            "lease log is not keeping up; requests that need a commit are dropped until it does"
+                        );
+                    }
+                    continue;
+                };
+                warned_full = false;
+                tokio::spawn(async move {
+                    complete(action, store, sock, events).await;
+                    drop(permit);
+                });
             } else {
                 complete(action, store, sock, events).await;
             }
@@ -155,12 +206,15 @@ async fn complete(action: Action, store: LeaseStore, sock: Arc<IfaceSocket>, eve
     if let Some(note) = action.note {
         log_note(&note);
         if let Some(tx) = events {
-            let _ = tx.send(BootEvent {
-                at: to_system_time(unix_now()),
-                ip: note.ip,
-                mac: Some(note.mac),
-                stage: note.stage,
-            });
+            crate::events::emit(
+                &tx,
+                BootEvent {
+                    at: to_system_time(unix_now()),
+                    ip: note.ip,
+                    mac: Some(note.mac),
+                    stage: note.stage,
+                },
+            );
         }
     }
 }

@@ -16,37 +16,57 @@ pub async fn probe_rival(
     server: Ipv4Addr,
     wait: Duration,
 ) -> Result<Option<Ipv4Addr>, DhcpError> {
-    let ifindex = check_interface(interface, server)?;
-    let sock = IfaceSocket::bind(interface, ifindex, 68, server)?;
-    let mac = interface_mac(interface).unwrap_or(MacAddr([0x02, 0x6d, 0x6f, 0x73, 0x62, 0x74]));
-    let xid = pseudo_random();
-    let discover = packet::encode_request(
-        xid,
-        mac,
-        0x8000,
-        Ipv4Addr::UNSPECIFIED,
-        &[(code::MESSAGE_TYPE, vec![1]), (code::PARAM_LIST, vec![1, 3, 6, 54])],
-    );
-    let io = |source| DhcpError::Io { interface: interface.to_string(), source };
-    sock.send_to(&discover, SocketAddrV4::new(Ipv4Addr::BROADCAST, 67)).await.map_err(io)?;
-    let deadline = tokio::time::Instant::now() + wait;
-    let mut buf = vec![0u8; 1500];
-    loop {
-        let got = tokio::time::timeout_at(deadline, sock.recv(&mut buf)).await;
-        let Ok(got) = got else { return Ok(None) };
-        let (n, from) = got.map_err(io)?;
-        let Some(reply) = packet::decode_reply(&buf[..n]) else { continue };
-        if reply.xid != xid {
-            continue;
-        }
-        let sid = reply
-            .options
-            .get(&code::SERVER_ID)
-            .and_then(|v| <[u8; 4]>::try_from(v.as_slice()).ok())
-            .map(Ipv4Addr::from)
-            .unwrap_or(*from.ip());
-        if sid != server {
-            return Ok(Some(sid));
+    RivalProbe::open(interface, server)?.run(wait).await
+}
+
+/// The rival probe in two steps, so that only [`RivalProbe::open`] (binding port 68) needs
+/// privileges and the packets are parsed by [`RivalProbe::run`] after `serve` dropped them.
+pub struct RivalProbe {
+    sock: IfaceSocket,
+    interface: String,
+    server: Ipv4Addr,
+}
+
+impl RivalProbe {
+    pub fn open(interface: &str, server: Ipv4Addr) -> Result<RivalProbe, DhcpError> {
+        let ifindex = check_interface(interface, server)?;
+        let sock = IfaceSocket::bind(interface, ifindex, 68, server)?;
+        Ok(RivalProbe { sock, interface: interface.to_string(), server })
+    }
+
+    pub async fn run(self, wait: Duration) -> Result<Option<Ipv4Addr>, DhcpError> {
+        let RivalProbe { sock, interface, server } = self;
+        let interface = interface.as_str();
+        let mac = interface_mac(interface).unwrap_or(MacAddr([0x02, 0x6d, 0x6f, 0x73, 0x62, 0x74]));
+        let xid = pseudo_random();
+        let discover = packet::encode_request(
+            xid,
+            mac,
+            0x8000,
+            Ipv4Addr::UNSPECIFIED,
+            &[(code::MESSAGE_TYPE, vec![1]), (code::PARAM_LIST, vec![1, 3, 6, 54])],
+        );
+        let io = |source| DhcpError::Io { interface: interface.to_string(), source };
+        sock.send_to(&discover, SocketAddrV4::new(Ipv4Addr::BROADCAST, 67)).await.map_err(io)?;
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut buf = vec![0u8; 1500];
+        loop {
+            let got = tokio::time::timeout_at(deadline, sock.recv(&mut buf)).await;
+            let Ok(got) = got else { return Ok(None) };
+            let (n, from) = got.map_err(io)?;
+            let Some(reply) = packet::decode_reply(&buf[..n]) else { continue };
+            if reply.xid != xid {
+                continue;
+            }
+            let sid = reply
+                .options
+                .get(&code::SERVER_ID)
+                .and_then(|v| <[u8; 4]>::try_from(v.as_slice()).ok())
+                .map(Ipv4Addr::from)
+                .unwrap_or(*from.ip());
+            if sid != server {
+                return Ok(Some(sid));
+            }
         }
     }
 }

@@ -30,6 +30,7 @@ fn cfg(mode: DhcpMode) -> DhcpConfig {
         pinned: vec![(mac(0x99), Ipv4Addr::new(192, 168, 0, 101))],
         hosts,
         lease_time: Duration::from_secs(3600),
+        bootp_dynamic: false,
         router: Some(SERVER),
         dns: vec![SERVER],
         boot: BootFiles::default(),
@@ -38,8 +39,24 @@ fn cfg(mode: DhcpMode) -> DhcpConfig {
 }
 
 fn handler(mode: DhcpMode) -> Handler {
+    handler_with(mode, &[])
+}
+
+/// A handler whose lease log already binds each (MAC, address), as after earlier boots.
+fn handler_with(mode: DhcpMode, held: &[(MacAddr, Ipv4Addr)]) -> Handler {
     let c = cfg(mode);
-    let alloc = Allocator::new(c.pool.clone(), &c.pinned, LeaseTable::default());
+    let mut table = LeaseTable::default();
+    for &(mac, ip) in held {
+        table.apply(crate::leases::Lease {
+            mac,
+            ip,
+            hostname: String::new(),
+            expires: NOW + 3600,
+            state: crate::leases::LeaseState::Bound,
+            at: NOW - 100,
+        });
+    }
+    let alloc = Allocator::new(c.pool.clone(), &c.pinned, table);
     Handler::new(c, alloc)
 }
 
@@ -145,7 +162,7 @@ fn pxe_and_ipxe_clients_get_their_files_and_echoes() {
 
 #[test]
 fn naks_foreign_and_taken_addresses_and_honours_pins() {
-    let mut h = handler(DhcpMode::Full);
+    let mut h = handler_with(DhcpMode::Full, &[(mac(1), ip(5)), (mac(2), ip(7))]);
     // INIT-REBOOT for an address on another network.
     let r = msg(3, mac(1), &[(code::REQUESTED_IP, vec![10, 0, 0, 5])]);
     let (v, _, d) = reply(&h.handle_datagram(&r, src(), Port::Dhcp, NOW).unwrap());
@@ -178,7 +195,7 @@ fn naks_foreign_and_taken_addresses_and_honours_pins() {
 
 #[test]
 fn renew_is_unicast_and_inform_has_no_lease() {
-    let mut h = handler(DhcpMode::Full);
+    let mut h = handler_with(DhcpMode::Full, &[(mac(1), ip(4))]);
     let take = msg(3, mac(1), &[(code::REQUESTED_IP, ip(4).octets().to_vec())]);
     h.handle_datagram(&take, src(), Port::Dhcp, NOW).unwrap();
     let renew = encode_request(9, mac(1), 0, ip(4), &[(code::MESSAGE_TYPE, vec![3])]);
@@ -195,7 +212,7 @@ fn renew_is_unicast_and_inform_has_no_lease() {
 
 #[test]
 fn decline_quarantines_and_release_frees() {
-    let mut h = handler(DhcpMode::Full);
+    let mut h = handler_with(DhcpMode::Full, &[(mac(1), ip(1)), (mac(8), ip(6))]);
     let take = msg(3, mac(1), &[(code::REQUESTED_IP, ip(1).octets().to_vec())]);
     h.handle_datagram(&take, src(), Port::Dhcp, NOW).unwrap();
     let decline = msg(
@@ -235,7 +252,9 @@ fn decline_quarantines_and_release_frees() {
 
 #[test]
 fn bootp_client_gets_a_bootreply_without_dhcp_options() {
-    let mut h = handler(DhcpMode::Full);
+    let mut c = cfg(DhcpMode::Full);
+    c.bootp_dynamic = true;
+    let mut h = Handler::new(c.clone(), Allocator::new(c.pool.clone(), &c.pinned, LeaseTable::default()));
     let req = encode_request(5, mac(4), 0, Ipv4Addr::UNSPECIFIED, &[]);
     let a = h.handle_datagram(&req, src(), Port::Dhcp, NOW).unwrap();
     let (bytes, _) = a.reply.clone().unwrap();
@@ -244,7 +263,60 @@ fn bootp_client_gets_a_bootreply_without_dhcp_options() {
     assert_eq!(v.yiaddr, ip(1));
     assert!(!v.options.contains_key(&code::MESSAGE_TYPE) && !v.options.contains_key(&code::LEASE_TIME));
     assert_eq!(v.options[&code::HOSTNAME], b"ws001");
-    assert!(a.commit.unwrap().expires > NOW + 300 * 24 * 3600);
+    assert_eq!(a.commit.unwrap().expires, NOW + 3600, "BOOTP binds for lease_time, never longer");
+}
+
+#[test]
+fn bootp_pinned_serves_only_pinned_macs() {
+    let mut h = handler(DhcpMode::Full);
+    let req = encode_request(5, mac(4), 0, Ipv4Addr::UNSPECIFIED, &[]);
+    assert!(h.handle_datagram(&req, src(), Port::Dhcp, NOW).is_none());
+    let req = encode_request(5, mac(0x99), 0, Ipv4Addr::UNSPECIFIED, &[]);
+    let a = h.handle_datagram(&req, src(), Port::Dhcp, NOW).unwrap();
+    assert_eq!(reply(&a).0.yiaddr, ip(101));
+    assert_eq!(a.commit.unwrap().expires, NOW + 3600);
+}
+
+#[test]
+fn requests_for_addresses_never_offered_are_not_bound() {
+    let mut h = handler(DhcpMode::Full);
+    // INIT-REBOOT from a MAC we have no record of: silence (RFC 2131 4.3.2).
+    let r = msg(3, mac(1), &[(code::REQUESTED_IP, ip(5).octets().to_vec())]);
+    assert!(h.handle_datagram(&r, src(), Port::Dhcp, NOW).is_none());
+    // SELECTING an address we never offered to it: NAK, nothing committed.
+    let r = msg(
+        3,
+        mac(1),
+        &[(code::SERVER_ID, SERVER.octets().to_vec()), (code::REQUESTED_IP, ip(5).octets().to_vec())],
+    );
+    let a = h.handle_datagram(&r, src(), Port::Dhcp, NOW).unwrap();
+    assert!(a.commit.is_none());
+    assert_eq!(reply(&a).0.options[&code::MESSAGE_TYPE], [6]);
+    // RENEWING a lease it never had: NAK.
+    let renew = encode_request(9, mac(1), 0, ip(4), &[(code::MESSAGE_TYPE, vec![3])]);
+    let a = h.handle_datagram(&renew, SocketAddrV4::new(ip(4), 68), Port::Dhcp, NOW).unwrap();
+    assert!(a.commit.is_none());
+}
+
+#[test]
+fn new_macs_are_rate_limited_known_ones_are_not() {
+    let c = cfg(DhcpMode::Full);
+    let pool: Vec<Ipv4Addr> = (1..=250).map(ip).collect();
+    let mut c2 = c.clone();
+    c2.pool = pool.clone();
+    let mut h = Handler::new(c2, Allocator::new(pool, &[], LeaseTable::default()));
+    let flood_mac = |n: u64| MacAddr([2, 1, 0, 0, (n >> 8) as u8, n as u8]);
+    let answered = (0..300)
+        .filter(|&n| h.handle_datagram(&msg(1, flood_mac(n), &[]), src(), Port::Dhcp, NOW).is_some())
+        .count();
+    assert_eq!(answered as u64, NEW_MAC_BURST);
+    // A MAC that was offered an address is known: it is answered again.
+    assert!(h.handle_datagram(&msg(1, flood_mac(0), &[]), src(), Port::Dhcp, NOW).is_some());
+    // One second later the bucket has refilled a little.
+    let later = (300..400)
+        .filter(|&n| h.handle_datagram(&msg(1, flood_mac(n), &[]), src(), Port::Dhcp, NOW + 1).is_some())
+        .count();
+    assert_eq!(later as u64, NEW_MACS_PER_SEC);
 }
 
 #[test]
@@ -388,4 +460,44 @@ proptest! {
             }
         }
     }
+}
+
+#[test]
+fn spoofed_decline_ciaddr_and_oversized_echoes_are_refused() {
+    let mut h = handler_with(DhcpMode::Full, &[(mac(1), ip(1))]);
+    // DECLINE of a free address, and of someone else's: ignored.
+    for (m, i) in [(mac(2), ip(3)), (mac(2), ip(1))] {
+        let d = msg(
+            4,
+            m,
+            &[(code::SERVER_ID, SERVER.octets().to_vec()), (code::REQUESTED_IP, i.octets().to_vec())],
+        );
+        assert!(h.handle_datagram(&d, src(), Port::Dhcp, NOW).is_none());
+    }
+    // A spoofed ciaddr (not held by this MAC, or off-subnet) gets a broadcast, never a unicast.
+    for ci in [ip(1), Ipv4Addr::new(8, 8, 8, 8)] {
+        let inform = encode_request(9, mac(2), 0, ci, &[(code::MESSAGE_TYPE, vec![8])]);
+        if let Some(a) = h.handle_datagram(&inform, SocketAddrV4::new(ci, 68), Port::Dhcp, NOW) {
+            assert_eq!(reply(&a).2, Dest::Broadcast);
+        }
+    }
+    // Option 97 of the wrong shape and 82 without a relay are not echoed.
+    let d = msg(1, mac(5), &[(code::CLIENT_UUID, vec![7; 250]), (code::RELAY_AGENT, vec![1; 250])]);
+    let (v, _, _) = reply(&h.handle_datagram(&d, src(), Port::Dhcp, NOW).unwrap());
+    assert!(!v.options.contains_key(&code::CLIENT_UUID) && !v.options.contains_key(&code::RELAY_AGENT));
+}
+
+#[test]
+fn port_4011_answers_only_plausible_pxe_sources() {
+    let mut h = handler(DhcpMode::Proxy);
+    let pxe = (code::VENDOR_CLASS, b"PXEClient:Arch:00000:UNDI:002001".to_vec());
+    let req = encode_request(3, mac(1), 0, ip(50), &[(code::MESSAGE_TYPE, vec![3]), pxe]);
+    for bad in [
+        SocketAddrV4::new(ip(50), 5353),
+        SocketAddrV4::new(Ipv4Addr::new(10, 1, 2, 3), 68),
+        SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68),
+    ] {
+        assert!(h.handle_datagram(&req, bad, Port::PxeService, NOW).is_none(), "{bad}");
+    }
+    assert!(h.handle_datagram(&req, SocketAddrV4::new(ip(50), 68), Port::PxeService, NOW).is_some());
 }

@@ -6,7 +6,7 @@ mod store;
 mod table;
 
 pub use record::{Lease, LeaseState, RecordError, to_system_time, unix_now};
-pub use store::{LeaseError, LeaseStore, read_leases};
+pub use store::{LeaseError, LeaseStore, parse_leases, read_leases};
 pub use table::LeaseTable;
 
 #[cfg(test)]

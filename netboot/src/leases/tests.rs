@@ -130,3 +130,56 @@ fn missing_file_reads_as_empty() {
     let (all, w) = read_leases(&dir.path().join("nope")).unwrap();
     assert!(all.is_empty() && w.is_empty());
 }
+
+#[test]
+fn complete_journal_is_the_truth_after_a_crash_mid_compaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("leases");
+    // Crash shape: the journal holds a complete snapshot, the log was cut half-way.
+    let leases: Vec<Lease> = (1..=3).map(|n| lease(n, LeaseState::Bound)).collect();
+    let mut snap = String::new();
+    for l in &leases {
+        snap.push_str(&l.to_line());
+    }
+    std::fs::write(dir.path().join("leases.tmp"), format!("{snap}# end of snapshot\n")).unwrap();
+    std::fs::write(&path, &snap[..10]).unwrap();
+    let (_s, table, warnings) = LeaseStore::open(&path).unwrap();
+    assert_eq!(table.len(), 3, "{warnings:?}");
+    assert!(warnings.iter().any(|w| w.contains("interrupted compaction")), "{warnings:?}");
+    assert_eq!(std::fs::read(dir.path().join("leases.tmp")).unwrap(), b"");
+    let (again, w) = read_leases(&path).unwrap();
+    assert_eq!((again.len(), w.len()), (3, 0));
+    // An incomplete journal (crash while writing it) is ignored: the log is intact.
+    std::fs::write(dir.path().join("leases.tmp"), &snap[..20]).unwrap();
+    let (_s, table, _) = LeaseStore::open(&path).unwrap();
+    assert_eq!(table.len(), 3);
+}
+
+#[test]
+fn planted_symlink_is_refused_not_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, b"precious").unwrap();
+    let path = dir.path().join("leases");
+    std::os::unix::fs::symlink(&victim, dir.path().join("leases.tmp")).unwrap();
+    let err = LeaseStore::open(&path).err().expect("refused");
+    assert!(err.to_string().contains("symbolic link"), "{err}");
+    assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+}
+
+#[tokio::test]
+async fn log_is_compacted_while_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("leases");
+    let (store, _, _) = LeaseStore::open(&path).unwrap();
+    for i in 0..2000u32 {
+        let mut l = lease((i % 4) as u8, LeaseState::Bound);
+        l.at = 1_700_000_000 + u64::from(i);
+        store.commit(&l).await.unwrap();
+    }
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.lines().count() < 600, "{} lines", text.lines().count());
+    let (all, w) = read_leases(&path).unwrap();
+    assert_eq!((all.len(), w.len()), (4, 0));
+    assert!(all.iter().any(|l| l.at == 1_700_000_000 + 1999));
+}

@@ -25,6 +25,30 @@ use std::time::Duration;
 pub use report::{NodeReport, REPORT_DIR, REPORT_PREFIX};
 pub use server::TftpServer;
 
+/// Parses one datagram as the request socket does and, for a read request, negotiates its
+/// options (the fuzzing entry point; see `netboot::fuzzing`). Returns whether it was a request.
+pub fn parse_and_negotiate(data: &[u8]) -> bool {
+    match packet::Packet::parse(data) {
+        Ok(packet::Packet::Rrq(req)) => {
+            let limits = options::Limits {
+                max_blksize: 1468,
+                max_windowsize: 8,
+                default_timeout: Duration::from_secs(1),
+            };
+            let n = options::negotiate(&req.options, limits, req.mode, 1 << 20);
+            assert!(n.blksize >= 8 && n.blksize <= 1468 && n.windowsize >= 1 && n.windowsize <= 8);
+            static ROOT: std::sync::OnceLock<Option<path::Root>> = std::sync::OnceLock::new();
+            if let Some(root) = ROOT.get_or_init(|| path::Root::new(&std::env::temp_dir()).ok())
+                && let Ok(rel) = root.normalize(&req.filename)
+            {
+                assert!(!rel.starts_with('/') && !rel.split('/').any(|c| c == ".."), "{rel:?} escapes");
+            }
+            true
+        }
+        _ => false,
+    }
+}
+
 /// What the TFTP server serves and how patiently.
 #[derive(Clone, Debug)]
 pub struct TftpConfig {
@@ -42,6 +66,9 @@ pub struct TftpConfig {
     pub retries: u32,
     /// Concurrent transfers beyond which requests get "server busy".
     pub max_transfers: usize,
+    /// Concurrent transfers per client address, so one source cannot take every slot (a PC
+    /// fetches one file at a time; the PXE abort-and-retry reuses its slot).
+    pub max_per_source: usize,
     /// Bind every socket to this interface (SO_BINDTODEVICE), so nothing is answered elsewhere.
     pub interface: Option<String>,
 }
@@ -56,6 +83,7 @@ impl Default for TftpConfig {
             timeout: Duration::from_secs(1),
             retries: 5,
             max_transfers: 512,
+            max_per_source: 8,
             interface: None,
         }
     }

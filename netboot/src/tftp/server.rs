@@ -30,6 +30,11 @@ const MAX_REPORT_LEN: usize = 200;
 const REPORT_REPLY: &[u8] = b"ok\n";
 /// A zero timeout would spin; this is the floor.
 const MIN_TIMEOUT: Duration = Duration::from_millis(10);
+/// Hard lifetime of a transfer: this long plus its size at [`MIN_RATE`]. A client that stalls
+/// or ACKs just before every timeout is ended, so it cannot hold a slot for ever.
+const LIFETIME_BASE: Duration = Duration::from_secs(30);
+/// Slowest transfer kept alive (bytes/s); a 486 with an ISA NIC does 20 times that.
+const MIN_RATE: u64 = 16 * 1024;
 
 /// A bound TFTP server, ready to [`run`](TftpServer::run).
 pub struct TftpServer {
@@ -155,7 +160,7 @@ impl Shared {
         match Packet::parse(bytes) {
             Ok(Packet::Rrq(req)) => self.start(socket, peer, req),
             Ok(Packet::Wrq(req)) => {
-                tracing::info!(%peer, file = %req.filename, "tftp: refused write request (read-only server)");
+                tracing::info!(%peer, file = ?req.filename, "tftp: refused write request (read-only server)");
                 reply(socket, peer, ErrorCode::AccessViolation, "access violation: read-only server");
             }
             Ok(Packet::Error { code, message }) => {
@@ -163,7 +168,7 @@ impl Shared {
                 let old = self.lock_transfers().remove(&peer);
                 if let Some(old) = old {
                     old.abort.abort();
-                    tracing::debug!(%peer, code, %message, "tftp: client ended its transfer via port 69");
+                    tracing::debug!(%peer, code, message = ?message, "tftp: client ended its transfer via port 69");
                 }
             }
             Ok(other) => {
@@ -173,7 +178,7 @@ impl Shared {
                 let opcode = bytes.get(..2).map(|b| u16::from_be_bytes([b[0], b[1]]));
                 let answer =
                     matches!(e, PacketError::UnknownOpcode(_)) || matches!(opcode, Some(OP_RRQ | OP_WRQ));
-                tracing::warn!(%peer, error = %e, "tftp: malformed packet");
+                tracing::warn!(%peer, error = ?e.to_string(), "tftp: malformed packet");
                 if answer {
                     reply(socket, peer, ErrorCode::IllegalOperation, &format!("malformed request: {e}"));
                 }
@@ -187,13 +192,21 @@ impl Shared {
         {
             let mut map = self.lock_transfers();
             old = map.remove(&peer);
-            if map.len() >= self.cfg.max_transfers {
+            let from_source = map.keys().filter(|p| p.ip() == peer.ip()).count();
+            let refusal = if from_source >= self.cfg.max_per_source {
+                Some(("too many transfers from your address", self.cfg.max_per_source))
+            } else if map.len() >= self.cfg.max_transfers {
+                Some(("server busy", self.cfg.max_transfers))
+            } else {
+                None
+            };
+            if let Some((why, limit)) = refusal {
                 drop(map);
                 if let Some(old) = old {
                     old.abort.abort();
                 }
-                tracing::warn!(%peer, file = %req.filename, limit = self.cfg.max_transfers, "tftp: refused: server busy");
-                reply(socket, peer, ErrorCode::NotDefined, "server busy");
+                tracing::warn!(%peer, file = ?req.filename, limit, "tftp: refused: {why}");
+                reply(socket, peer, ErrorCode::NotDefined, why);
                 return;
             }
             let id = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -220,10 +233,10 @@ impl Shared {
             Err(refusal) => {
                 match &refusal {
                     Refusal::NotFound(why) => {
-                        tracing::debug!(%peer, file = %req.filename, reason = %why, "tftp: file not found");
+                        tracing::debug!(%peer, file = ?req.filename, reason = ?why, "tftp: file not found");
                     }
                     Refusal::Denied(why) => {
-                        tracing::warn!(%peer, file = %req.filename, reason = %why, "tftp: refused");
+                        tracing::warn!(%peer, file = ?req.filename, reason = ?why, "tftp: refused");
                     }
                 }
                 let (code, text) = match &refusal {
@@ -252,25 +265,29 @@ impl Shared {
                 return;
             }
         };
-        tracing::debug!(%peer, %path, size, blksize, windowsize, mode = %req.mode, oack = ?negotiated.oack, "tftp: sending");
+        tracing::debug!(%peer, ?path, size, blksize, windowsize, mode = %req.mode, oack = ?negotiated.oack, "tftp: sending");
         let transfer = Transfer::new(socket, source, req.mode, negotiated, self.cfg.retries);
-        let outcome = transfer.run().await;
+        let lifetime = LIFETIME_BASE + Duration::from_secs(size / MIN_RATE);
+        let Ok(outcome) = tokio::time::timeout(lifetime, transfer.run()).await else {
+            tracing::warn!(%peer, ?path, size, secs = lifetime.as_secs(), "tftp: transfer ended: too slow (hard lifetime)");
+            return;
+        };
         let ms = started.elapsed().as_millis() as u64;
         match outcome {
             Ok(Outcome::Complete { bytes, final_ack }) => {
-                tracing::debug!(%peer, %path, bytes, blksize, windowsize, ms, final_ack, "tftp: sent");
+                tracing::debug!(%peer, ?path, bytes, blksize, windowsize, ms, final_ack, "tftp: sent");
                 if !is_report {
                     self.emit(peer, Stage::Fetched(path));
                 }
             }
             Ok(Outcome::ClientError { code, message, bytes }) => {
-                tracing::debug!(%peer, %path, bytes, blksize, ms, code, %message, "tftp: client ended the transfer");
+                tracing::debug!(%peer, ?path, bytes, blksize, ms, code, message = ?message, "tftp: client ended the transfer");
             }
             Ok(Outcome::GaveUp { bytes, reason }) => {
-                tracing::warn!(%peer, %path, bytes, blksize, ms, reason, "tftp: transfer abandoned");
+                tracing::warn!(%peer, ?path, bytes, blksize, ms, reason, "tftp: transfer abandoned");
             }
             Err(e) => {
-                tracing::warn!(%peer, %path, blksize, ms, error = %e, "tftp: transfer failed");
+                tracing::warn!(%peer, ?path, blksize, ms, error = %e, "tftp: transfer failed");
             }
         }
     }
@@ -326,7 +343,7 @@ impl Shared {
         };
         if let Some(tx) = &self.events {
             // A closed receiver means serve is shutting down; nothing to do.
-            let _ = tx.send(BootEvent { at: SystemTime::now(), ip, mac: None, stage });
+            crate::events::emit(tx, BootEvent { at: SystemTime::now(), ip, mac: None, stage });
         }
     }
 }
@@ -361,7 +378,7 @@ mod tests {
             retries,
             ..TftpConfig::default()
         };
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let (tx, rx) = crate::events::channel();
         let server = TftpServer::bind(cfg, Some(tx)).unwrap();
         let addr = server.local_addr();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
