@@ -104,6 +104,15 @@ pub struct NodeSection {
     pub yardstick: Option<String>,
 }
 
+/// `[serve]`: options of `mosboot serve` that belong with the cluster.
+#[derive(Clone, Debug, Default)]
+pub struct ServeSection {
+    /// Where the status page listens (off when absent).
+    pub status: Option<std::net::SocketAddr>,
+    /// Allow a status address other than loopback.
+    pub status_public: bool,
+}
+
 /// A whole, syntactically valid configuration. Semantic checks live in the plan.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -112,6 +121,7 @@ pub struct Config {
     pub openmosix: OpenMosixSection,
     pub image: ImageSection,
     pub nodes: Vec<NodeSection>,
+    pub serve: ServeSection,
     /// Line of every key that was present, e.g. `cluster.pool` or `node[1].ip`.
     lines: BTreeMap<String, usize>,
 }
@@ -147,7 +157,7 @@ impl Config {
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let mut w = Walker { path, index: &index, diags: &mut diags, lines: BTreeMap::new() };
         let root = doc.get_ref();
-        w.unknown_keys(root, "", &["cluster", "openmosix", "image", "node"]);
+        w.unknown_keys(root, "", &["cluster", "openmosix", "image", "node", "serve"]);
 
         let empty = DeTable::default();
         let cluster_t = w.section(root, "cluster").unwrap_or(&empty);
@@ -157,11 +167,13 @@ impl Config {
         let image_t = w.section(root, "image").unwrap_or(&empty);
         let image = w.image(image_t, &base);
         let nodes = w.nodes(root);
+        let serve_t = w.section(root, "serve").unwrap_or(&empty);
+        let serve = w.serve(serve_t);
 
         let lines = std::mem::take(&mut w.lines);
-        match (cluster, openmosix, image, nodes) {
-            (Some(cluster), Some(openmosix), Some(image), Some(nodes)) if diags.is_empty() => {
-                Ok(Config { path: path.to_path_buf(), cluster, openmosix, image, nodes, lines })
+        match (cluster, openmosix, image, nodes, serve) {
+            (Some(cluster), Some(openmosix), Some(image), Some(nodes), Some(serve)) if diags.is_empty() => {
+                Ok(Config { path: path.to_path_buf(), cluster, openmosix, image, nodes, serve, lines })
             }
             _ => Err(diags),
         }
@@ -440,6 +452,22 @@ impl<'a> Walker<'a> {
         Some(out)
     }
 
+    fn serve(&mut self, t: &DeTable<'_>) -> Option<ServeSection> {
+        self.unknown_keys(t, "serve", &["status", "status_public"]);
+        let status = match self.string(t, "status", "serve.status")? {
+            None => None,
+            Some((s, l)) => match s.parse::<std::net::SocketAddr>() {
+                Ok(a) => Some(a),
+                Err(_) => {
+                    self.err(l, "serve.status", format!("'{s}' is not an address:port like 127.0.0.1:8067"));
+                    return None;
+                }
+            },
+        };
+        let status_public = self.boolean(t, "status_public", "serve.status_public", false)?;
+        Some(ServeSection { status, status_public })
+    }
+
     fn openmosix(&mut self, t: &DeTable<'_>) -> Option<OpenMosixSection> {
         self.unknown_keys(t, "openmosix", &["version", "mfs", "lstay", "map"]);
         let version = match self.string(t, "version", "openmosix.version") {
@@ -661,6 +689,18 @@ busybox = "node-kit/busybox"
         assert_eq!(cfg.image.out, PathBuf::from("/lab/mosboot-out"));
         assert_eq!(cfg.line_of("cluster.pool"), 6);
         assert!(cfg.openmosix.lstay);
+    }
+
+    #[test]
+    fn serve_status_is_off_unless_set_and_checked() {
+        let cfg = Config::parse(SAMPLE, Path::new("/lab/cluster.toml")).expect("valid");
+        assert_eq!(cfg.serve.status, None);
+        let text = format!("{SAMPLE}\n[serve]\nstatus = \"127.0.0.1:8067\"\n");
+        let cfg = Config::parse(&text, Path::new("/lab/cluster.toml")).expect("valid");
+        assert_eq!(cfg.serve.status, Some("127.0.0.1:8067".parse().unwrap()));
+        let text = format!("{SAMPLE}\n[serve]\nstatus = \"localhost\"\nstatuss = 1\n");
+        let err = Config::parse(&text, Path::new("c.toml")).expect_err("invalid").to_string();
+        assert!(err.contains("serve.status") && err.contains("serve.statuss"), "{err}");
     }
 
     #[test]

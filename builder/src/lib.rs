@@ -21,3 +21,4 @@ pub mod plan;
 pub mod render;
 pub mod root;
 pub mod serve;
+pub mod status;

@@ -204,7 +204,8 @@ pub struct BootCtx {
     pub append: String,
 }
 
-/// The report channel: nodes fetch `<path>/joined/<N>/<hostname>` over TFTP to say they are up.
+/// The report channel: nodes fetch `<path>/joined/<N>/<hostname>` over TFTP to say they are up
+/// (the reports are defined in `netboot::node_report`).
 pub const REPORT_PATH: &str = "mosboot-report";
 
 /// The map file names the node's openMosix userland looks for, by version: MOSIX-era kernels
@@ -252,7 +253,7 @@ pub fn context(cfg: &Config, plan: &Plan, image: &ImageCtx, boot: &BootCtx) -> V
         },
         image => image.clone(),
         boot => boot.clone(),
-        report => minijinja::context! { path => REPORT_PATH },
+        report => minijinja::context! { path => REPORT_PATH, interval => netboot::node_report::REPORT_INTERVAL_SECS },
     })
 }
 

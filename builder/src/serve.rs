@@ -10,16 +10,19 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 
 use netboot::dhcp::{BootFiles, DhcpConfig, DhcpServer, HostInfo, probe_rival};
 use netboot::events::{BootEvent, EventReceiver, Stage};
 use netboot::mac::MacAddr;
+use netboot::node_report::NodeReport;
 use netboot::tftp::{TftpConfig, TftpServer};
 
 use crate::config::{Config, DhcpMode};
 use crate::error::Failure;
 use crate::plan::Plan;
+use crate::status::{Alive, Gate, Live, LiveEvent};
 
 /// File names inside the state directory.
 pub const LEASE_FILE: &str = "leases";
@@ -43,6 +46,12 @@ pub struct ServeArgs {
     /// How long to listen for a rival DHCP server before serving (full mode).
     #[arg(long, default_value = "3s", value_parser = parse_secs)]
     pub probe: Duration,
+    /// Serve the status page on ADDR (e.g. 127.0.0.1:8067); overrides [serve] status.
+    #[arg(long, value_name = "ADDR")]
+    pub status: Option<SocketAddr>,
+    /// Allow a status address other than loopback (the page shows the lab's MACs and addresses).
+    #[arg(long)]
+    pub status_public: bool,
 }
 
 fn parse_secs(s: &str) -> Result<Duration, String> {
@@ -98,6 +107,7 @@ pub fn run(cfg_path: &Path, args: &ServeArgs) -> Result<(), Failure> {
             root.display()
         )));
     }
+    let status = crate::status::listen_addr(args.status, args.status_public, &cfg.serve)?;
     let state = args.state.clone().unwrap_or_else(|| default_state_dir(&plan.cluster));
     std::fs::create_dir_all(&state)
         .map_err(|e| Failure::runtime(format!("create state folder {}", state.display()), e))?;
@@ -106,10 +116,16 @@ pub fn run(cfg_path: &Path, args: &ServeArgs) -> Result<(), Failure> {
         .enable_all()
         .build()
         .map_err(|e| Failure::runtime("start the async runtime", e))?;
-    rt.block_on(serve(plan, root, state, args))
+    rt.block_on(serve(plan, root, state, status, args))
 }
 
-async fn serve(plan: Plan, root: PathBuf, state: PathBuf, args: &ServeArgs) -> Result<(), Failure> {
+async fn serve(
+    plan: Plan,
+    root: PathBuf,
+    state: PathBuf,
+    status: Option<SocketAddr>,
+    args: &ServeArgs,
+) -> Result<(), Failure> {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
 
     let dhcp = if plan.dhcp == DhcpMode::Off {
@@ -147,6 +163,15 @@ async fn serve(plan: Plan, root: PathBuf, state: PathBuf, args: &ServeArgs) -> R
         .open(&stage_path)
         .map_err(|e| Failure::runtime(format!("open {}", stage_path.display()), e))?;
 
+    let status_listener = match status {
+        None => None,
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| Failure::Usage(format!("cannot serve the status page on {addr}: {e}")))?,
+        ),
+    };
+
     drop_privileges(&args.user, &state)?;
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -166,7 +191,25 @@ async fn serve(plan: Plan, root: PathBuf, state: PathBuf, args: &ServeArgs) -> R
         tracing::info!("stopping");
         let _ = stop_tx.send(true);
     });
-    let events = tokio::spawn(record_events(rx, plan.clone(), state.join(LEASE_FILE), stage_log));
+    let live = Arc::new(Mutex::new(Live::load(&state)));
+    let (live_tx, _) = tokio::sync::broadcast::channel(256);
+    let recorder =
+        Recorder { plan: plan.clone(), state: state.clone(), live: live.clone(), tx: live_tx.clone() };
+    let events = tokio::spawn(recorder.run(rx, stage_log));
+    let status_task = status_listener.map(|listener| {
+        let app = Arc::new(crate::status::http::App::new(plan.clone(), state.clone(), live, live_tx));
+        let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        eprintln!("mosboot serve: status page on http://{addr}/");
+        tracing::info!(%addr, "status page");
+        let stop = stopped(stop_rx.clone());
+        tokio::spawn(async move {
+            if let Err(e) =
+                axum::serve(listener, crate::status::http::router(app)).with_graceful_shutdown(stop).await
+            {
+                tracing::warn!(error = %e, "status page stopped");
+            }
+        })
+    });
     tracing::info!(
         cluster = %plan.cluster,
         interface = %plan.interface,
@@ -199,6 +242,10 @@ async fn serve(plan: Plan, root: PathBuf, state: PathBuf, args: &ServeArgs) -> R
         Err(e) => Err(Failure::runtime("serve TFTP", e)),
     };
     events.abort();
+    if let Some(t) = status_task {
+        // Open event streams never end by themselves; the page reconnects to the next serve.
+        t.abort();
+    }
     dhcp_result.and(tftp_result)
 }
 
@@ -224,7 +271,7 @@ fn drop_privileges(user: &str, state: &Path) -> Result<(), Failure> {
         chown(p, Some(u.uid), Some(u.gid)).map_err(|e| Failure::runtime(format!("chown {}", p.display()), e))
     };
     chown_one(state)?;
-    for name in [LEASE_FILE, STAGE_LOG] {
+    for name in [LEASE_FILE, STAGE_LOG, crate::status::ALIVE_FILE] {
         let p = state.join(name);
         if p.exists() {
             chown_one(&p)?;
@@ -240,44 +287,123 @@ fn drop_privileges(user: &str, state: &Path) -> Result<(), Failure> {
     Ok(())
 }
 
-/// One line per event to the log and to the stage log.
-async fn record_events(mut rx: EventReceiver, plan: Plan, lease_file: PathBuf, mut stage_log: File) {
-    // TFTP only knows IPs; DHCP events and the lease log say which MAC holds which IP.
-    let mut mac_of: HashMap<Ipv4Addr, MacAddr> = HashMap::new();
-    if let Ok((leases, _)) = netboot::leases::read_leases(&lease_file) {
-        for l in leases {
+/// Turns server events into stage log lines, live page updates and alive reports.
+struct Recorder {
+    plan: Plan,
+    state: PathBuf,
+    live: Arc<Mutex<Live>>,
+    tx: tokio::sync::broadcast::Sender<LiveEvent>,
+}
+
+impl Recorder {
+    async fn run(self, mut rx: EventReceiver, mut stage_log: File) {
+        // TFTP only knows IPs; DHCP events and the lease log say which MAC holds which IP.
+        let mut mac_of: HashMap<Ipv4Addr, MacAddr> = HashMap::new();
+        let leases =
+            netboot::leases::read_leases(&self.state.join(LEASE_FILE)).map(|(l, _)| l).unwrap_or_default();
+        for l in &leases {
             mac_of.insert(l.ip, l.mac);
         }
+        for n in &self.plan.nodes {
+            if let Some(m) = n.mac {
+                mac_of.entry(n.ip).or_insert(m);
+            }
+        }
+        let mut gate = Gate::new(&self.plan, self.plan.dhcp == DhcpMode::Full, &leases);
+        let mut save = tokio::time::interval(Duration::from_secs(2));
+        let mut last_refusal_log = 0u64;
+        loop {
+            let ev = tokio::select! {
+                ev = rx.recv() => match ev { Some(ev) => ev, None => break },
+                _ = save.tick() => {
+                    self.save_alive();
+                    continue;
+                }
+            };
+            let now = crate::nodes::now_ms();
+            match (&ev.stage, ev.mac) {
+                (Stage::Acked, Some(m)) if !ev.ip.is_unspecified() => {
+                    mac_of.insert(ev.ip, m);
+                    gate.leased(ev.ip, m, now / 1000);
+                }
+                (Stage::Offered, Some(m)) if !ev.ip.is_unspecified() => {
+                    mac_of.insert(ev.ip, m);
+                }
+                (Stage::Released | Stage::Declined | Stage::Nak, _) => gate.ended(ev.ip),
+                _ => {}
+            }
+            if let Stage::Joined(text) = &ev.stage {
+                // A node report: only from a sender that may speak for the node it names.
+                let admitted = NodeReport::parse(text).map_err(|e| e.to_string()).and_then(|r| {
+                    gate.admit(&self.plan, ev.ip, &r, now).map(|()| r).map_err(|e| e.to_string())
+                });
+                match admitted {
+                    Ok(NodeReport::Alive(v)) => {
+                        self.alive(ev.ip, v, now);
+                        continue;
+                    }
+                    Ok(_) => {}
+                    Err(why) => {
+                        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+                        live.refused += 1;
+                        // One line every 10 s at most: a flood must not flood the log.
+                        if now / 1000 >= last_refusal_log + 10 {
+                            last_refusal_log = now / 1000;
+                            tracing::warn!(from = %ev.ip, refused = live.refused, "node report refused: {why}");
+                        } else {
+                            tracing::debug!(from = %ev.ip, "node report refused: {why}");
+                        }
+                        continue;
+                    }
+                }
+            }
+            let mac = ev.mac.or_else(|| mac_of.get(&ev.ip).copied());
+            let rec = StageRecord::from_event(&ev, mac, &self.plan);
+            let line = rec.to_line();
+            if !matches!(
+                ev.stage,
+                Stage::Offered | Stage::Acked | Stage::Nak | Stage::Declined | Stage::Released
+            ) {
+                // DHCP logs its own events; TFTP fetches and joins are logged here.
+                tracing::info!("{}", line.trim_end());
+            }
+            if let Err(e) = stage_log.write_all(line.as_bytes()) {
+                tracing::warn!(error = %e, "cannot append to the stage log");
+            }
+            if let Ok(data) = serde_json::to_string(&rec) {
+                let _ = self.tx.send(LiveEvent { kind: "stage", data });
+            }
+            self.live.lock().unwrap_or_else(|p| p.into_inner()).push_stage(rec);
+        }
+        self.save_alive();
     }
-    for n in &plan.nodes {
-        if let Some(m) = n.mac {
-            mac_of.entry(n.ip).or_insert(m);
-        }
+
+    fn alive(&self, ip: Ipv4Addr, v: netboot::node_report::Vitals, now: u64) {
+        let data = serde_json::json!({ "ip": ip, "node": v.node, "load": v.load }).to_string();
+        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        live.inputs.alive.insert(ip, Alive { ip, at_ms: now, vitals: v });
+        live.dirty = true;
+        drop(live);
+        let _ = self.tx.send(LiveEvent { kind: "alive", data });
     }
-    while let Some(ev) = rx.recv().await {
-        if let (Some(m), Stage::Acked | Stage::Offered) = (ev.mac, &ev.stage)
-            && !ev.ip.is_unspecified()
-        {
-            mac_of.insert(ev.ip, m);
-        }
-        let mac = ev.mac.or_else(|| mac_of.get(&ev.ip).copied());
-        let line = StageRecord::from_event(&ev, mac, &plan).to_line();
-        if !matches!(ev.stage, Stage::Offered | Stage::Acked | Stage::Nak | Stage::Declined | Stage::Released)
-        {
-            // DHCP logs its own events; TFTP fetches and joins are logged here.
-            tracing::info!("{}", line.trim_end());
-        }
-        if let Err(e) = stage_log.write_all(line.as_bytes()) {
-            tracing::warn!(error = %e, "cannot append to the stage log");
+
+    fn save_alive(&self) {
+        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        if let Err(e) = live.save_alive(&self.state) {
+            tracing::warn!(error = %e, "cannot write {}", crate::status::ALIVE_FILE);
         }
     }
 }
 
-/// One line of `stages.log`: `at=<unix> node=<n> host=<name> ip=<ip> mac=<mac> stage=<label>`;
-/// the stage comes last because its label may hold spaces (`fetched vmlinuz`).
+/// One line of `stages.log`: `at=<unix>[.<ms>] node=<n> host=<name> ip=<ip> mac=<mac> stage=<label>`;
+/// the stage comes last because its label may hold spaces (`fetched vmlinuz`). Milliseconds are
+/// there for the boot timeline (a PXE step often takes well under a second).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct StageRecord {
+    /// Unix seconds.
     pub at: u64,
+    /// Unix milliseconds (the same instant).
+    pub at_ms: u64,
     pub node: Option<u32>,
     pub hostname: String,
     pub ip: Ipv4Addr,
@@ -300,8 +426,10 @@ impl StageRecord {
                 _ => format!("reported {clean}"),
             };
         }
+        let at_ms = ev.at.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
         StageRecord {
-            at: ev.at.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+            at: at_ms / 1000,
+            at_ms,
             node: node.map(|n| n.number),
             hostname: node.map(|n| n.hostname.clone()).unwrap_or_default(),
             ip: ev.ip,
@@ -313,8 +441,9 @@ impl StageRecord {
     pub fn to_line(&self) -> String {
         let dash = |s: Option<String>| s.unwrap_or_else(|| "-".into());
         format!(
-            "at={} node={} host={} ip={} mac={} stage={}\n",
-            self.at,
+            "at={}.{:03} node={} host={} ip={} mac={} stage={}\n",
+            self.at_ms / 1000,
+            self.at_ms % 1000,
             dash(self.node.map(|n| n.to_string())),
             if self.hostname.is_empty() { "-" } else { &self.hostname },
             self.ip,
@@ -327,6 +456,7 @@ impl StageRecord {
         let (head, stage) = line.split_once(" stage=")?;
         let mut rec = StageRecord {
             at: 0,
+            at_ms: 0,
             node: None,
             hostname: String::new(),
             ip: Ipv4Addr::UNSPECIFIED,
@@ -337,7 +467,13 @@ impl StageRecord {
             let (k, v) = f.split_once('=')?;
             match (k, v) {
                 (_, "-") => {}
-                ("at", v) => rec.at = v.parse().ok()?,
+                ("at", v) => {
+                    let (secs, ms) = v.split_once('.').unwrap_or((v, "0"));
+                    let ms: u64 =
+                        if ms.len() <= 3 { format!("{ms:0<3}").parse().ok()? } else { return None };
+                    rec.at = secs.parse().ok()?;
+                    rec.at_ms = rec.at.checked_mul(1000)?.checked_add(ms)?;
+                }
                 ("node", v) => rec.node = v.parse().ok(),
                 ("host", v) => rec.hostname = v.to_string(),
                 ("ip", v) => rec.ip = v.parse().ok()?,
@@ -357,6 +493,7 @@ mod tests {
     fn stage_record_round_trips() {
         let r = StageRecord {
             at: 1_700_000_000,
+            at_ms: 1_700_000_000_042,
             node: Some(3),
             hostname: "ws002".into(),
             ip: Ipv4Addr::new(192, 168, 0, 2),
@@ -365,5 +502,9 @@ mod tests {
         };
         assert_eq!(StageRecord::parse(&r.to_line()), Some(r));
         assert_eq!(StageRecord::parse("garbage"), None);
+        // Lines written before milliseconds were logged still read.
+        let old =
+            StageRecord::parse("at=1700000000 node=3 host=ws002 ip=192.168.0.2 mac=- stage=acked").unwrap();
+        assert_eq!((old.at, old.at_ms), (1_700_000_000, 1_700_000_000_000));
     }
 }

@@ -7,4 +7,5 @@ pub mod dhcp;
 pub mod events;
 pub mod leases;
 pub mod mac;
+pub mod node_report;
 pub mod tftp;
