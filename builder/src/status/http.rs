@@ -194,10 +194,11 @@ fn view(plan: &Plan, rows: &[NodeRow], refused: u64, now: u64) -> minijinja::Val
                     None => s.at_ms,
                 };
                 let width = until.saturating_sub(s.at_ms);
+                let left = s.at_ms.saturating_sub(t0).min(span);
                 bar.push(Segment {
                     stage: s.stage,
-                    left: pct(s.at_ms.saturating_sub(t0)),
-                    width: pct(width.max(span / 200)),
+                    left: pct(left),
+                    width: pct(width.max(span / 200).min(span - left)),
                     title: format!(
                         "{} {}: {} at +{}",
                         r.hostname,
