@@ -288,6 +288,67 @@ pub(crate) fn relative(t: u64, now: u64) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    /// The JSON of `mosboot nodes --json` and `/api/nodes` (one builder): a node that joined and
+    /// reports, one stuck after its boot file, one never seen.
+    #[test]
+    fn rows_json_shape() {
+        let cfg = Config::parse(
+            "[cluster]\nname = \"lab\"\ninterface = \"br0\"\nserver = \"192.168.0.254/24\"\npool = \"192.168.0.1-192.168.0.3\"\n",
+            Path::new("/x/cluster.toml"),
+        )
+        .unwrap();
+        let plan = Plan::new(&cfg).unwrap();
+        let t0 = 1_700_000_000_000u64;
+        let mac = |i: u8| netboot::mac::MacAddr([2, 0, 0, 0, 0, i]);
+        let ip = |i: u8| Ipv4Addr::new(192, 168, 0, i);
+        let lease = |i: u8| Lease {
+            mac: mac(i),
+            ip: ip(i),
+            hostname: format!("ws00{i}"),
+            expires: t0 / 1000 + 3600,
+            state: LeaseState::Bound,
+            at: t0 / 1000,
+        };
+        let rec = |i: u8, ms: u64, stage: &str| StageRecord {
+            at: (t0 + ms) / 1000,
+            at_ms: t0 + ms,
+            node: plan.node_by_ip(ip(i)).map(|n| n.number),
+            hostname: format!("ws00{i}"),
+            ip: ip(i),
+            mac: Some(mac(i).to_string()),
+            stage: stage.into(),
+        };
+        let mut stages = VecDeque::new();
+        for (ms, stage) in
+            [(0, "offered"), (50, "acked"), (400, "fetched pxelinux.0"), (1200, "fetched vmlinuz")]
+        {
+            stages.push_back(rec(1, ms, stage));
+        }
+        for (ms, stage) in
+            [(1900, "fetched initrd.gz"), (6000, "offered"), (6100, "acked"), (9000, "joined as node 2")]
+        {
+            stages.push_back(rec(1, ms, stage));
+        }
+        for (ms, stage) in [(300, "offered"), (350, "acked"), (700, "fetched pxelinux.0")] {
+            stages.push_back(rec(2, ms, stage));
+        }
+        let vitals = netboot::node_report::Vitals {
+            node: 2,
+            hostname: "ws001".into(),
+            mac: mac(1),
+            load: 0.25,
+            mem_free_kb: 9876,
+            uptime_s: 40,
+            openmosix: "on".into(),
+        };
+        let alive = HashMap::from([(ip(1), Alive { ip: ip(1), at_ms: t0 + 40_000, vitals })]);
+        let inputs = Inputs { leases: vec![lease(1), lease(2)], stages, alive };
+        let rows = rows(&plan, &inputs, t0 + 45_000);
+        insta::assert_snapshot!(serde_json::to_string_pretty(&rows).unwrap());
+    }
+
     #[test]
     fn relative_times_read_naturally() {
         assert_eq!(super::relative(1000 + 3 * 3600 + 12 * 60, 1000), "in 3h12m");
