@@ -3,7 +3,9 @@
 //! Order matters for safety: load config and plan; look for a rival DHCP server (full mode);
 //! bind every socket and open the lease log (needs root); then drop to an unprivileged user, so
 //! nothing that parses packets from the network runs as root. Every boot event becomes one log
-//! line and one line in `<state>/stages.log`, which `mosboot nodes` reads.
+//! line and one line in `<state>/stages.log`, which `mosboot nodes` reads. Nodes' alive reports
+//! update [`crate::status::Live`] (and `<state>/alive.json`); with `--status` / `[serve] status`
+//! the status page shows it all ([`crate::status::http`]).
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -416,14 +418,11 @@ impl StageRecord {
         let node = plan.node_by_ip(ev.ip);
         let mut stage = ev.stage.label();
         if let Stage::Joined(text) = &ev.stage {
-            // The node fetched `mosboot-report/joined/<N>/<hostname>`; N is 0 when its address
-            // is not in the map.
-            let clean: String = text.chars().filter(|c| !c.is_control()).take(120).collect();
-            let mut parts = clean.split('/');
-            stage = match (parts.next(), parts.next()) {
-                (Some("joined"), Some(n)) if n != "0" => format!("joined as node {n}"),
-                (Some("joined"), Some(_)) => "joined (not in the map)".to_string(),
-                _ => format!("reported {clean}"),
+            // Only admitted `joined` reports get here (see netboot::node_report).
+            stage = match NodeReport::parse(text) {
+                Ok(NodeReport::Joined { node, .. }) if node != 0 => format!("joined as node {node}"),
+                Ok(NodeReport::Joined { .. }) => "joined (not in the map)".to_string(),
+                _ => "reported".to_string(),
             };
         }
         let at_ms = ev.at.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);

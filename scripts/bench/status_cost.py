@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """The cost of the status page and the nodes' alive reports (issue 13, item 6).
 
-Runs `mosboot serve` (dhcp = "off", status page on, one live stream open like an open page) in a
+Runs `mosboot serve` (dhcp = "off", status page on, one open page: its live stream, and its
+fetch of the page's live part every 2 s) in a
 network namespace, measures its CPU and RSS while idle, then while N simulated nodes (one source
 address each, in a second namespace) report every INTERVAL seconds over the TFTP report channel,
 exactly as a node's init does. Prints one JSON object and a Markdown line; exit 0 unless the
@@ -135,6 +136,12 @@ def main():
             ["ip", "netns", "exec", srv, "curl", "-sN", f"http://{STATUS}/api/stream"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
         procs.append(stream)
+        # An open page: besides its stream, it fetches the live part about every 2 s under reports.
+        page = subprocess.Popen(
+            ["ip", "netns", "exec", srv, "sh", "-c",
+             f"while :; do curl -s -o /dev/null http://{STATUS}/fragment; sleep 2; done"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+        procs.append(page)
 
         time.sleep(3)
         idle_window = 20.0
