@@ -312,13 +312,25 @@ impl Recorder {
             }
         }
         let mut gate = Gate::new(&self.plan, self.plan.dhcp == DhcpMode::Full, &leases);
-        let mut save = tokio::time::interval(Duration::from_secs(2));
+        let mut save = tokio::time::interval(Duration::from_secs(netboot::node_report::REPORT_INTERVAL_SECS));
+        let mut flush = tokio::time::interval(Duration::from_secs(1));
+        // Alive reports go to the page once a second, together (254 nodes send 50 a second).
+        let mut alive_batch: HashMap<Ipv4Addr, serde_json::Value> = HashMap::new();
         let mut last_refusal_log = 0u64;
         loop {
             let ev = tokio::select! {
                 ev = rx.recv() => match ev { Some(ev) => ev, None => break },
                 _ = save.tick() => {
                     self.save_alive();
+                    continue;
+                }
+                _ = flush.tick() => {
+                    if !alive_batch.is_empty() {
+                        let mut batch: Vec<serde_json::Value> = alive_batch.drain().map(|(_, v)| v).collect();
+                        batch.sort_by_key(|v| v["node"].as_u64());
+                        let data = serde_json::Value::Array(batch).to_string();
+                        let _ = self.tx.send(LiveEvent { kind: "alive", data });
+                    }
                     continue;
                 }
             };
@@ -341,6 +353,10 @@ impl Recorder {
                 });
                 match admitted {
                     Ok(NodeReport::Alive(v)) => {
+                        alive_batch.insert(
+                            ev.ip,
+                            serde_json::json!({ "ip": ev.ip, "node": v.node, "load": v.load }),
+                        );
                         self.alive(ev.ip, v, now);
                         continue;
                     }
@@ -381,12 +397,9 @@ impl Recorder {
     }
 
     fn alive(&self, ip: Ipv4Addr, v: netboot::node_report::Vitals, now: u64) {
-        let data = serde_json::json!({ "ip": ip, "node": v.node, "load": v.load }).to_string();
         let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
         live.inputs.alive.insert(ip, Alive { ip, at_ms: now, vitals: v });
         live.dirty = true;
-        drop(live);
-        let _ = self.tx.send(LiveEvent { kind: "alive", data });
     }
 
     fn save_alive(&self) {

@@ -3,8 +3,8 @@
 //! - `/fragment`: the page's live part, which the script fetches again after each event;
 //! - `/api/nodes`: every node of the plan, the same objects as `mosboot nodes --json`;
 //! - `/api/events`: the recent boot stage events, oldest first (the storm's raw timeline);
-//! - `/api/stream`: server-sent events, `stage` (a stage event as in `/api/events`) and `alive`
-//!   (`{"ip", "node", "load"}`), as they happen.
+//! - `/api/stream`: server-sent events: `stage` (a stage event as in `/api/events`) as it
+//!   happens, and once a second `alive` (`[{"ip", "node", "load"}]`, the nodes that reported).
 
 use std::convert::Infallible;
 use std::net::Ipv4Addr;
