@@ -51,7 +51,7 @@ rm -rf "$logs"
 keep=() after_keep=""
 if [ "${DEMO_KEEP:-0}" = 1 ]; then
   keep=(--keep)
-  after_keep="; python3 $root/scripts/lab/statusfwd.py \$(ip netns identify) 8067 & sleep 0.5; \
+  after_keep="; python3 $root/scripts/lab/statusfwd.py \$(ip netns identify) 8067 /proc/$$/ns/net & sleep 0.5; \
 echo 'status page: http://127.0.0.1:8067/ (from your desktop: ssh -L 8067:127.0.0.1:8067 this-machine)'"
 fi
 set +e

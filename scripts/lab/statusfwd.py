@@ -4,7 +4,8 @@ machine's loopback, for `DEMO_KEEP=1 make demo`: listens on 127.0.0.1:PORT of th
 network namespace and connects each client to 127.0.0.1:PORT inside the namespace it was started
 in. Loopback only on both sides; exits when the lab's namespace (/run/netns/NAME) is gone.
 
-Usage (inside the lab namespace): statusfwd.py NAMESPACE PORT
+Usage (inside the lab namespace): statusfwd.py NAMESPACE PORT HOST_NETNS
+(HOST_NETNS: /proc/<pid>/ns/net of a process in the machine's own namespace, e.g. the demo's.)
 """
 
 import ctypes
@@ -40,9 +41,9 @@ def pipe(a, b):
 
 
 def main():
-    name, port = sys.argv[1], int(sys.argv[2])
+    name, port, host_ns = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     lab = os.open("/proc/self/ns/net", os.O_RDONLY)
-    host = os.open("/proc/1/ns/net", os.O_RDONLY)
+    host = os.open(host_ns, os.O_RDONLY)
     setns(host)
     listener = socket.create_server(("127.0.0.1", port), reuse_port=False)
     setns(lab)  # every socket made from here on lives in the lab
