@@ -3,7 +3,9 @@
 # with the node kit's kernel and busybox, then runs `mosboot serve` in a private network namespace
 # and PXE-boots three emulated PCs (a 486 with ne2k_pci and 16 MB, a Pentium with rtl8139, a
 # Pentium III with pcnet) that join, prints their console lines and `mosboot nodes`, and tears
-# down only what it made. Called by the Makefile with KIT_KERNEL, KIT_BUSYBOX and KIT_QEMU_DIR set.
+# down only what it made. The status page is on (127.0.0.1:8067 in the namespace); with
+# DEMO_KEEP=1 the lab stays up until Ctrl-C and the page is forwarded to this machine's
+# 127.0.0.1:8067, so a person can look. Called by the Makefile with KIT_KERNEL, KIT_BUSYBOX and KIT_QEMU_DIR set.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 mosboot=${MOSBOOT_BIN:-$root/target/debug/mosboot}
@@ -19,7 +21,7 @@ rm -rf state
 sed -e 's|^name = .*|name = "demo"|' -e 's|^interface = .*|interface = "br0"|' \
   -e 's|^lease_time = .*|lease_time = "1h"|' -e "s|^kernel = .*|kernel = \"$KIT_KERNEL\"|" \
   -e "s|^busybox = .*|busybox = \"$KIT_BUSYBOX\"|" "$root/tests/fixtures/cluster.toml" > cluster.toml
-printf 'cmdline = "panic=5"\nout = "out"\n' >> cluster.toml
+printf 'cmdline = "panic=5"\nout = "out"\n\n[serve]\nstatus = "127.0.0.1:8067"\n' >> cluster.toml
 
 echo "== mosboot check"
 "$mosboot" -c cluster.toml check
@@ -30,15 +32,21 @@ echo "== mosboot map"
 echo "== booting three emulated PCs from mosboot serve (first boot takes ~30 s under emulation)"
 logs=$work/logs
 rm -rf "$logs"
+keep=() after_keep=""
+if [ "${DEMO_KEEP:-0}" = 1 ]; then
+  keep=(--keep)
+  after_keep="; python3 $root/scripts/lab/statusfwd.py \$(ip netns identify) 8067 /proc/$$/ns/net & sleep 0.5; \
+echo 'status page: http://127.0.0.1:8067/ (from your desktop: ssh -L 8067:127.0.0.1:8067 this-machine)'"
+fi
 set +e
-"$root/scripts/lab/lab.sh" \
+"$root/scripts/lab/lab.sh" "${keep[@]}" \
   --ns-prefix mosboot-demo --server-ip 192.168.0.254/24 --bridge br0 --logdir "$logs" --timeout 300 \
   ${KIT_QEMU_DIR:+--qemu-dir "$KIT_QEMU_DIR"} \
   --server "$mosboot -c $work/cluster.toml serve --state $work/state -v" \
   --node "name=486,cpu=486,nic=ne2k_pci,mem=16,mac=52:54:00:de:00:01" \
   --node "name=pentium,cpu=pentium,nic=rtl8139,mem=32,mac=52:54:00:de:00:02" \
   --node "name=p3,cpu=pentium3,nic=pcnet,mem=64,mac=52:54:00:de:00:03" \
-  --after "sleep 2; echo; echo '== mosboot nodes'; $mosboot -c $work/cluster.toml nodes --state $work/state"
+  --after "sleep 2; echo; echo '== mosboot nodes'; $mosboot -c $work/cluster.toml nodes --state $work/state; echo; echo 'status page (inside the lab namespace): http://127.0.0.1:8067/'$after_keep"
 rc=$?
 set -e
 echo

@@ -145,7 +145,7 @@ fn emulated_pcs_boot_from_mosboot_and_join() {
         cmd.arg("--qemu-dir").arg(q);
     }
     cmd.arg("--server").arg(format!(
-        "{} -c {} serve --state {}",
+        "{} -c {} serve --status 127.0.0.1:8067 --state {}",
         mb.display(),
         w.join("cluster.toml").display(),
         state.display()
@@ -153,13 +153,26 @@ fn emulated_pcs_boot_from_mosboot_and_join() {
     for (name, spec) in &nodes {
         cmd.arg("--node").arg(format!("name={name},{spec}"));
     }
-    // Give the last report a moment to land, then read the table as an admin would, while serve runs.
+    // Give the last report a moment to land, then read the table as an admin would, while serve
+    // runs, and open the status page in headless Chromium (inside the lab's namespace, where the
+    // page listens on loopback): its DOM, and a screenshot kept in the target folder.
+    let chromium = |what: &str| {
+        format!(
+            "chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
+             --disable-background-networking --disable-component-update --disable-sync \
+             --user-data-dir=$(mktemp -d) --window-size=1024,768 {what} http://127.0.0.1:8067/"
+        )
+    };
+    let shot = workspace_root().join("target/e2e-status.png");
     cmd.arg("--after").arg(format!(
-        "sleep 2; {} -c {} nodes --json --state {} > {}",
+        "sleep 2; {} -c {} nodes --json --state {} > {}; {} > {} 2>/dev/null; {} 2>/dev/null",
         mb.display(),
         w.join("cluster.toml").display(),
         state.display(),
-        w.join("nodes.json").display()
+        w.join("nodes.json").display(),
+        chromium("--dump-dom"),
+        w.join("page.html").display(),
+        chromium(&format!("--screenshot={}", shot.display())),
     ));
     let out = cmd.output().expect("run lab.sh");
     let transcript =
@@ -172,6 +185,8 @@ fn emulated_pcs_boot_from_mosboot_and_join() {
         serde_json::from_slice(&std::fs::read(w.join("nodes.json")).expect("nodes.json")).expect("json");
     let by_mac: HashMap<String, &serde_json::Value> =
         rows.iter().filter_map(|r| Some((r["mac"].as_str()?.to_string(), r))).collect();
+    let page = std::fs::read_to_string(w.join("page.html")).unwrap_or_default();
+    assert!(page.contains("id=\"nodes\""), "Chromium got no status page:\n{page}");
     let plan_nodes = map.lines().map(|l| l.split_whitespace().collect::<Vec<_>>()).collect::<Vec<_>>();
     assert_eq!(plan_nodes.len(), 2, "{map}");
     let total: u32 = plan_nodes.iter().map(|l| l[2].parse::<u32>().expect("count")).sum();
@@ -202,6 +217,19 @@ fn emulated_pcs_boot_from_mosboot_and_join() {
         assert_eq!(row["lease"].as_str(), Some("bound"), "{name}: {row}");
         let joined = format!("joined as node {}", last + 1);
         assert_eq!(row["last_stage"].as_str(), Some(joined.as_str()), "{name}: {row}");
+        assert_eq!(row["state"].as_str(), Some("up"), "{name}: {row}");
+        // The page shows the node up, with the steps of its boot ending in "joined".
+        let start =
+            page.find(&format!("id=\"node-{}\"", last + 1)).unwrap_or_else(|| panic!("no row for {name}"));
+        let tr = &page[start..start + page[start..].find("</tr>").unwrap_or(page.len() - start)];
+        assert!(tr.contains("data-state=\"up\"") && tr.contains(&host) && tr.contains(&mac), "{name}: {tr}");
+        assert!(tr.contains("data-stage=\"joined\""), "{name}: {tr}");
+        if !spec.contains("kernel=") {
+            assert!(
+                tr.contains("data-stage=\"kernel\"") && tr.contains("data-stage=\"initrd\""),
+                "{name}: {tr}"
+            );
+        }
         ips.push(ip);
     }
     ips.sort();

@@ -600,6 +600,33 @@ fn init_without_openmosix_runs_standalone_and_still_reports() {
     assert!(node.calls_of("tftp")[0].contains(" mosboot-report/joined/2/ws001 "));
 }
 
+/// After joining, the node keeps reporting its vitals over the same TFTP channel
+/// (netboot::node_report's `alive/...` form); MOSBOOT_REPORTS runs two rounds in the foreground.
+#[test]
+fn init_keeps_reporting_load_memory_uptime_and_openmosix() {
+    let node = booting_node(&sample_context());
+    node.om_proc("proc/hpc");
+    node.write("proc/loadavg", "0.42 0.20 0.10 1/30 99\n");
+    node.write("proc/uptime", "75.31 70.00\n");
+    node.write("proc/meminfo", "        total:    used:    free:\nMem:  1 2 3\nMemTotal:        14956 kB\nMemFree:          9876 kB\n");
+    let out =
+        boot(&node, &[("FAKE_IP", "192.168.0.5"), ("FAKE_HOSTNAME", "ws005"), ("MOSBOOT_REPORTS", "2")]);
+    let alive = format!(
+        "tftp -g -r mosboot-report/alive/6/ws005/52:54:00:12:34:56/0.42/9876/75/on -l {} 192.168.0.254",
+        node.node_path("tmp/.mosboot-alive")
+    );
+    let calls = node.calls_of("tftp");
+    assert_eq!(calls.len(), 3, "{calls:?}\n{out}");
+    assert!(calls[0].contains(" mosboot-report/joined/6/ws005 "), "{calls:?}");
+    assert_eq!(calls[1..], [alive.clone(), alive], "{out}");
+    // Without openMosix the last field says so.
+    let node = booting_node(&sample_context());
+    node.write("proc/loadavg", "1.00 0.20 0.10 1/30 99\n");
+    boot(&node, &[("FAKE_IP", "192.168.0.1"), ("FAKE_HOSTNAME", "ws001"), ("MOSBOOT_REPORTS", "1")]);
+    let calls = node.calls_of("tftp");
+    assert!(calls[1].contains(" mosboot-report/alive/2/ws001/52:54:00:12:34:56/1.00/0/0/- "), "{calls:?}");
+}
+
 #[test]
 fn init_takes_the_plan_name_when_dhcp_sends_none_and_cleans_a_hostile_one() {
     let node = booting_node(&sample_context());

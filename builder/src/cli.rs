@@ -160,7 +160,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Serve(args) => crate::serve::run(&cli.config, &args),
         Command::Nodes(args) => {
-            print!("{}", crate::nodes::run(&cli.config, &args)?);
+            crate::nodes::run(&cli.config, &args)?;
             Ok(())
         }
         Command::Floppy { out, ipxe } => {

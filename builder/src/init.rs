@@ -107,6 +107,10 @@ out = "mosboot-out"
 # ip = "{example}"
 # hostname = "mosix1"              # optional; else the hostname rule
 # yardstick = "P/133"              # optional: mosctl setyard for this CPU
+
+# The status page of `mosboot serve` (loopback only; from your desktop: ssh -L 8067:127.0.0.1:8067):
+# [serve]
+# status = "127.0.0.1:8067"
 "#,
         name = i.name,
         pad = " ".repeat(24usize.saturating_sub(i.name.len() + 2).max(1)),

@@ -27,3 +27,4 @@ pub mod root;
 pub mod serve;
 #[cfg(test)]
 mod testdata;
+pub mod status;

@@ -1,16 +1,21 @@
-//! `mosboot nodes [--json]`: every node of the plan with its lease and its last boot stage.
-//! Reads the lease log and the stage log without locking, so it works while serve runs.
+//! `mosboot nodes [--json] [--all] [--watch]`: every node of the plan with its lease, its boot
+//! and, once joined, whether it still reports. Reads the lease log, the stage log and serve's
+//! alive file without locking, so it works while serve runs. The status page's `/api/nodes` is
+//! built by the same [`rows`] from serve's live copy of the same inputs.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::io::IsTerminal;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
-use netboot::leases::{Lease, LeaseState, read_leases, unix_now};
+use netboot::leases::{Lease, LeaseState, read_leases};
 
 use crate::config::Config;
 use crate::error::Failure;
 use crate::plan::{Plan, Role};
 use crate::serve::{LEASE_FILE, STAGE_LOG, StageRecord, default_state_dir};
+use crate::status::timeline::{self, BootNames, NodeState, Step, Timeline};
+use crate::status::{ALIVE_FILE, Alive};
 
 /// Options of `mosboot nodes`.
 #[derive(clap::Args, Debug, Clone)]
@@ -24,6 +29,9 @@ pub struct NodesArgs {
     /// List every node of the plan in the table, also those never seen (a /24 pool has 253).
     #[arg(long)]
     pub all: bool,
+    /// Refresh the table every two seconds (in place on a terminal) until Ctrl-C.
+    #[arg(long, conflicts_with = "json")]
+    pub watch: bool,
 }
 
 /// What the table says about a node's lease: netboot's state, seen at `now`.
@@ -70,7 +78,7 @@ impl LeaseView {
     }
 }
 
-/// One row of the table.
+/// One row of the table, one object of `--json` and of `/api/nodes`.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct NodeRow {
     pub node: u32,
@@ -82,64 +90,154 @@ pub struct NodeRow {
     pub expires: Option<u64>,
     pub last_stage: Option<String>,
     pub last_stage_at: Option<u64>,
+    /// never-seen, booting, up or down.
+    pub state: NodeState,
+    /// From the node's last alive report.
+    pub load: Option<f32>,
+    pub mem_free_kb: Option<u64>,
+    pub uptime_s: Option<u64>,
+    pub openmosix: Option<String>,
+    pub last_report_at: Option<u64>,
+    /// The steps of its latest boot, oldest first.
+    pub boot: Vec<Step>,
+    /// Where it seems to have stopped, when it did.
+    pub hint: Option<String>,
 }
 
-/// Builds the rows; `warnings` collects damaged lease lines.
-pub fn rows(
-    plan: &Plan,
-    state: &Path,
-    now: u64,
-    warnings: &mut Vec<String>,
-) -> Result<Vec<NodeRow>, Failure> {
-    let (leases, w) =
-        read_leases(&state.join(LEASE_FILE)).map_err(|e| Failure::runtime("read the lease file", e))?;
-    warnings.extend(w);
-    let by_ip: HashMap<Ipv4Addr, _> = leases.into_iter().map(|l| (l.ip, l)).collect();
-    let mut last: HashMap<Ipv4Addr, StageRecord> = HashMap::new();
-    let stage_path = state.join(STAGE_LOG);
-    match std::fs::read(&stage_path) {
-        Ok(bytes) => {
-            for line in String::from_utf8_lossy(&bytes).lines() {
-                if let Some(r) = StageRecord::parse(line) {
-                    last.insert(r.ip, r);
-                }
+/// Everything the table is made from.
+#[derive(Clone, Debug, Default)]
+pub struct Inputs {
+    pub leases: Vec<Lease>,
+    /// Oldest first.
+    pub stages: VecDeque<StageRecord>,
+    pub alive: HashMap<Ipv4Addr, Alive>,
+}
+
+impl Inputs {
+    /// Reads the state folder; `warnings` collects damaged lines.
+    pub fn load(state: &Path, warnings: &mut Vec<String>) -> Result<Inputs, Failure> {
+        let (leases, w) =
+            read_leases(&state.join(LEASE_FILE)).map_err(|e| Failure::runtime("read the lease file", e))?;
+        warnings.extend(w);
+        let read = |name: &str| -> Result<Option<Vec<u8>>, Failure> {
+            let path = state.join(name);
+            match std::fs::read(&path) {
+                Ok(bytes) => Ok(Some(bytes)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(Failure::runtime(format!("read {}", path.display()), e)),
             }
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(Failure::runtime(format!("read {}", stage_path.display()), e)),
+        };
+        let stages = read(STAGE_LOG)?
+            .map(|b| String::from_utf8_lossy(&b).lines().filter_map(StageRecord::parse).collect())
+            .unwrap_or_default();
+        let alive = match read(ALIVE_FILE)? {
+            // Empty: serve opened it but no node has reported yet.
+            None => HashMap::new(),
+            Some(b) if b.is_empty() => HashMap::new(),
+            Some(b) => match serde_json::from_slice::<Vec<Alive>>(&b) {
+                Ok(list) => list.into_iter().map(|a| (a.ip, a)).collect(),
+                Err(e) => {
+                    warnings.push(format!("{}: {e}", state.join(ALIVE_FILE).display()));
+                    HashMap::new()
+                }
+            },
+        };
+        Ok(Inputs { leases, stages, alive })
     }
-    Ok(plan
-        .nodes
+}
+
+/// Builds one row per node of the plan.
+pub fn rows(plan: &Plan, inputs: &Inputs, now_ms: u64) -> Vec<NodeRow> {
+    let now = now_ms / 1000;
+    let names = BootNames::default();
+    let by_ip: HashMap<Ipv4Addr, &Lease> = inputs.leases.iter().map(|l| (l.ip, l)).collect();
+    let mut stages: HashMap<Ipv4Addr, Vec<&StageRecord>> = HashMap::new();
+    for r in &inputs.stages {
+        stages.entry(r.ip).or_default().push(r);
+    }
+    plan.nodes
         .iter()
         .map(|n| {
             let lease = by_ip.get(&n.ip);
-            let stage = last.get(&n.ip);
+            let lease_view = if n.role == Role::Server { LeaseView::Server } else { LeaseView::of(lease.copied(), now) };
+            let recs = stages.get(&n.ip).map(Vec::as_slice).unwrap_or_default();
+            let last = recs.last();
+            let alive = inputs.alive.get(&n.ip);
+            let report_ms = alive.map(|a| a.at_ms);
+            let tl = Timeline::from_records(recs.iter().copied(), &names);
+            let mut state = timeline::state(&tl, report_ms, now_ms);
+            if n.role == Role::Server {
+                state = NodeState::Up;
+            } else if state == NodeState::Up && matches!(lease_view, LeaseView::Released | LeaseView::Expired) {
+                state = NodeState::Down;
+            }
+            let current = |a: &&Alive| state == NodeState::Up || tl.alive_ms(report_ms) == Some(a.at_ms);
+            let vitals = alive.filter(current).map(|a| &a.vitals);
             NodeRow {
                 node: n.number,
                 hostname: n.hostname.clone(),
                 ip: n.ip,
                 role: n.role,
                 mac: n.mac.map(|m| m.to_string()).or_else(|| lease.map(|l| l.mac.to_string())),
-                lease: if n.role == Role::Server { LeaseView::Server } else { LeaseView::of(lease, now) },
+                lease: lease_view,
                 expires: lease.map(|l| l.expires),
-                last_stage: stage.map(|s| s.stage.clone()),
-                last_stage_at: stage.map(|s| s.at),
+                last_stage: last.map(|s| s.stage.clone()),
+                last_stage_at: last.map(|s| s.at),
+                state,
+                load: vitals.map(|v| v.load),
+                mem_free_kb: vitals.map(|v| v.mem_free_kb),
+                uptime_s: vitals.map(|v| v.uptime_s),
+                openmosix: vitals.map(|v| v.openmosix.clone()),
+                last_report_at: alive.map(|a| a.at_ms / 1000),
+                hint: if n.role == Role::Server { None } else { timeline::hint(&tl, report_ms, now_ms) },
+                boot: tl.steps,
             }
         })
-        .collect())
+        .collect()
 }
 
-/// The command: returns what to print.
-pub fn run(cfg_path: &Path, args: &NodesArgs) -> Result<String, Failure> {
+/// Unix milliseconds now.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The command: prints the table (or JSON), once or until interrupted.
+pub fn run(cfg_path: &Path, args: &NodesArgs) -> Result<(), Failure> {
     let cfg = Config::load(cfg_path)?;
     let plan = Plan::new(&cfg)?;
     let state = args.state.clone().unwrap_or_else(|| default_state_dir(&plan.cluster));
-    let now = unix_now();
+    let tty = std::io::stdout().is_terminal();
+    loop {
+        let text = render(&plan, &state, args)?;
+        if args.watch && tty {
+            // Home, clear, then the table: the terminal shows one table that changes.
+            print!("\x1b[H\x1b[2J{text}");
+        } else if args.watch {
+            println!("{text}");
+        } else {
+            print!("{text}");
+        }
+        if !args.watch {
+            return Ok(());
+        }
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        std::thread::sleep(std::time::Duration::from_secs(2));
+    }
+}
+
+/// One rendering of the table or the JSON.
+fn render(plan: &Plan, state: &Path, args: &NodesArgs) -> Result<String, Failure> {
+    let now = now_ms();
     let mut warnings = Vec::new();
-    let rows = rows(&plan, &state, now, &mut warnings)?;
+    let inputs = Inputs::load(state, &mut warnings)?;
     for w in &warnings {
         tracing::warn!("{w}");
     }
+    let rows = rows(plan, &inputs, now);
     if args.json {
         return serde_json::to_string_pretty(&rows)
             .map(|s| s + "\n")
@@ -149,10 +247,16 @@ pub fn run(cfg_path: &Path, args: &NodesArgs) -> Result<String, Failure> {
     // been seen; the rest of a big pool is one line at the end.
     let seen: Vec<NodeRow> = rows
         .iter()
-        .filter(|r| args.all || r.role != Role::Pool || r.lease != LeaseView::None || r.last_stage.is_some())
+        .filter(|r| {
+            args.all
+                || r.role != Role::Pool
+                || r.lease != LeaseView::None
+                || r.last_stage.is_some()
+                || r.state != NodeState::NeverSeen
+        })
         .cloned()
         .collect();
-    let mut out = table(&seen, now);
+    let mut out = table(&seen, now / 1000);
     let hidden = rows.len() - seen.len();
     if hidden > 0 {
         out.push_str(&format!("({hidden} more node(s) of the plan not seen yet; --all lists them)\n"));
@@ -161,8 +265,8 @@ pub fn run(cfg_path: &Path, args: &NodesArgs) -> Result<String, Failure> {
 }
 
 fn table(rows: &[NodeRow], now: u64) -> String {
-    let head = ["NODE", "HOSTNAME", "IP", "MAC", "LEASE", "EXPIRES", "LAST STAGE", "WHEN"];
-    let cells: Vec<[String; 8]> = rows
+    let head = ["NODE", "HOSTNAME", "IP", "MAC", "STATE", "LOAD", "LEASE", "EXPIRES", "LAST STAGE", "WHEN"];
+    let cells: Vec<[String; 10]> = rows
         .iter()
         .map(|r| {
             [
@@ -170,6 +274,8 @@ fn table(rows: &[NodeRow], now: u64) -> String {
                 r.hostname.clone(),
                 r.ip.to_string(),
                 r.mac.clone().unwrap_or_else(|| "-".into()),
+                r.state.label().to_string(),
+                r.load.map(|l| format!("{l:.2}")).unwrap_or_else(|| "-".into()),
                 r.lease.as_str().to_string(),
                 match r.expires {
                     Some(t) if r.lease.has_expiry() => relative(t, now),
@@ -207,7 +313,7 @@ fn table(rows: &[NodeRow], now: u64) -> String {
 }
 
 /// "in 3h12m" / "5m ago": what an admin scanning the table wants.
-fn relative(t: u64, now: u64) -> String {
+pub(crate) fn relative(t: u64, now: u64) -> String {
     let (d, future) = if t >= now { (t - now, true) } else { (now - t, false) };
     let s = if d >= 86_400 {
         format!("{}d{}h", d / 86_400, d % 86_400 / 3600)
@@ -247,6 +353,65 @@ mod tests {
             assert_eq!(view.as_str(), text);
             assert_eq!(serde_json::to_value(view).expect("json"), serde_json::Value::from(text));
         }
+    }
+
+    /// The JSON of `mosboot nodes --json` and `/api/nodes` (one builder): a node that joined and
+    /// reports, one stuck after its boot file, one never seen.
+    #[test]
+    fn rows_json_shape() {
+        let cfg = Config::parse(
+            "[cluster]\nname = \"lab\"\ninterface = \"br0\"\nserver = \"192.168.0.254/24\"\npool = \"192.168.0.1-192.168.0.3\"\n",
+            Path::new("/x/cluster.toml"),
+        )
+        .unwrap();
+        let plan = Plan::new(&cfg).unwrap();
+        let t0 = 1_700_000_000_000u64;
+        let mac = |i: u8| netboot::mac::MacAddr([2, 0, 0, 0, 0, i]);
+        let ip = |i: u8| Ipv4Addr::new(192, 168, 0, i);
+        let lease = |i: u8| Lease {
+            mac: mac(i),
+            ip: ip(i),
+            hostname: format!("ws00{i}"),
+            expires: t0 / 1000 + 3600,
+            state: LeaseState::Bound,
+            at: t0 / 1000,
+        };
+        let rec = |i: u8, ms: u64, stage: &str| StageRecord {
+            at: (t0 + ms) / 1000,
+            at_ms: t0 + ms,
+            node: plan.node_by_ip(ip(i)).map(|n| n.number),
+            hostname: format!("ws00{i}"),
+            ip: ip(i),
+            mac: Some(mac(i).to_string()),
+            stage: stage.into(),
+        };
+        let mut stages = VecDeque::new();
+        for (ms, stage) in
+            [(0, "offered"), (50, "acked"), (400, "fetched pxelinux.0"), (1200, "fetched vmlinuz")]
+        {
+            stages.push_back(rec(1, ms, stage));
+        }
+        for (ms, stage) in
+            [(1900, "fetched initrd.gz"), (6000, "offered"), (6100, "acked"), (9000, "joined as node 2")]
+        {
+            stages.push_back(rec(1, ms, stage));
+        }
+        for (ms, stage) in [(300, "offered"), (350, "acked"), (700, "fetched pxelinux.0")] {
+            stages.push_back(rec(2, ms, stage));
+        }
+        let vitals = netboot::node_report::Vitals {
+            node: 2,
+            hostname: "ws001".into(),
+            mac: mac(1),
+            load: 0.25,
+            mem_free_kb: 9876,
+            uptime_s: 40,
+            openmosix: "on".into(),
+        };
+        let alive = HashMap::from([(ip(1), Alive { ip: ip(1), at_ms: t0 + 40_000, vitals })]);
+        let inputs = Inputs { leases: vec![lease(1), lease(2)], stages, alive };
+        let rows = rows(&plan, &inputs, t0 + 45_000);
+        insta::assert_snapshot!(serde_json::to_string_pretty(&rows).unwrap());
     }
 
     #[test]

@@ -310,7 +310,7 @@ pub fn context(cfg: &Config, plan: &Plan, image: &ImageCtx, boot: &BootCtx) -> V
         },
         image => image.clone(),
         boot => boot.clone(),
-        report => minijinja::context! { path => netboot::tftp::REPORT_DIR },
+        report => minijinja::context! { path => netboot::tftp::REPORT_DIR, interval => netboot::node_report::REPORT_INTERVAL_SECS },
     })
 }
 

@@ -1,30 +1,35 @@
 //! `mosboot serve`: DHCP (full or proxy) and TFTP for the output tree, in the foreground.
 //!
-//! Order matters for safety: load config and plan; bind every socket (the rival probe's too)
-//! and open every state file (needs root or capabilities); then drop to an unprivileged user
-//! with no capability left (`privilege`), so nothing that parses packets from the network runs
-//! privileged; only then look for a rival DHCP server (full mode) and serve. The state folder stays owned by
-//! root and its files are opened with `O_NOFOLLOW` before the drop (see `netboot::statedir`):
-//! the unprivileged server writes only through descriptors it inherited, so it cannot plant a
-//! link that root follows on the next start. Every boot event becomes one log line and one line
-//! in `<state>/stages.log` (size-capped), which `mosboot nodes` reads.
+//! Order matters for safety: load config and plan; bind every socket (the rival probe's and the
+//! status page's too) and open every state file (needs root or capabilities); then drop to an
+//! unprivileged user with no capability left (`privilege`), so nothing that parses packets from
+//! the network runs privileged; only then look for a rival DHCP server (full mode) and serve. The
+//! state folder stays owned by root and its files are opened with `O_NOFOLLOW` before the drop
+//! (see `netboot::statedir`): the unprivileged server writes only through descriptors it
+//! inherited, so it cannot plant a link that root follows on the next start. Every boot event
+//! becomes one log line and one line in `<state>/stages.log` (size-capped), which `mosboot nodes`
+//! reads. Nodes' alive reports update [`crate::status::Live`] (and `<state>/alive.json`); with
+//! `--status` / `[serve] status` the status page shows it all ([`crate::status::http`]).
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 
 use netboot::dhcp::{BootFiles, DhcpConfig, DhcpError, DhcpServer, HostInfo, RivalProbe};
 use netboot::events::{BootEvent, EventReceiver, Stage};
 use netboot::mac::MacAddr;
+use netboot::node_report::NodeReport;
 use netboot::statedir::StateDir;
-use netboot::tftp::{NodeReport, TftpConfig, TftpServer};
+use netboot::tftp::{TftpConfig, TftpServer};
 
 use crate::config::{Config, DhcpMode};
 use crate::error::Failure;
 use crate::plan::Plan;
+use crate::status::{Alive, Gate, Live, LiveEvent};
 
 /// File names inside the state directory.
 pub const LEASE_FILE: &str = "leases";
@@ -51,6 +56,12 @@ pub struct ServeArgs {
     /// How long to listen for a rival DHCP server before serving (full mode).
     #[arg(long, default_value = "3s", value_parser = parse_probe)]
     pub probe: Duration,
+    /// Serve the status page on ADDR (e.g. 127.0.0.1:8067); overrides [serve] status.
+    #[arg(long, value_name = "ADDR")]
+    pub status: Option<SocketAddr>,
+    /// Allow a status address other than loopback (the page shows the lab's MACs and addresses).
+    #[arg(long)]
+    pub status_public: bool,
 }
 
 fn parse_probe(s: &str) -> Result<Duration, String> {
@@ -108,6 +119,7 @@ pub fn run(cfg_path: &Path, args: &ServeArgs) -> Result<(), Failure> {
             root.display()
         )));
     }
+    let status = crate::status::listen_addr(args.status, args.status_public, &cfg.serve)?;
     let state = args.state.clone().unwrap_or_else(|| default_state_dir(&plan.cluster));
     let state_dir = StateDir::secure(&state).map_err(|e| Failure::runtime("open the state folder", e))?;
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -115,14 +127,23 @@ pub fn run(cfg_path: &Path, args: &ServeArgs) -> Result<(), Failure> {
         .enable_all()
         .build()
         .map_err(|e| Failure::runtime("start the async runtime", e))?;
-    rt.block_on(serve(plan, root, state_dir, args))
+    rt.block_on(serve(plan, root, state_dir, status, args))
 }
 
-async fn serve(plan: Plan, root: PathBuf, state_dir: StateDir, args: &ServeArgs) -> Result<(), Failure> {
+async fn serve(
+    plan: Plan,
+    root: PathBuf,
+    state_dir: StateDir,
+    status: Option<SocketAddr>,
+    args: &ServeArgs,
+) -> Result<(), Failure> {
     let state = state_dir.path().to_path_buf();
     let (tx, rx) = netboot::events::channel();
     let mut stage_log =
         state_dir.open_file(STAGE_LOG, true).map_err(|e| Failure::runtime("open the stage log", e))?;
+    let alive_file = state_dir
+        .open_file(crate::status::ALIVE_FILE, false)
+        .map_err(|e| Failure::runtime("open the alive file", e))?;
 
     let mut probe = None;
     let dhcp = if plan.dhcp == DhcpMode::Off {
@@ -148,6 +169,15 @@ async fn serve(plan: Plan, root: PathBuf, state_dir: StateDir, args: &ServeArgs)
     let tftp = TftpServer::bind(tftp_cfg, Some(tx))
         .map_err(|e| Failure::Usage(format!("cannot start TFTP: {e}")))?;
     let mac_of = known_macs(&state.join(LEASE_FILE), &plan);
+
+    let status_listener = match status {
+        None => None,
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| Failure::Usage(format!("cannot serve the status page on {addr}: {e}")))?,
+        ),
+    };
 
     crate::privilege::drop_privileges(&args.user)?;
     if let Some(probe) = probe {
@@ -181,7 +211,30 @@ async fn serve(plan: Plan, root: PathBuf, state_dir: StateDir, args: &ServeArgs)
         tracing::info!("stopping");
         let _ = stop_tx.send(true);
     });
-    let events = tokio::spawn(record_events(rx, plan.clone(), mac_of, stage_log, fetches));
+    let live = Arc::new(Mutex::new(Live::load(&state)));
+    let (live_tx, _) = tokio::sync::broadcast::channel(256);
+    let recorder = Recorder {
+        plan: plan.clone(),
+        live: live.clone(),
+        tx: live_tx.clone(),
+        alive_file,
+        fetches,
+    };
+    let events = tokio::spawn(recorder.run(rx, mac_of, stage_log));
+    let status_task = status_listener.map(|listener| {
+        let app = Arc::new(crate::status::http::App::new(plan.clone(), state.clone(), live, live_tx));
+        let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        eprintln!("mosboot serve: status page on http://{addr}/");
+        tracing::info!(%addr, "status page");
+        let stop = stopped(stop_rx.clone());
+        tokio::spawn(async move {
+            if let Err(e) =
+                axum::serve(listener, crate::status::http::router(app)).with_graceful_shutdown(stop).await
+            {
+                tracing::warn!(error = %e, "status page stopped");
+            }
+        })
+    });
     tracing::info!(
         cluster = %plan.cluster,
         interface = %plan.interface,
@@ -214,6 +267,10 @@ async fn serve(plan: Plan, root: PathBuf, state_dir: StateDir, args: &ServeArgs)
         Err(e) => Err(Failure::runtime("serve TFTP", e)),
     };
     events.abort();
+    if let Some(t) = status_task {
+        // Open event streams never end by themselves; the page reconnects to the next serve.
+        t.abort();
+    }
     dhcp_result.and(tftp_result)
 }
 
@@ -232,19 +289,18 @@ fn startup(e: DhcpError) -> Failure {
 }
 
 /// TFTP only knows IPs; DHCP events and the lease log say which MAC holds which IP.
-fn known_macs(lease_file: &Path, plan: &Plan) -> HashMap<Ipv4Addr, MacAddr> {
+fn known_macs(lease_file: &Path, plan: &Plan) -> (HashMap<Ipv4Addr, MacAddr>, Vec<netboot::leases::Lease>) {
     let mut mac_of: HashMap<Ipv4Addr, MacAddr> = HashMap::new();
-    if let Ok((leases, _)) = netboot::leases::read_leases(lease_file) {
-        for l in leases {
-            mac_of.insert(l.ip, l.mac);
-        }
+    let leases = netboot::leases::read_leases(lease_file).map(|(l, _)| l).unwrap_or_default();
+    for l in &leases {
+        mac_of.insert(l.ip, l.mac);
     }
     for n in &plan.nodes {
         if let Some(m) = n.mac {
             mac_of.entry(n.ip).or_insert(m);
         }
     }
-    mac_of
+    (mac_of, leases)
 }
 
 /// MACs the stage log saw fetch a boot file (real PCs, whose leases are never reclaimed early).
@@ -277,48 +333,142 @@ fn trim_log(file: &mut File, max: u64) -> std::io::Result<()> {
     file.write_all(&tail[start..])
 }
 
-/// One line per event to the log and to the stage log.
-async fn record_events(
-    mut rx: EventReceiver,
+/// Turns server events into stage log lines, live page updates and alive reports.
+struct Recorder {
     plan: Plan,
-    mut mac_of: HashMap<Ipv4Addr, MacAddr>,
-    mut stage_log: File,
+    live: Arc<Mutex<Live>>,
+    tx: tokio::sync::broadcast::Sender<LiveEvent>,
+    /// `<state>/alive.json`, opened before the drop and rewritten through this descriptor.
+    alive_file: File,
+    /// Tells DHCP which addresses fetched a boot file (their leases are not reclaimed early).
     fetches: Option<netboot::dhcp::BootFetches>,
-) {
-    let mut stage_failing = false;
-    while let Some(ev) = rx.recv().await {
-        if let (Stage::Fetched(_), Some(f)) = (&ev.stage, &fetches) {
-            f.fetched(ev.ip);
-        }
-        if let (Some(m), Stage::Acked | Stage::Offered) = (ev.mac, &ev.stage)
-            && !ev.ip.is_unspecified()
-        {
-            mac_of.insert(ev.ip, m);
-        }
-        let mac = ev.mac.or_else(|| mac_of.get(&ev.ip).copied());
-        let line = StageRecord::from_event(&ev, mac, &plan).to_line();
-        if !matches!(ev.stage, Stage::Offered | Stage::Acked | Stage::Nak | Stage::Declined | Stage::Released)
-        {
-            // DHCP logs its own events; TFTP fetches and joins are logged here.
-            tracing::info!("{}", line.trim_end());
-        }
-        match stage_log.write_all(line.as_bytes()).and_then(|_| trim_log(&mut stage_log, STAGE_LOG_MAX)) {
-            // One warning per failing stretch (a full disk would otherwise add one per event).
-            Err(e) if !stage_failing => {
-                tracing::warn!(error = %e, "cannot append to the stage log (lines are lost until it works again)");
-                stage_failing = true;
+}
+
+impl Recorder {
+    async fn run(
+        mut self,
+        mut rx: EventReceiver,
+        (mut mac_of, leases): (HashMap<Ipv4Addr, MacAddr>, Vec<netboot::leases::Lease>),
+        mut stage_log: File,
+    ) {
+        let mut gate = Gate::new(&self.plan, self.plan.dhcp == DhcpMode::Full, &leases);
+        let mut save = tokio::time::interval(Duration::from_secs(netboot::node_report::REPORT_INTERVAL_SECS));
+        let mut flush = tokio::time::interval(Duration::from_secs(1));
+        // Alive reports go to the page once a second, together (254 nodes send 50 a second).
+        let mut alive_batch: HashMap<Ipv4Addr, serde_json::Value> = HashMap::new();
+        let mut last_refusal_log = 0u64;
+        let mut stage_failing = false;
+        loop {
+            let ev = tokio::select! {
+                ev = rx.recv() => match ev { Some(ev) => ev, None => break },
+                _ = save.tick() => {
+                    self.save_alive();
+                    continue;
+                }
+                _ = flush.tick() => {
+                    if !alive_batch.is_empty() {
+                        let mut batch: Vec<serde_json::Value> = alive_batch.drain().map(|(_, v)| v).collect();
+                        batch.sort_by_key(|v| v["node"].as_u64());
+                        let data = serde_json::Value::Array(batch).to_string();
+                        let _ = self.tx.send(LiveEvent { kind: "alive", data });
+                    }
+                    continue;
+                }
+            };
+            let now = crate::nodes::now_ms();
+            if let (Stage::Fetched(_), Some(f)) = (&ev.stage, &self.fetches) {
+                f.fetched(ev.ip);
             }
-            Err(_) => {}
-            Ok(()) => stage_failing = false,
+            match (&ev.stage, ev.mac) {
+                (Stage::Acked, Some(m)) if !ev.ip.is_unspecified() => {
+                    mac_of.insert(ev.ip, m);
+                    gate.leased(ev.ip, m, now / 1000);
+                }
+                (Stage::Offered, Some(m)) if !ev.ip.is_unspecified() => {
+                    mac_of.insert(ev.ip, m);
+                }
+                (Stage::Released | Stage::Declined | Stage::Nak, _) => gate.ended(ev.ip),
+                _ => {}
+            }
+            if let Stage::Joined(text) = &ev.stage {
+                // A node report: only from a sender that may speak for the node it names.
+                let admitted = NodeReport::parse(text).map_err(|e| e.to_string()).and_then(|r| {
+                    gate.admit(&self.plan, ev.ip, &r, now).map(|()| r).map_err(|e| e.to_string())
+                });
+                match admitted {
+                    Ok(NodeReport::Alive(v)) => {
+                        alive_batch.insert(
+                            ev.ip,
+                            serde_json::json!({ "ip": ev.ip, "node": v.node, "load": v.load }),
+                        );
+                        self.alive(ev.ip, v, now);
+                        continue;
+                    }
+                    Ok(_) => {}
+                    Err(why) => {
+                        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+                        live.refused += 1;
+                        // One line every 10 s at most: a flood must not flood the log.
+                        if now / 1000 >= last_refusal_log + 10 {
+                            last_refusal_log = now / 1000;
+                            tracing::warn!(from = %ev.ip, refused = live.refused, "node report refused: {why}");
+                        } else {
+                            tracing::debug!(from = %ev.ip, "node report refused: {why}");
+                        }
+                        continue;
+                    }
+                }
+            }
+            let mac = ev.mac.or_else(|| mac_of.get(&ev.ip).copied());
+            let rec = StageRecord::from_event(&ev, mac, &self.plan);
+            let line = rec.to_line();
+            if !matches!(
+                ev.stage,
+                Stage::Offered | Stage::Acked | Stage::Nak | Stage::Declined | Stage::Released
+            ) {
+                // DHCP logs its own events; TFTP fetches and joins are logged here.
+                tracing::info!("{}", line.trim_end());
+            }
+            match stage_log.write_all(line.as_bytes()).and_then(|_| trim_log(&mut stage_log, STAGE_LOG_MAX)) {
+                // One warning per failing stretch (a full disk would otherwise add one per event).
+                Err(e) if !stage_failing => {
+                    tracing::warn!(error = %e, "cannot append to the stage log (lines are lost until it works again)");
+                    stage_failing = true;
+                }
+                Err(_) => {}
+                Ok(()) => stage_failing = false,
+            }
+            if let Ok(data) = serde_json::to_string(&rec) {
+                let _ = self.tx.send(LiveEvent { kind: "stage", data });
+            }
+            self.live.lock().unwrap_or_else(|p| p.into_inner()).push_stage(rec);
+        }
+        self.save_alive();
+    }
+
+    fn alive(&self, ip: Ipv4Addr, v: netboot::node_report::Vitals, now: u64) {
+        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        live.inputs.alive.insert(ip, Alive { ip, at_ms: now, vitals: v });
+        live.dirty = true;
+    }
+
+    fn save_alive(&mut self) {
+        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        if let Err(e) = live.save_alive(&mut self.alive_file) {
+            tracing::warn!(error = %e, "cannot write {}", crate::status::ALIVE_FILE);
         }
     }
 }
 
-/// One line of `stages.log`: `at=<unix> node=<n> host=<name> ip=<ip> mac=<mac> stage=<label>`;
-/// the stage comes last because its label may hold spaces (`fetched vmlinuz`).
+/// One line of `stages.log`: `at=<unix>[.<ms>] node=<n> host=<name> ip=<ip> mac=<mac> stage=<label>`;
+/// the stage comes last because its label may hold spaces (`fetched vmlinuz`). Milliseconds are
+/// there for the boot timeline (a PXE step often takes well under a second).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct StageRecord {
+    /// Unix seconds.
     pub at: u64,
+    /// Unix milliseconds (the same instant).
+    pub at_ms: u64,
     pub node: Option<u32>,
     pub hostname: String,
     pub ip: Ipv4Addr,
@@ -331,17 +481,20 @@ impl StageRecord {
         let node = plan.node_by_ip(ev.ip);
         let mut stage = ev.stage.label();
         if let Stage::Joined(text) = &ev.stage {
-            let clean: String = text.chars().filter(|c| !c.is_control()).take(120).collect();
-            stage = match NodeReport::parse(&clean) {
-                NodeReport::Joined { node: Some(n), .. } => format!("joined as node {n}"),
-                NodeReport::Joined { node: None, .. } => "joined (not in the map)".to_string(),
-                _ => format!("reported {clean}"),
+            // Only admitted reports get here (see netboot::node_report).
+            stage = match NodeReport::parse(text) {
+                Ok(NodeReport::Joined { node, .. }) if node != 0 => format!("joined as node {node}"),
+                Ok(NodeReport::Joined { .. }) => "joined (not in the map)".to_string(),
+                Ok(report @ NodeReport::FloppyStage1) => format!("reported {report}"),
+                _ => "reported".to_string(),
             };
         }
         // One event, one line: nothing from the network may start another.
         stage.retain(|c| !c.is_control());
+        let at_ms = ev.at.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
         StageRecord {
-            at: ev.at.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+            at: at_ms / 1000,
+            at_ms,
             node: node.map(|n| n.number),
             hostname: node.map(|n| n.hostname.clone()).unwrap_or_default(),
             ip: ev.ip,
@@ -353,8 +506,9 @@ impl StageRecord {
     pub fn to_line(&self) -> String {
         let dash = |s: Option<String>| s.unwrap_or_else(|| "-".into());
         format!(
-            "at={} node={} host={} ip={} mac={} stage={}\n",
-            self.at,
+            "at={}.{:03} node={} host={} ip={} mac={} stage={}\n",
+            self.at_ms / 1000,
+            self.at_ms % 1000,
             dash(self.node.map(|n| n.to_string())),
             if self.hostname.is_empty() { "-" } else { &self.hostname },
             self.ip,
@@ -367,6 +521,7 @@ impl StageRecord {
         let (head, stage) = line.split_once(" stage=")?;
         let mut rec = StageRecord {
             at: 0,
+            at_ms: 0,
             node: None,
             hostname: String::new(),
             ip: Ipv4Addr::UNSPECIFIED,
@@ -377,7 +532,13 @@ impl StageRecord {
             let (k, v) = f.split_once('=')?;
             match (k, v) {
                 (_, "-") => {}
-                ("at", v) => rec.at = v.parse().ok()?,
+                ("at", v) => {
+                    let (secs, ms) = v.split_once('.').unwrap_or((v, "0"));
+                    let ms: u64 =
+                        if ms.len() <= 3 { format!("{ms:0<3}").parse().ok()? } else { return None };
+                    rec.at = secs.parse().ok()?;
+                    rec.at_ms = rec.at.checked_mul(1000)?.checked_add(ms)?;
+                }
                 ("node", v) => rec.node = v.parse().ok(),
                 ("host", v) => rec.hostname = v.to_string(),
                 ("ip", v) => rec.ip = v.parse().ok()?,
@@ -412,6 +573,7 @@ mod tests {
     fn stage_record_round_trips() {
         let r = StageRecord {
             at: 1_700_000_000,
+            at_ms: 1_700_000_000_042,
             node: Some(3),
             hostname: "ws002".into(),
             ip: Ipv4Addr::new(192, 168, 0, 2),
@@ -420,6 +582,10 @@ mod tests {
         };
         assert_eq!(StageRecord::parse(&r.to_line()), Some(r));
         assert_eq!(StageRecord::parse("garbage"), None);
+        // Lines written before milliseconds were logged still read.
+        let old =
+            StageRecord::parse("at=1700000000 node=3 host=ws002 ip=192.168.0.2 mac=- stage=acked").unwrap();
+        assert_eq!((old.at, old.at_ms), (1_700_000_000, 1_700_000_000_000));
     }
 
     #[test]

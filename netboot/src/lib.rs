@@ -10,4 +10,5 @@ pub mod fuzzing;
 pub mod leases;
 pub mod mac;
 pub mod statedir;
+pub mod node_report;
 pub mod tftp;

@@ -8,7 +8,7 @@
 # non-zero only when the harness itself cannot run.
 #
 # Environment: MOSBOOT_RELEASE (binary; default $CARGO_TARGET_DIR/release/mosboot),
-#   BENCH_SERIES (default dhcp,avalanche,loss,tftp,build,boot), BENCH_ARGS (extra bench.py flags),
+#   BENCH_SERIES (default dhcp,avalanche,loss,tftp,build,boot,status), BENCH_ARGS (extra bench.py flags),
 #   BENCH_OUT (default BENCHMARKS.md in the repo), BENCH_KEEP=1 (keep the work dir with all logs).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -81,7 +81,7 @@ done
 head -c $((3 * 1024 * 1024)) /dev/urandom > "$work/demo-out/tftpboot/bench3m.bin"
 chmod -R a+rX "$work/demo-out"
 
-series=${BENCH_SERIES:-dhcp,avalanche,loss,tftp,build,boot}
+series=${BENCH_SERIES:-dhcp,avalanche,loss,tftp,build,boot,status}
 keep=()
 [ "${BENCH_KEEP:-0}" = 1 ] && keep=(--keep)
 rc=0
@@ -94,6 +94,16 @@ python3 "$here/bench.py" --mosboot "$mosboot" --delayfwd "$delayfwd" \
 mkdir -p "$root/scripts/bench/last"
 cp "$work/results.json" "$root/scripts/bench/last/results.json"
 python3 "$here/report.py" "$work/results.json" "${BENCH_OUT:-$root/BENCHMARKS.md}"
+# The status page's cost (issue 13): 254 simulated nodes reporting every 5 s; one line appended.
+if [[ ",$series," == *",status,"* ]]; then
+  if line=$(python3 "$here/status_cost.py" --mosboot "$mosboot" --json "$work/status.json" | tail -n1); then
+    printf '\n## Status page cost\n\n| what | load | extra cost of serve | goal |\n| --- | --- | --- | --- |\n%s\n' "$line" \
+      >> "${BENCH_OUT:-$root/BENCHMARKS.md}"
+    cp "$work/status.json" "$root/scripts/bench/last/status.json"
+  else
+    echo "bench: the status cost series failed" >&2
+  fi
+fi
 echo "bench: wrote ${BENCH_OUT:-$root/BENCHMARKS.md}" >&2
 [ $rc = 0 ] || echo "bench: the harness reported a problem (exit $rc); see above" >&2
 exit $rc

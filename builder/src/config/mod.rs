@@ -31,6 +31,7 @@ pub struct Config {
     pub openmosix: OpenMosixSection,
     pub image: ImageSection,
     pub nodes: Vec<NodeSection>,
+    pub serve: ServeSection,
     /// Line of every key that was present, e.g. `cluster.pool` or `node[1].ip`.
     lines: BTreeMap<String, usize>,
 }
@@ -96,7 +97,7 @@ impl Config {
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let mut w = Walker::new(path, &index, &mut problems);
         let root = doc.get_ref();
-        w.unknown_keys(root, "", &["cluster", "openmosix", "image", "node"]);
+        w.unknown_keys(root, "", &["cluster", "openmosix", "image", "node", "serve"]);
 
         let empty = DeTable::default();
         let cluster_t = w.section(root, "cluster").unwrap_or(&empty);
@@ -106,11 +107,13 @@ impl Config {
         let image_t = w.section(root, "image").unwrap_or(&empty);
         let image = w.image(image_t, &base);
         let nodes = w.nodes(root);
+        let serve_t = w.section(root, "serve").unwrap_or(&empty);
+        let serve = w.serve(serve_t);
 
         let lines = w.into_lines();
-        let config = match (cluster, openmosix, image, nodes) {
-            (Some(cluster), Some(openmosix), Some(image), Some(nodes)) => {
-                Some(Config { path: path.to_path_buf(), cluster, openmosix, image, nodes, lines })
+        let config = match (cluster, openmosix, image, nodes, serve) {
+            (Some(cluster), Some(openmosix), Some(image), Some(nodes), Some(serve)) => {
+                Some(Config { path: path.to_path_buf(), cluster, openmosix, image, nodes, serve, lines })
             }
             _ => None,
         };

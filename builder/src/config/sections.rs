@@ -152,6 +152,22 @@ impl Walker<'_> {
         Some(out)
     }
 
+    pub(super) fn serve(&mut self, t: &DeTable<'_>) -> Option<ServeSection> {
+        self.unknown_keys(t, "serve", &["status", "status_public"]);
+        let status = match self.string(t, "status", "serve.status")? {
+            None => None,
+            Some((s, l)) => match s.parse::<std::net::SocketAddr>() {
+                Ok(a) => Some(a),
+                Err(_) => {
+                    self.err(l, "serve.status", format!("'{s}' is not an address:port like 127.0.0.1:8067"));
+                    return None;
+                }
+            },
+        };
+        let status_public = self.boolean(t, "status_public", "serve.status_public", false)?;
+        Some(ServeSection { status, status_public })
+    }
+
     pub(super) fn openmosix(&mut self, t: &DeTable<'_>) -> Option<OpenMosixSection> {
         self.unknown_keys(t, "openmosix", &["version", "mfs", "lstay", "map"]);
         let version = match self.string(t, "version", "openmosix.version") {

@@ -67,3 +67,15 @@ fn versions() {
     }
     assert_eq!(parse_version("2.4.26-om1.2_x"), Some((2, 4, 26)));
 }
+
+#[test]
+fn serve_status_is_off_unless_set_and_checked() {
+    let cfg = Config::parse(SAMPLE, Path::new("/lab/cluster.toml")).expect("valid");
+    assert_eq!(cfg.serve.status, None);
+    let text = format!("{SAMPLE}\n[serve]\nstatus = \"127.0.0.1:8067\"\n");
+    let cfg = Config::parse(&text, Path::new("/lab/cluster.toml")).expect("valid");
+    assert_eq!(cfg.serve.status, Some("127.0.0.1:8067".parse().unwrap()));
+    let text = format!("{SAMPLE}\n[serve]\nstatus = \"localhost\"\nstatuss = 1\n");
+    let err = Config::parse(&text, Path::new("c.toml")).expect_err("invalid").to_string();
+    assert!(err.contains("serve.status") && err.contains("serve.statuss"), "{err}");
+}

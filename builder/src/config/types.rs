@@ -96,3 +96,12 @@ pub struct NodeSection {
     pub hostname: Option<String>,
     pub yardstick: Option<String>,
 }
+
+/// `[serve]`: options of `mosboot serve` that belong with the cluster.
+#[derive(Clone, Debug, Default)]
+pub struct ServeSection {
+    /// Where the status page listens (off when absent).
+    pub status: Option<std::net::SocketAddr>,
+    /// Allow a status address other than loopback.
+    pub status_public: bool,
+}

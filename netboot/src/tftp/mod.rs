@@ -14,7 +14,6 @@
 mod options;
 mod packet;
 mod path;
-mod report;
 mod server;
 mod transfer;
 
@@ -22,7 +21,7 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use report::{NodeReport, REPORT_DIR, REPORT_PREFIX};
+pub use crate::node_report::{REPORT_DIR, REPORT_PREFIX};
 pub use server::TftpServer;
 
 /// Parses one datagram as the request socket does and, for a read request, negotiates its

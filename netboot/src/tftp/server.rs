@@ -3,7 +3,8 @@
 //!
 //! Node reports: a booted node runs `tftp -g -r mosboot-report/joined/3/ws001 -l /tmp/ack SERVER`
 //! (busybox); that needs no extra port or daemon on the node. The rest of the name becomes
-//! `Stage::Joined` for the client's IP, and the node receives the three bytes `ok\n`.
+//! `Stage::Joined` for the client's IP, and the node receives the three bytes `ok\n`, in one DATA
+//! block sent straight from port 69 (no transfer: reports are frequent, see `crate::node_report`).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -158,7 +159,12 @@ impl Shared {
 
     fn handle(self: &Arc<Self>, socket: &Arc<UdpSocket>, bytes: &[u8], peer: SocketAddr) {
         match Packet::parse(bytes) {
-            Ok(Packet::Rrq(req)) => self.start(socket, peer, req),
+            Ok(Packet::Rrq(req)) => {
+                match req.filename.replace('\\', "/").trim_start_matches('/').strip_prefix(REPORT_PREFIX) {
+                    Some(report) => self.report(socket, peer, report),
+                    None => self.start(socket, peer, req),
+                }
+            }
             Ok(Packet::Wrq(req)) => {
                 tracing::info!(%peer, file = ?req.filename, "tftp: refused write request (read-only server)");
                 reply(socket, peer, ErrorCode::AccessViolation, "access violation: read-only server");
@@ -184,6 +190,24 @@ impl Shared {
                 }
             }
         }
+    }
+
+    /// A node report (crate::node_report) is answered at once from port 69 with its single DATA
+    /// block: no transfer socket, no task, options ignored (RFC 2347 allows it), so 254 nodes
+    /// reporting every 5 s cost next to nothing. The client's ACK comes back to port 69 and is
+    /// ignored like any stray packet there.
+    fn report(&self, socket: &UdpSocket, peer: SocketAddr, report: &str) {
+        let valid = !report.is_empty()
+            && report.len() <= MAX_REPORT_LEN
+            && report.bytes().all(|b| (0x20..0x7f).contains(&b));
+        if !valid {
+            tracing::warn!(%peer, "tftp: refused: bad node report (printable ASCII, 1-200 characters)");
+            reply(socket, peer, ErrorCode::AccessViolation, "access violation");
+            return;
+        }
+        tracing::debug!(%peer, report, "tftp: node report");
+        self.emit(peer, Stage::Joined(report.to_string()));
+        let _ = socket.try_send_to(&Packet::Data { block: 1, data: REPORT_REPLY.to_vec() }.encode(), peer);
     }
 
     /// Starts a transfer task for a read request, ending any older one of the same peer.
@@ -228,7 +252,7 @@ impl Shared {
 
     async fn serve(&self, main: &UdpSocket, peer: SocketAddr, req: Request) {
         let started = Instant::now();
-        let (source, size, path, is_report) = match self.prepare(peer, &req).await {
+        let (source, size, path) = match self.prepare(&req).await {
             Ok(prepared) => prepared,
             Err(refusal) => {
                 match &refusal {
@@ -276,9 +300,7 @@ impl Shared {
         match outcome {
             Ok(Outcome::Complete { bytes, final_ack }) => {
                 tracing::debug!(%peer, ?path, bytes, blksize, windowsize, ms, final_ack, "tftp: sent");
-                if !is_report {
-                    self.emit(peer, Stage::Fetched(path));
-                }
+                self.emit(peer, Stage::Fetched(path));
             }
             Ok(Outcome::ClientError { code, message, bytes }) => {
                 tracing::debug!(%peer, ?path, bytes, blksize, ms, code, message = ?message, "tftp: client ended the transfer");
@@ -292,28 +314,15 @@ impl Shared {
         }
     }
 
-    /// Finds what to send: a node report's reply or a file under the root.
-    async fn prepare(&self, peer: SocketAddr, req: &Request) -> Result<(Source, u64, String, bool), Refusal> {
-        let unified = req.filename.replace('\\', "/");
-        if let Some(report) = unified.trim_start_matches('/').strip_prefix(REPORT_PREFIX) {
-            let valid = !report.is_empty()
-                && report.len() <= MAX_REPORT_LEN
-                && report.bytes().all(|b| (0x20..0x7f).contains(&b));
-            if !valid {
-                return Err(Refusal::Denied("bad node report (printable ASCII, 1-200 characters)".into()));
-            }
-            tracing::debug!(%peer, report, "tftp: node report");
-            self.emit(peer, Stage::Joined(report.to_string()));
-            let path = format!("{REPORT_PREFIX}{report}");
-            return Ok((Source::Memory(Arc::from(REPORT_REPLY)), REPORT_REPLY.len() as u64, path, true));
-        }
+    /// Opens the file a request names, under the root.
+    async fn prepare(&self, req: &Request) -> Result<(Source, u64, String), Refusal> {
         let relative = self.root.normalize(&req.filename)?;
         let root = self.root.clone();
         let rel = relative.clone();
         let opened = tokio::task::spawn_blocking(move || root.open(&rel))
             .await
             .map_err(|e| Refusal::Denied(format!("open task failed: {e}")))??;
-        Ok((Source::File(Arc::new(opened.file)), opened.size, relative, false))
+        Ok((Source::File(Arc::new(opened.file)), opened.size, relative))
     }
 
     /// A fresh socket on the server's address, connected to the client (RFC 1350's new TID).
