@@ -3,8 +3,8 @@
 # bookworm's busybox source (fetched with a private deb-src list), Debian's static config plus
 # scripts/kit/busybox.config, compiled by zig cc (PyPI ziglang) for i486 + musl.
 # Debian's own i386 busybox and glibc use CMOV and trap on 486/Pentium, hence this build.
-# Env: KIT_DIR, KIT_JOBS, BUSYBOX_SRC_VERSION, ZIGLANG_VERSION, BUSYBOX_FLAVOUR (full | lean:
-# only the applets in scripts/kit/busybox-lean.applets, for the lowest RAM floor).
+# Env: KIT_DIR, KIT_JOBS, BUSYBOX_SRC_VERSION, ZIGLANG_VERSION, BUSYBOX_FLAVOUR (full, or the
+# name of an applet list scripts/kit/busybox-<name>.applets: lean, stage1).
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 
@@ -95,17 +95,17 @@ cat "$srcdir/debian/config/os/linux" "$srcdir/debian/config/pkg/static" \
 grep -E '^(CONFIG_|# CONFIG_)' "$overlay" >> "$build/obj/.config"
 case "$BUSYBOX_FLAVOUR" in
   full) ;;
-  lean)
+  *)
+    [ -f "$(busybox_applets)" ] || die "BUSYBOX_FLAVOUR must be full or have $(busybox_applets)"
     # Applet symbols are the IF_<SYMBOL>(APPLET...) markers in the sources; turn off each one
     # that is not on the keep list (the overlay's own symbols stay as the overlay says).
-    keep=" $(grep -v '^#' "$REPO_ROOT/scripts/kit/busybox-lean.applets" | tr -s ' \n' '  ') "
+    keep=" $(grep -v '^#' "$(busybox_applets)" | tr -s ' \n' '  ') "
     for sym in $(grep -rhoE '^//applet:IF_[A-Z0-9_]+\(' --include='*.c' "$srcdir" | sed 's|^//applet:IF_||; s|($||' | sort -u); do
       [[ $keep == *" $sym "* ]] && continue
       grep -qE "^(# )?CONFIG_${sym}[= ]" "$overlay" && continue
       sed -i "/^CONFIG_$sym=/d; /^# CONFIG_$sym is not set/d" "$build/obj/.config"
       echo "# CONFIG_$sym is not set" >> "$build/obj/.config"
     done ;;
-  *) die "BUSYBOX_FLAVOUR must be full or lean, not '$BUSYBOX_FLAVOUR'" ;;
 esac
 run_logged "$logfile" bash -c 'yes "" | "$@" oldconfig' _ "${mkb[@]}"
 bad=()
