@@ -1,8 +1,8 @@
 //! The virtual lab, end to end: emulated 486s and Pentiums boot from `mosboot serve` inside a
 //! network namespace this test creates (scripts/lab/lab.sh), with the real kit kernel, a busybox
 //! built for the 486, QEMU's iPXE ROMs and pxelinux. Five nodes: PXE with three NIC models, one
-//! booting the ext2 (2.4-style) initrd from /dev/ram0, one from a `mosboot floppy` with a PCI NIC
-//! whose ROM is off. Checks what an admin would: every node's hostname and IP agree with the plan,
+//! booting the ext2 (2.4-style) initrd from /dev/ram0, one from `mosboot floppy --nic pci` (iPXE)
+//! with its NIC ROM off. Checks what an admin would: every node's hostname and IP agree with the plan,
 //! its node number with the map, the map bytes on the node with `out/server/`, and `mosboot
 //! nodes` shows every node joined.
 //!
@@ -203,29 +203,14 @@ fn emulated_pcs_boot_from_mosboot_and_join() {
     let kernel = kit("KIT_KERNEL");
     let busybox = kit("KIT_BUSYBOX");
     let lkrn = kit("KIT_LKRN");
-    let fkernel = kit("KIT_FLOPPY_KERNEL");
-    let fbusybox = kit("KIT_BUSYBOX_STAGE1");
     let work = tempfile::tempdir().expect("tempdir");
     let w = work.path();
     std::fs::write(w.join("cluster.toml"), config(&kernel, &busybox, "cpio", "out")).expect("config");
     std::fs::write(w.join("ext2.toml"), config(&kernel, &busybox, "ext2", "out-ext2")).expect("config");
     mosboot(w, &["-c", "cluster.toml", "build"]);
     mosboot(w, &["-c", "ext2.toml", "build"]);
-    // The PCI card without a ROM boots the same floppy kernel as the ISA ones (8139cp).
-    mosboot(
-        w,
-        &[
-            "floppy",
-            "--out",
-            "floppy.img",
-            "--kernel",
-            fkernel.to_str().expect("utf8"),
-            "--busybox",
-            fbusybox.to_str().expect("utf8"),
-        ],
-    );
-    // The iPXE floppy stays available for PCI cards iPXE knows.
-    mosboot(w, &["floppy", "--nic", "ipxe", "--out", "ipxe.img", "--ipxe", lkrn.to_str().expect("utf8")]);
+    // A PCI card without a ROM: the iPXE floppy.
+    mosboot(w, &["floppy", "--nic", "pci", "--out", "floppy.img", "--ipxe", lkrn.to_str().expect("utf8")]);
     let map = mosboot(w, &["-c", "cluster.toml", "map"]);
     let server_map_sha = sha256_file(&w.join("out/server/openmosix.map"));
 

@@ -65,7 +65,7 @@ pub enum Command {
         #[arg(long, default_value = "mosboot-floppy.img")]
         out: PathBuf,
         /// The card: auto (every built-in driver probes), ne2000[:io=0x300,irq=9], 3c509,
-        /// wd[:io=..,irq=..,mem=..], ultra[:io=..,irq=..], pci, or ipxe (SYSLINUX + iPXE).
+        /// wd[:io=..,irq=..,mem=..], ultra[:io=..,irq=..], or pci (= ipxe: SYSLINUX + iPXE).
         #[arg(long, default_value = "auto", value_parser = crate::floppy::Nic::parse)]
         nic: crate::floppy::Nic,
         /// The floppy kernel (default: $MOSBOOT_FLOPPY_KERNEL; the kit's is KIT_FLOPPY_KERNEL).
@@ -81,7 +81,7 @@ pub enum Command {
         /// Extra kernel command line (e.g. mosboot.server=IP).
         #[arg(long)]
         append: Option<String>,
-        /// For --nic ipxe: the iPXE image (a post-2021 ipxe.lkrn; default: $MOSBOOT_IPXE_LKRN or
+        /// For --nic pci/ipxe: the iPXE image (a post-2021 ipxe.lkrn; default: $MOSBOOT_IPXE_LKRN or
         /// /usr/lib/ipxe/ipxe.lkrn).
         #[arg(long)]
         ipxe: Option<PathBuf>,

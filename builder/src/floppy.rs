@@ -55,11 +55,12 @@ const STAGE1_APPLETS_EXT2: &[&str] = &["pivot_root", "chroot"];
 const FAT_DATE: u16 = (1 << 5) | 1;
 
 /// Which card the floppy is for. Every driver is built into the floppy kernel and probes at
-/// boot; a choice with `io=`/`irq=` pins the card instead of probing (`netdev=` on the kernel line).
+/// boot; a choice with `io=`/`irq=` pins the card instead of probing (`ether=` on the kernel
+/// line, which Linux 2.4 and 6.1 both read).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Nic {
     /// Let every built-in driver probe: NE2000 at 0x300, 0x280, 0x320, 0x340, 0x360, 0x380,
-    /// 3c509 by its ID port, WD80x3, SMC Ultra, and the PCI cards.
+    /// 3c509 by its ID port, WD80x3, SMC Ultra.
     Auto,
     Ne2000 {
         io: Option<u16>,
@@ -75,9 +76,10 @@ pub enum Nic {
         io: Option<u16>,
         irq: Option<u8>,
     },
-    /// PCI cards without a boot ROM (ne2k-pci, 8139too/8139cp, pcnet32): they need no settings.
+    /// PCI cards without a boot ROM: the SYSLINUX + iPXE floppy, whose drivers cover them (the
+    /// floppy kernel has no PCI support; it would not fit).
     Pci,
-    /// SYSLINUX + iPXE instead of the floppy kernel (PCI cards iPXE knows).
+    /// The same as [`Nic::Pci`], by the name of what goes on the floppy.
     Ipxe,
 }
 
@@ -93,7 +95,7 @@ impl fmt::Display for Nic {
             Nic::Ipxe => "ipxe",
         };
         f.write_str(name)?;
-        if let Some(p) = self.netdev_param() {
+        if let Some(p) = self.boot_param() {
             write!(f, " ({p})")?;
         }
         Ok(())
@@ -170,18 +172,19 @@ impl Nic {
         Ok(nic)
     }
 
-    /// The kernel's `netdev=IRQ,IO[,MEM,MEM_END],eth0` that pins an ISA card, when set.
+    /// The kernel's `ether=IRQ,IO[,MEM,MEM_END],eth0` that pins an ISA card, when set (Linux
+    /// 6.1 reads it as `netdev=`; 2.4 knows only `ether=`).
     /// IRQ 0 lets the driver find the IRQ itself.
-    pub fn netdev_param(&self) -> Option<String> {
+    pub fn boot_param(&self) -> Option<String> {
         match *self {
             Nic::Ne2000 { io: Some(io), irq } | Nic::Ultra { io: Some(io), irq } => {
-                Some(format!("netdev={},0x{io:x},eth0", irq.unwrap_or(0)))
+                Some(format!("ether={},0x{io:x},eth0", irq.unwrap_or(0)))
             }
             Nic::Wd { io: Some(io), irq, mem: Some(mem) } => {
-                Some(format!("netdev={},0x{io:x},0x{mem:x},0,eth0", irq.unwrap_or(0)))
+                Some(format!("ether={},0x{io:x},0x{mem:x},0,eth0", irq.unwrap_or(0)))
             }
             Nic::Wd { io: Some(io), irq, mem: None } => {
-                Some(format!("netdev={},0x{io:x},eth0", irq.unwrap_or(0)))
+                Some(format!("ether={},0x{io:x},eth0", irq.unwrap_or(0)))
             }
             _ => None,
         }
@@ -213,7 +216,7 @@ pub struct FloppyOptions {
     pub kernel: Option<PathBuf>,
     /// The stage-1 busybox (default `$MOSBOOT_FLOPPY_BUSYBOX`).
     pub busybox: Option<PathBuf>,
-    /// For `--nic ipxe`: the ipxe.lkrn.
+    /// For `--nic pci`/`ipxe`: the ipxe.lkrn.
     pub ipxe: Option<PathBuf>,
     pub initrd: Stage1Format,
     /// Added to the kernel command line (e.g. `mosboot.server=192.168.0.254`).
@@ -410,7 +413,7 @@ fn contents(opts: &FloppyOptions) -> Result<(Vec<FloppyFile>, String), Failure> 
         return Ok((files, format!("SYSLINUX + {}; it network-boots like a PXE ROM", lkrn_path.display())));
     }
     if opts.ipxe.is_some() {
-        return Err(Failure::Usage("--ipxe is only for --nic ipxe".into()));
+        return Err(Failure::Usage("--ipxe is only for --nic pci (or ipxe)".into()));
     }
     let (kpath, kernel) = input(
         opts.kernel.as_deref(),
@@ -449,7 +452,7 @@ fn contents(opts: &FloppyOptions) -> Result<(Vec<FloppyFile>, String), Failure> 
         append.extend(["root=/dev/ram0".into(), "init=/linuxrc".into(), "rw".into()]);
         append.push(format!("ramdisk_size={RAMDISK_KIB}"));
     }
-    append.extend(opts.nic.netdev_param());
+    append.extend(opts.nic.boot_param());
     if let Some(extra) = opts.append.as_deref().map(str::trim).filter(|a| !a.is_empty()) {
         if extra.contains('\n') {
             return Err(Failure::Usage("--append must be one line".into()));
@@ -594,20 +597,20 @@ mod tests {
     }
 
     #[test]
-    fn nic_choices_become_netdev_parameters() {
+    fn nic_choices_become_boot_parameters() {
         assert_eq!(Nic::parse("auto"), Ok(Nic::Auto));
-        assert_eq!(Nic::parse("ne2000").map(|n| n.netdev_param()), Ok(None));
+        assert_eq!(Nic::parse("ne2000").map(|n| n.boot_param()), Ok(None));
         assert_eq!(
-            Nic::parse("ne2000:io=0x320,irq=10").map(|n| n.netdev_param()),
-            Ok(Some("netdev=10,0x320,eth0".into()))
+            Nic::parse("ne2000:io=0x320,irq=10").map(|n| n.boot_param()),
+            Ok(Some("ether=10,0x320,eth0".into()))
         );
         assert_eq!(
-            Nic::parse("ultra:io=0x280").map(|n| n.netdev_param()),
-            Ok(Some("netdev=0,0x280,eth0".into()))
+            Nic::parse("ultra:io=0x280").map(|n| n.boot_param()),
+            Ok(Some("ether=0,0x280,eth0".into()))
         );
         assert_eq!(
-            Nic::parse("wd:io=0x280,irq=3,mem=0xd0000").map(|n| n.netdev_param()),
-            Ok(Some("netdev=3,0x280,0xd0000,0,eth0".into()))
+            Nic::parse("wd:io=0x280,irq=3,mem=0xd0000").map(|n| n.boot_param()),
+            Ok(Some("ether=3,0x280,0xd0000,0,eth0".into()))
         );
         assert_eq!(Nic::parse("3c509"), Ok(Nic::El3));
         for bad in [
