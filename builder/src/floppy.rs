@@ -398,11 +398,12 @@ fn stage1_image(busybox: &[u8], format: Stage1Format) -> Result<Vec<u8>, Failure
 
 /// What goes on the floppy besides SYSLINUX itself, and a line about it for the user.
 fn contents(opts: &FloppyOptions) -> Result<(Vec<FloppyFile>, String), Failure> {
-    if opts.nic == Nic::Ipxe {
+    if matches!(opts.nic, Nic::Ipxe | Nic::Pci) {
         if opts.kernel.is_some() || opts.busybox.is_some() {
-            return Err(Failure::Usage(
-                "--nic ipxe puts iPXE on the floppy: --kernel and --busybox do not apply".into(),
-            ));
+            return Err(Failure::Usage(format!(
+                "--nic {} puts iPXE on the floppy: --kernel and --busybox do not apply",
+                opts.nic
+            )));
         }
         let (lkrn_path, lkrn) = find_lkrn(opts.ipxe.as_deref())?;
         let cfg = "DEFAULT ipxe\nPROMPT 0\nTIMEOUT 0\nLABEL ipxe\n  KERNEL ipxe.lkr\n";
