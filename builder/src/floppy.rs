@@ -307,7 +307,18 @@ fn on_disk(len: usize) -> u64 {
     (len as u64).div_ceil(512) * 512
 }
 
-/// The stage-1 busybox's scripts, rendered (they have no per-cluster values).
+/// What the stage-1 templates (`templates/floppy/*`) are rendered with: no per-cluster values,
+/// so one floppy serves every cluster.
+pub fn stage1_context() -> minijinja::Value {
+    minijinja::context! {
+        vendor_class => VENDOR_CLASS,
+        image => NODE_IMAGE,
+        report_path => crate::render::REPORT_PATH,
+        blksize => STAGE1_BLKSIZE,
+    }
+}
+
+/// The stage-1 busybox's scripts, rendered.
 fn render_stage1(name: &str) -> Result<String, Failure> {
     let src =
         crate::render::builtin_templates().iter().find(|(n, _)| *n == name).map(|(_, s)| *s).ok_or_else(
@@ -317,12 +328,7 @@ fn render_stage1(name: &str) -> Result<String, Failure> {
     env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
     env.set_keep_trailing_newline(true);
     env.add_template(name, src).map_err(|e| Failure::runtime(format!("parse template {name}"), e))?;
-    let ctx = minijinja::context! {
-        vendor_class => VENDOR_CLASS,
-        image => NODE_IMAGE,
-        report_path => crate::render::REPORT_PATH,
-        blksize => STAGE1_BLKSIZE,
-    };
+    let ctx = stage1_context();
     env.get_template(name)
         .and_then(|t| t.render(ctx))
         .map_err(|e| Failure::runtime(format!("render template {name}"), e))
