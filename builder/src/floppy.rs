@@ -634,6 +634,23 @@ mod tests {
     }
 
     #[test]
+    fn ipxe_and_kernel_floppies_take_their_own_inputs() {
+        let opts = |nic: Nic, kernel: Option<&str>, ipxe: Option<&str>| FloppyOptions {
+            out: "x.img".into(),
+            nic,
+            kernel: kernel.map(PathBuf::from),
+            busybox: None,
+            ipxe: ipxe.map(PathBuf::from),
+            initrd: Stage1Format::Auto,
+            append: None,
+        };
+        let msg = |o: FloppyOptions| contents(&o).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(msg(opts(Nic::Pci, Some("k"), None)).contains("--kernel and --busybox do not apply"));
+        assert!(msg(opts(Nic::Auto, None, Some("ipxe.lkrn"))).contains("--ipxe is only for --nic pci"));
+        assert!(msg(opts(Nic::Auto, Some("/nonexistent/bzImage"), None)).contains("/nonexistent/bzImage"));
+    }
+
+    #[test]
     fn fixes_fat_directory_times() {
         let mut img = vec![0u8; 64 * 512];
         img[11..13].copy_from_slice(&512u16.to_le_bytes());
