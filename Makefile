@@ -23,15 +23,18 @@ build:
 # end-to-end test (needs the kit: first run builds a kernel and busybox, ~10 minutes).
 test: deps kit build
 	@KIT_KERNEL=$(KIT_KERNEL) KIT_BUSYBOX=$(KIT_BUSYBOX) KIT_QEMU_DIR=$(KIT_QEMU_DIR) KIT_LKRN=$(KIT_LKRN) \
+	  KIT_FLOPPY_KERNEL=$(KIT_FLOPPY_KERNEL) KIT_BUSYBOX_STAGE1=$(KIT_BUSYBOX_STAGE1) \
 	  $(CARGO) test --workspace --no-fail-fast -- --test-threads=2
 
 # Unit tests only (no root, no kit).
 unit-test:
 	$(CARGO) test --workspace --lib --bins
 
-# The built-in demo: builds everything and PXE-boots three emulated PCs that join the cluster.
+# The built-in demo: builds everything, PXE-boots three emulated PCs and floppy-boots an ISA 486;
+# all four join the cluster.
 demo: deps kit build
 	@KIT_KERNEL=$(KIT_KERNEL) KIT_BUSYBOX=$(KIT_BUSYBOX) KIT_QEMU_DIR=$(KIT_QEMU_DIR) KIT_LKRN=$(KIT_LKRN) \
+	  KIT_FLOPPY_KERNEL=$(KIT_FLOPPY_KERNEL) KIT_BUSYBOX_STAGE1=$(KIT_BUSYBOX_STAGE1) \
 	  scripts/demo.sh
 
 bench:

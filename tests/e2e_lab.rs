@@ -1,17 +1,22 @@
 //! The virtual lab, end to end: emulated 486s and Pentiums boot from `mosboot serve` inside a
 //! network namespace this test creates (scripts/lab/lab.sh), with the real kit kernel, a busybox
 //! built for the 486, QEMU's iPXE ROMs and pxelinux. Five nodes: PXE with three NIC models, one
-//! booting the ext2 (2.4-style) initrd from /dev/ram0, one from `mosboot floppy` with its NIC ROM
-//! off. Checks what an admin would: every node's hostname and IP agree with the plan, its node
-//! number with the map, the map bytes on the node with `out/server/`, and `mosboot nodes` shows
-//! every node joined.
+//! booting the ext2 (2.4-style) initrd from /dev/ram0, one from `mosboot floppy --nic pci` (iPXE)
+//! with its NIC ROM off. Checks what an admin would: every node's hostname and IP agree with the plan,
+//! its node number with the map, the map bytes on the node with `out/server/`, and `mosboot
+//! nodes` and the status page (read in headless Chromium) show every node joined.
+//!
+//! The second test is the ISA floppy (issue 10): 486s with an ISA NE2000 at 0x300/IRQ 9 and
+//! 0x320/IRQ 10, no PCI NIC, boot the same floppy, pick up a rebuilt image on the next boot, and
+//! the 2.4-style ext2 stage-1 boots an ext2 node image through /dev/ram1 and pivot_root.
 //!
 //! Needs root and the node kit (`make test` builds it and passes KIT_KERNEL, KIT_BUSYBOX,
-//! KIT_QEMU_DIR, KIT_LKRN). Set MOSBOOT_E2E=skip to skip it deliberately.
+//! KIT_FLOPPY_KERNEL, KIT_BUSYBOX_STAGE1, KIT_QEMU_DIR, KIT_LKRN). Set MOSBOOT_E2E=skip to skip
+//! them deliberately. The two tests take turns: each runs QEMUs on both cores.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
+use std::sync::Mutex;
 
 use harness::{mosboot_bin, sha256_file, workspace_root};
 
@@ -24,8 +29,15 @@ fn kit(var: &str) -> PathBuf {
     p
 }
 
+/// The lab tests run one at a time: each one's emulated PCs need both cores.
+static LAB: Mutex<()> = Mutex::new(());
+
+fn mosboot_output(dir: &Path, args: &[&str]) -> Output {
+    Command::new(mosboot_bin()).current_dir(dir).args(args).output().expect("run mosboot")
+}
+
 fn mosboot(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new(mosboot_bin()).current_dir(dir).args(args).output().expect("run mosboot");
+    let out = mosboot_output(dir, args);
     assert!(
         out.status.success(),
         "mosboot {args:?}: {}{}",
@@ -35,22 +47,31 @@ fn mosboot(dir: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).to_string()
 }
 
-/// The shared sample cluster on the lab bridge, with the kit's kernel and busybox.
 fn config(kernel: &Path, busybox: &Path, initrd: &str, out: &str) -> String {
+    config_with(kernel, busybox, initrd, out, None)
+}
+
+/// The shared sample cluster on the lab bridge, with the kit's kernel and busybox.
+fn config_with(kernel: &Path, busybox: &Path, initrd: &str, out: &str, overlay: Option<&Path>) -> String {
     let q = |v: &str| format!("{v:?}");
-    harness::sample_cluster(
-        &[
-            ("cluster.name", "\"e2e\""),
-            ("cluster.interface", "\"br0\""),
-            ("cluster.lease_time", "\"1h\""),
-            ("image.kernel", &q(&kernel.display().to_string())),
-            ("image.busybox", &q(&busybox.display().to_string())),
-            ("image.initrd", &q(initrd)),
-            ("image.cmdline", "\"panic=5\""),
-            ("image.out", &q(out)),
-        ],
-        "",
-    )
+    let kernel = q(&kernel.display().to_string());
+    let busybox = q(&busybox.display().to_string());
+    let overlay = overlay.map(|o| q(&o.display().to_string()));
+    let mut set = vec![
+        ("cluster.name", "\"e2e\""),
+        ("cluster.interface", "\"br0\""),
+        ("cluster.lease_time", "\"1h\""),
+        ("image.kernel", kernel.as_str()),
+        ("image.busybox", busybox.as_str()),
+        ("image.cmdline", "\"panic=5\""),
+    ];
+    let (initrd, out) = (q(initrd), q(out));
+    set.push(("image.initrd", initrd.as_str()));
+    set.push(("image.out", out.as_str()));
+    if let Some(o) = &overlay {
+        set.push(("image.overlay", o.as_str()));
+    }
+    harness::sample_cluster(&set, "")
 }
 
 /// What a node printed: (hostname, ip, mac) from `up`, (N, M) from joined/standalone, the map hash.
@@ -78,17 +99,159 @@ fn read_console(path: &Path) -> Console {
     c
 }
 
+/// One lab run: `mosboot serve` (with its status page) for `cfg` and the given nodes; afterwards
+/// `mosboot nodes --json` and, with `page`, the status page as headless Chromium renders it (its
+/// DOM, and a screenshot kept in the target folder). Returns the server log, the nodes table and
+/// the page's DOM (empty without `page`); fails the test when a node does not finish.
+fn run_lab(
+    w: &Path,
+    cfg: &str,
+    run: &str,
+    nodes: &[(&str, String)],
+    page: bool,
+) -> (String, Vec<serde_json::Value>, String) {
+    let logs = w.join(format!("logs-{run}"));
+    let state = w.join("state");
+    let json = w.join(format!("nodes-{run}.json"));
+    let cfg = w.join(cfg);
+    let mb = mosboot_bin();
+    let mut cmd = Command::new(workspace_root().join("scripts/lab/lab.sh"));
+    cmd.args(["--ns-prefix", "mbe2e", "--timeout", "420", "--logdir"]).arg(&logs);
+    if let Some(q) = std::env::var_os("KIT_QEMU_DIR") {
+        cmd.arg("--qemu-dir").arg(q);
+    }
+    cmd.arg("--server").arg(format!(
+        "{} -c {} serve --status 127.0.0.1:8067 --state {}",
+        mb.display(),
+        cfg.display(),
+        state.display()
+    ));
+    for (name, spec) in nodes {
+        cmd.arg("--node").arg(format!("name={name},{spec}"));
+    }
+    // Give the last report a moment to land, then read the table as an admin would, while serve
+    // runs; Chromium runs inside the lab's namespace, where the page listens on loopback.
+    let chromium = |what: &str| {
+        format!(
+            "chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
+             --disable-background-networking --disable-component-update --disable-sync \
+             --user-data-dir=$(mktemp -d) --window-size=1024,768 {what} http://127.0.0.1:8067/"
+        )
+    };
+    let page_file = w.join(format!("page-{run}.html"));
+    let look = if page {
+        let shot = workspace_root().join(format!("target/e2e-status-{run}.png"));
+        format!(
+            "; {} > {} 2>/dev/null; {} 2>/dev/null",
+            chromium("--dump-dom"),
+            page_file.display(),
+            chromium(&format!("--screenshot={}", shot.display()))
+        )
+    } else {
+        String::new()
+    };
+    cmd.arg("--after").arg(format!(
+        "sleep 2; {} -c {} nodes --json --state {} > {}{look}",
+        mb.display(),
+        cfg.display(),
+        state.display(),
+        json.display()
+    ));
+    let out = cmd.output().expect("run lab.sh");
+    let transcript =
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    println!("{transcript}");
+    let server_log = std::fs::read_to_string(logs.join("server.log")).unwrap_or_default();
+    assert!(out.status.success(), "lab run {run} failed:\n{transcript}\n--- server log ---\n{server_log}");
+    for (name, _) in nodes {
+        let console = std::fs::read(logs.join(format!("node-{name}.log"))).unwrap_or_default();
+        std::fs::write(w.join(format!("console-{run}-{name}.log")), console).expect("keep console");
+    }
+    let rows = serde_json::from_slice(&std::fs::read(&json).expect("nodes.json")).expect("json");
+    let dom = std::fs::read_to_string(&page_file).unwrap_or_default();
+    if page {
+        assert!(dom.contains("id=\"nodes\""), "Chromium got no status page:\n{dom}");
+    }
+    (server_log, rows, dom)
+}
+
+/// The status page shows the node up, with the steps of its boot ending in "joined".
+fn check_page(dom: &str, name: &str, spec: &str, ip: &str, rows: &[serde_json::Value]) {
+    let row = rows.iter().find(|r| r["ip"].as_str() == Some(ip)).expect("row");
+    assert_eq!(row["state"].as_str(), Some("up"), "{name}: {row}");
+    let node = row["node"].as_u64().expect("node");
+    let start = dom.find(&format!("id=\"node-{node}\"")).unwrap_or_else(|| panic!("no page row for {name}"));
+    let tr = &dom[start..start + dom[start..].find("</tr>").unwrap_or(dom.len() - start)];
+    let (host, mac) = (row["hostname"].as_str().expect("host"), row["mac"].as_str().expect("mac"));
+    assert!(tr.contains("data-state=\"up\"") && tr.contains(host) && tr.contains(mac), "{name}: {tr}");
+    assert!(tr.contains("data-stage=\"joined\""), "{name}: {tr}");
+    if !spec.contains("kernel=") {
+        assert!(tr.contains("data-stage=\"kernel\"") && tr.contains("data-stage=\"initrd\""), "{name}: {tr}");
+    }
+}
+
+/// Checks one node as an admin would: its `up` line (MAC, pool address, plan hostname), its node
+/// number against the map, the map bytes against `out/server/`, and its row in `mosboot nodes`.
+/// Returns the node's console text and IP.
+fn check_node(
+    w: &Path,
+    run: &str,
+    name: &str,
+    spec: &str,
+    total: u32,
+    map_sha: &str,
+    rows: &[serde_json::Value],
+) -> (String, String) {
+    let path = w.join(format!("console-{run}-{name}.log"));
+    let c = read_console(&path);
+    let (host, ip, mac) = c.up.clone().unwrap_or_else(|| panic!("node {name} printed no 'mosboot: up' line"));
+    let want_mac = spec.split(',').find_map(|kv| kv.strip_prefix("mac=")).expect("mac");
+    assert_eq!(mac, want_mac, "node {name}: MAC");
+    let last: u32 = ip.rsplit('.').next().and_then(|o| o.parse().ok()).expect("ip");
+    assert!(ip.starts_with("192.168.0.") && (1..=253).contains(&last), "node {name}: {ip} not in the pool");
+    assert_eq!(host, format!("ws{last:03}"), "node {name}: hostname does not follow the plan");
+    // Plan: node 1 is the server, pool address .k is node k+1.
+    assert_eq!(c.number, Some((last + 1, total)), "node {name}: node number disagrees with the map");
+    assert_eq!(c.map_sha.as_deref(), Some(map_sha), "node {name}: map differs from out/server/");
+    let row = rows
+        .iter()
+        .find(|r| r["mac"].as_str() == Some(mac.as_str()))
+        .unwrap_or_else(|| panic!("mosboot nodes does not list {mac}"));
+    assert_eq!(row["ip"].as_str(), Some(ip.as_str()), "nodes table IP for {name}");
+    assert_eq!(row["hostname"].as_str(), Some(host.as_str()));
+    assert_eq!(row["lease"].as_str(), Some("bound"), "{name}: {row}");
+    let joined = format!("joined as node {}", last + 1);
+    assert_eq!(row["last_stage"].as_str(), Some(joined.as_str()), "{name}: {row}");
+    let text = String::from_utf8_lossy(&std::fs::read(&path).unwrap_or_default()).replace('\r', "");
+    (text, ip)
+}
+
+/// Nodes in the map of a `mosboot map` output (the server is one of them).
+fn map_total(map: &str) -> u32 {
+    let lines = map.lines().map(|l| l.split_whitespace().collect::<Vec<_>>()).collect::<Vec<_>>();
+    assert_eq!(lines.len(), 2, "{map}");
+    lines.iter().map(|l| l[2].parse::<u32>().expect("count")).sum()
+}
+
 fn parse_nm(n: &str, m: &str) -> Option<(u32, u32)> {
     Some((n.parse().ok()?, m.trim_end_matches(|c: char| !c.is_ascii_digit()).parse().ok()?))
 }
 
-#[test]
-fn emulated_pcs_boot_from_mosboot_and_join() {
+/// True when MOSBOOT_E2E=skip asks to skip the lab; otherwise the lab must be able to run.
+fn skipped() -> bool {
     if std::env::var("MOSBOOT_E2E").as_deref() == Ok("skip") {
         eprintln!("skipped: MOSBOOT_E2E=skip");
-        return;
+        return true;
     }
     harness::require_root("the virtual lab (namespaces, taps)");
+    false
+}
+
+#[test]
+fn emulated_pcs_boot_from_mosboot_and_join() {
+    if skipped() {
+        return;
+    }
     let kernel = kit("KIT_KERNEL");
     let busybox = kit("KIT_BUSYBOX");
     let lkrn = kit("KIT_LKRN");
@@ -98,7 +261,8 @@ fn emulated_pcs_boot_from_mosboot_and_join() {
     std::fs::write(w.join("ext2.toml"), config(&kernel, &busybox, "ext2", "out-ext2")).expect("config");
     mosboot(w, &["-c", "cluster.toml", "build"]);
     mosboot(w, &["-c", "ext2.toml", "build"]);
-    mosboot(w, &["floppy", "--out", "floppy.img", "--ipxe", lkrn.to_str().expect("utf8")]);
+    // A PCI card without a ROM: the iPXE floppy.
+    mosboot(w, &["floppy", "--nic", "pci", "--out", "floppy.img", "--ipxe", lkrn.to_str().expect("utf8")]);
     let map = mosboot(w, &["-c", "cluster.toml", "map"]);
     let server_map_sha = sha256_file(&w.join("out/server/openmosix.map"));
 
@@ -136,100 +300,13 @@ fn emulated_pcs_boot_from_mosboot_and_join() {
             ),
         ),
     ];
-    let logs = w.join("logs");
-    let state = w.join("state");
-    let mb = mosboot_bin();
-    let mut cmd = Command::new(workspace_root().join("scripts/lab/lab.sh"));
-    cmd.args(["--ns-prefix", "mbe2e", "--timeout", "420", "--logdir"]).arg(&logs);
-    if let Some(q) = std::env::var_os("KIT_QEMU_DIR") {
-        cmd.arg("--qemu-dir").arg(q);
-    }
-    cmd.arg("--server").arg(format!(
-        "{} -c {} serve --status 127.0.0.1:8067 --state {}",
-        mb.display(),
-        w.join("cluster.toml").display(),
-        state.display()
-    ));
-    for (name, spec) in &nodes {
-        cmd.arg("--node").arg(format!("name={name},{spec}"));
-    }
-    // Give the last report a moment to land, then read the table as an admin would, while serve
-    // runs, and open the status page in headless Chromium (inside the lab's namespace, where the
-    // page listens on loopback): its DOM, and a screenshot kept in the target folder.
-    let chromium = |what: &str| {
-        format!(
-            "chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
-             --disable-background-networking --disable-component-update --disable-sync \
-             --user-data-dir=$(mktemp -d) --window-size=1024,768 {what} http://127.0.0.1:8067/"
-        )
-    };
-    let shot = workspace_root().join("target/e2e-status.png");
-    cmd.arg("--after").arg(format!(
-        "sleep 2; {} -c {} nodes --json --state {} > {}; {} > {} 2>/dev/null; {} 2>/dev/null",
-        mb.display(),
-        w.join("cluster.toml").display(),
-        state.display(),
-        w.join("nodes.json").display(),
-        chromium("--dump-dom"),
-        w.join("page.html").display(),
-        chromium(&format!("--screenshot={}", shot.display())),
-    ));
-    let out = cmd.output().expect("run lab.sh");
-    let transcript =
-        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    println!("{transcript}");
-    let server_log = std::fs::read_to_string(logs.join("server.log")).unwrap_or_default();
-    assert!(out.status.success(), "lab failed:\n{transcript}\n--- server log ---\n{server_log}");
-
-    let rows: Vec<serde_json::Value> =
-        serde_json::from_slice(&std::fs::read(w.join("nodes.json")).expect("nodes.json")).expect("json");
-    let by_mac: HashMap<String, &serde_json::Value> =
-        rows.iter().filter_map(|r| Some((r["mac"].as_str()?.to_string(), r))).collect();
-    let page = std::fs::read_to_string(w.join("page.html")).unwrap_or_default();
-    assert!(page.contains("id=\"nodes\""), "Chromium got no status page:\n{page}");
-    let plan_nodes = map.lines().map(|l| l.split_whitespace().collect::<Vec<_>>()).collect::<Vec<_>>();
-    assert_eq!(plan_nodes.len(), 2, "{map}");
-    let total: u32 = plan_nodes.iter().map(|l| l[2].parse::<u32>().expect("count")).sum();
-
+    let _turn = LAB.lock().unwrap_or_else(|e| e.into_inner());
+    let (server_log, rows, dom) = run_lab(w, "cluster.toml", "pxe", &nodes, true);
+    let total = map_total(&map);
     let mut ips = Vec::new();
     for (name, spec) in &nodes {
-        let c = read_console(&logs.join(format!("node-{name}.log")));
-        let (host, ip, mac) =
-            c.up.clone().unwrap_or_else(|| panic!("node {name} printed no 'mosboot: up' line"));
-        let want_mac = spec.split(',').find_map(|kv| kv.strip_prefix("mac=")).expect("mac");
-        assert_eq!(mac, want_mac, "node {name}: MAC");
-        let last: u32 = ip.rsplit('.').next().and_then(|o| o.parse().ok()).expect("ip");
-        assert!(
-            ip.starts_with("192.168.0.") && (1..=253).contains(&last),
-            "node {name}: {ip} not in the pool"
-        );
-        assert_eq!(host, format!("ws{last:03}"), "node {name}: hostname does not follow the plan");
-        // Plan: node 1 is the server, pool address .k is node k+1.
-        assert_eq!(c.number, Some((last + 1, total)), "node {name}: node number disagrees with the map");
-        assert_eq!(
-            c.map_sha.as_deref(),
-            Some(server_map_sha.as_str()),
-            "node {name}: map differs from out/server/"
-        );
-        let row = by_mac.get(&mac).unwrap_or_else(|| panic!("mosboot nodes does not list {mac}"));
-        assert_eq!(row["ip"].as_str(), Some(ip.as_str()), "nodes table IP for {name}");
-        assert_eq!(row["hostname"].as_str(), Some(host.as_str()));
-        assert_eq!(row["lease"].as_str(), Some("bound"), "{name}: {row}");
-        let joined = format!("joined as node {}", last + 1);
-        assert_eq!(row["last_stage"].as_str(), Some(joined.as_str()), "{name}: {row}");
-        assert_eq!(row["state"].as_str(), Some("up"), "{name}: {row}");
-        // The page shows the node up, with the steps of its boot ending in "joined".
-        let start =
-            page.find(&format!("id=\"node-{}\"", last + 1)).unwrap_or_else(|| panic!("no row for {name}"));
-        let tr = &page[start..start + page[start..].find("</tr>").unwrap_or(page.len() - start)];
-        assert!(tr.contains("data-state=\"up\"") && tr.contains(&host) && tr.contains(&mac), "{name}: {tr}");
-        assert!(tr.contains("data-stage=\"joined\""), "{name}: {tr}");
-        if !spec.contains("kernel=") {
-            assert!(
-                tr.contains("data-stage=\"kernel\"") && tr.contains("data-stage=\"initrd\""),
-                "{name}: {tr}"
-            );
-        }
+        let ip = check_node(w, "pxe", name, spec, total, &server_map_sha, &rows).1;
+        check_page(&dom, name, spec, &ip, &rows);
         ips.push(ip);
     }
     ips.sort();
@@ -244,4 +321,113 @@ fn emulated_pcs_boot_from_mosboot_and_join() {
             "server log shows no 'fetched {f}':\n{server_log}"
         );
     }
+}
+
+/// An overlay whose openMosix start script says which build the node runs (the kit kernel has
+/// no openMosix, so it then reports standalone as it would anyway).
+fn write_marker_overlay(dir: &Path, version: &str) {
+    let script = dir.join("etc/mosboot/openmosix-start");
+    std::fs::create_dir_all(script.parent().expect("parent")).expect("overlay dir");
+    std::fs::write(&script, format!("#!/bin/sh\necho \"mosboot: e2e image {version}\"\nexit 3\n"))
+        .expect("overlay");
+}
+
+#[test]
+fn isa_486s_boot_one_floppy_and_pick_up_a_rebuilt_image() {
+    if skipped() {
+        return;
+    }
+    let kernel = kit("KIT_KERNEL");
+    let busybox = kit("KIT_BUSYBOX");
+    let fkernel = kit("KIT_FLOPPY_KERNEL");
+    let fbusybox = kit("KIT_BUSYBOX_STAGE1");
+    let work = tempfile::tempdir().expect("tempdir");
+    let w = work.path();
+    let overlay = w.join("overlay");
+    write_marker_overlay(&overlay, "v1");
+    std::fs::write(w.join("cluster.toml"), config_with(&kernel, &busybox, "cpio", "out", Some(&overlay)))
+        .expect("config");
+    std::fs::write(w.join("ext2.toml"), config_with(&kernel, &busybox, "ext2", "out-ext2", Some(&overlay)))
+        .expect("config");
+    mosboot(w, &["-c", "cluster.toml", "build"]);
+    let map = mosboot(w, &["-c", "cluster.toml", "map"]);
+    let total = map_total(&map);
+    let map_sha = sha256_file(&w.join("out/server/openmosix.map"));
+
+    // Item 3: fits, reproducible (two writes, a second apart), and a clear refusal when too big.
+    let (fk, fb) = (fkernel.to_str().expect("utf8"), fbusybox.to_str().expect("utf8"));
+    let floppy = |out: &str, extra: &[&str]| {
+        let mut args = vec!["floppy", "--out", out, "--kernel", fk, "--busybox", fb];
+        args.extend_from_slice(extra);
+        mosboot_output(w, &args)
+    };
+    let first = floppy("floppy.img", &[]);
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    println!("{}", String::from_utf8_lossy(&first.stdout));
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    assert!(floppy("again.img", &[]).status.success());
+    let img = std::fs::read(w.join("floppy.img")).expect("floppy");
+    assert_eq!(img.len(), 1_474_560);
+    assert!(
+        img == std::fs::read(w.join("again.img")).expect("floppy"),
+        "two floppies of the same inputs differ"
+    );
+    let mut big = std::fs::read(&fkernel).expect("kernel");
+    big.resize(1_300_000, 0);
+    std::fs::write(w.join("big-kernel"), &big).expect("big kernel");
+    let refused =
+        mosboot_output(w, &["floppy", "--out", "big.img", "--kernel", "big-kernel", "--busybox", fb]);
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("does not fit") && err.contains("bytes too many") && err.contains("big-kernel"),
+        "{err}"
+    );
+    assert!(!w.join("big.img").exists(), "a refused floppy must not be written");
+
+    // Item 7: two ISA NE2000 486s (no PCI NIC) at the common ports boot the floppy and join.
+    let isa = |io: &str, irq: u32, n: u32| {
+        format!(
+            "cpu=486,nic=ne2k_isa,io={io},irq={irq},mem=16,mac=52:54:00:e3:00:0{n},fda={}",
+            w.join("floppy.img").display()
+        )
+    };
+    let nodes = [("isa300", isa("0x300", 9, 1)), ("isa320", isa("0x320", 10, 2))];
+    let _turn = LAB.lock().unwrap_or_else(|e| e.into_inner());
+    let (server_log, rows, _) = run_lab(w, "cluster.toml", "first", &nodes, false);
+    let mut first_ips = Vec::new();
+    for (name, spec) in &nodes {
+        let (text, ip) = check_node(w, "first", name, spec, total, &map_sha, &rows);
+        assert!(text.contains("mosboot: floppy: starting the node image"), "{name}: no stage-1:\n{text}");
+        assert!(text.contains("mosboot: e2e image v1"), "{name}: not the v1 image:\n{text}");
+        first_ips.push(ip);
+    }
+    // The server saw the floppy's stages: its marker and the image fetch, per node.
+    for ip in &first_ips {
+        for stage in ["reported floppy-stage1", "fetched initrd.gz"] {
+            assert!(
+                server_log.lines().any(|l| l.contains(&format!("ip={ip} ")) && l.contains(stage)),
+                "server log has no '{stage}' for {ip}:\n{server_log}"
+            );
+        }
+    }
+
+    // Item 2: a rebuilt image (new overlay) reaches the same floppy on its next boot.
+    write_marker_overlay(&overlay, "v2");
+    mosboot(w, &["-c", "cluster.toml", "build"]);
+    let (_, rows, _) = run_lab(w, "cluster.toml", "rebuilt", &nodes[..1], false);
+    let (text, ip) = check_node(w, "rebuilt", nodes[0].0, &nodes[0].1, total, &map_sha, &rows);
+    assert!(text.contains("mosboot: e2e image v2"), "the floppy did not boot the rebuilt image:\n{text}");
+    assert_eq!(ip, first_ips[0], "the node kept its lease");
+
+    // Item 6 as far as it runs here: the 2.4-style floppy (ext2 stage-1 in /dev/ram0, node ext2
+    // image in /dev/ram1, pivot_root) with the floppy kernel standing in for a 2.4 one.
+    mosboot(w, &["-c", "ext2.toml", "build"]);
+    let ext2 = floppy("floppy-ext2.img", &["--initrd", "ext2", "--nic", "ne2000:io=0x320,irq=10"]);
+    assert!(ext2.status.success(), "{}", String::from_utf8_lossy(&ext2.stderr));
+    let spec = isa("0x320", 10, 3).replace("floppy.img", "floppy-ext2.img");
+    let (_, rows, _) = run_lab(w, "ext2.toml", "ext2", &[("isa-ext2", spec.clone())], false);
+    let ext2_sha = sha256_file(&w.join("out-ext2/server/openmosix.map"));
+    let (text, _) = check_node(w, "ext2", "isa-ext2", &spec, total, &ext2_sha, &rows);
+    assert!(text.contains("mosboot: e2e image v2"), "ext2 path did not boot the node image:\n{text}");
 }

@@ -58,12 +58,30 @@ pub enum Command {
     Nodes(crate::nodes::NodesArgs),
     /// Print the cluster map exactly as written to the nodes.
     Map,
-    /// Write a 1.44 MB boot floppy for PCs whose NIC has no PXE ROM.
+    /// Write a 1.44 MB boot floppy for PCs whose NIC has no boot ROM (ISA cards included): it
+    /// fetches the server's current node image at every boot.
     Floppy {
         /// The image file to write.
         #[arg(long, default_value = "mosboot-floppy.img")]
         out: PathBuf,
-        /// The iPXE image to put on it (a post-2021 ipxe.lkrn; default: $MOSBOOT_IPXE_LKRN or
+        /// The card: auto (every built-in driver probes), ne2000[:io=0x300,irq=9], 3c509,
+        /// wd[:io=..,irq=..,mem=..], ultra[:io=..,irq=..], or pci (= ipxe: SYSLINUX + iPXE).
+        #[arg(long, default_value = "auto", value_parser = crate::floppy::Nic::parse)]
+        nic: crate::floppy::Nic,
+        /// The floppy kernel (default: $MOSBOOT_FLOPPY_KERNEL; the kit's is KIT_FLOPPY_KERNEL).
+        #[arg(long)]
+        kernel: Option<PathBuf>,
+        /// The stage-1's static i386 busybox (default: $MOSBOOT_FLOPPY_BUSYBOX; the kit's is
+        /// KIT_BUSYBOX_STAGE1).
+        #[arg(long)]
+        busybox: Option<PathBuf>,
+        /// Stage-1 format: auto (ext2 for a 2.4 kernel, else cpio), cpio or ext2.
+        #[arg(long, value_enum, default_value = "auto")]
+        initrd: crate::floppy::Stage1Format,
+        /// Extra kernel command line (e.g. mosboot.server=IP).
+        #[arg(long)]
+        append: Option<String>,
+        /// For --nic pci/ipxe: the iPXE image (a post-2021 ipxe.lkrn; default: $MOSBOOT_IPXE_LKRN or
         /// /usr/lib/ipxe/ipxe.lkrn).
         #[arg(long)]
         ipxe: Option<PathBuf>,
@@ -163,8 +181,9 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             crate::nodes::run(&cli.config, &args)?;
             Ok(())
         }
-        Command::Floppy { out, ipxe } => {
-            println!("{}", crate::floppy::run(&out, ipxe.as_deref())?);
+        Command::Floppy { out, nic, kernel, busybox, initrd, append, ipxe } => {
+            let opts = crate::floppy::FloppyOptions { out, nic, kernel, busybox, ipxe, initrd, append };
+            println!("{}", crate::floppy::run(&opts)?);
             Ok(())
         }
         Command::Map => {

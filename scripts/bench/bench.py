@@ -725,6 +725,35 @@ def boot_series(h):
     return rows
 
 
+def floppy_series(h):
+    """Power-on to joined for an ISA NE2000 486 booting `mosboot floppy` beside a PXE 486
+    (ne2k_pci) in the same lab run, both 16 MB, served by mosboot (issue 10: goal <= 1.5x)."""
+    a = h.args
+    if not a.floppy_img:
+        return {"skipped": "no floppy image (the kit's floppy kernel or stage-1 busybox is missing)"}
+    lab = os.path.join(ROOT, "scripts", "lab", "lab.sh")
+    rows = []
+    for trial in range(a.boot_trials):
+        logdir = tempfile.mkdtemp(prefix="lab-", dir=h.tmp)
+        cmd = f"{a.mosboot} -c {a.demo_toml} serve --out {a.demo_out} --state {h.tmp}/floppy-state-$$ --force"
+        args = [lab, "--server", cmd, "--timeout", str(a.boot_timeout), "--logdir", logdir,
+                "--ns-prefix", h.tag + "fl",
+                "--node", "name=pxe,cpu=486,nic=ne2k_pci,mem=16,mac=52:54:00:bf:00:01",
+                "--node", f"name=floppy,cpu=486,nic=ne2k_isa,io=0x300,irq=9,mem=16,mac=52:54:00:bf:00:02,"
+                          f"fda={a.floppy_img}"]
+        env = dict(os.environ, KIT_QEMU_DIR=a.qemu_dir) if a.qemu_dir else None
+        p = subprocess.run(args, capture_output=True, text=True, timeout=a.boot_timeout + 60, env=env)
+        took = dict(re.findall(r"node (pxe|floppy) done in ([0-9.]+) s", p.stdout + p.stderr))
+        row = {"trial": trial + 1, "ok": p.returncode == 0,
+               "pxe_s": float(took["pxe"]) if "pxe" in took else None,
+               "floppy_s": float(took["floppy"]) if "floppy" in took else None}
+        if p.returncode != 0:
+            row["error"] = (p.stdout + p.stderr)[-400:]
+        log(f"floppy vs pxe: {row['floppy_s']} s vs {row['pxe_s']} s (ok={row['ok']})")
+        rows.append(row)
+    return rows
+
+
 def machine():
     model = "?"
     for line in open("/proc/cpuinfo"):
@@ -760,7 +789,7 @@ def main():
     ap.add_argument("--tftproot", required=True)
     ap.add_argument("--qemu-dir", default="")
     ap.add_argument("--out", required=True)
-    ap.add_argument("--series", default="dhcp,avalanche,loss,tftp,build,boot")
+    ap.add_argument("--series", default="dhcp,avalanche,loss,tftp,build,boot,floppy")
     ap.add_argument("--dhcp-rates", default="500,1000,2000,4000,6000")
     ap.add_argument("--dhcp-period", type=int, default=10)
     ap.add_argument("--dhcp-clients", type=int, default=4000)
@@ -776,6 +805,7 @@ def main():
     ap.add_argument("--build-runs", type=int, default=3)
     ap.add_argument("--boot-trials", type=int, default=2)
     ap.add_argument("--boot-timeout", type=int, default=120)
+    ap.add_argument("--floppy-img", default="", help="a `mosboot floppy` image for the floppy series")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (logs)")
     a = ap.parse_args()
     series = a.series.split(",")
@@ -816,6 +846,7 @@ def main():
     h.unlink()
     attempt("build", lambda: build_series(h))
     attempt("boot", lambda: boot_series(h))
+    attempt("floppy", lambda: floppy_series(h))
     save()
     h.cleanup()
     log(f"done in {res['elapsed_s']} s")

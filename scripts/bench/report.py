@@ -206,6 +206,20 @@ def boot_section(res):
     return table(["nodes", "server", "power-on → last node joined s", "vs dnsmasq", "failed runs"], body), summary
 
 
+def floppy_section(res):
+    """Mean power-on-to-joined of the ISA floppy node and the PXE node of the same runs."""
+    rows = res.get("floppy") or []
+    if not isinstance(rows, list) or not rows:
+        why = rows.get("skipped") if isinstance(rows, dict) else None
+        return f"_not run{': ' + why if why else ''}_\n", None
+    ok = [r for r in rows if r.get("floppy_s") is not None and r.get("pxe_s") is not None]
+    fl = sum(r["floppy_s"] for r in ok) / len(ok) if ok else None
+    px = sum(r["pxe_s"] for r in ok) / len(ok) if ok else None
+    body = [["ISA NE2000 486, `mosboot floppy`", fmt(fl, 1), ratio(fl, px), len(rows) - len(ok)],
+            ["PCI ne2k_pci 486, PXE (iPXE ROM)", fmt(px, 1), "", len(rows) - len(ok)]]
+    return table(["node (16 MB, same run)", "power-on → joined s", "vs PXE", "failed runs"], body), (fl, px)
+
+
 # ---- targets -----------------------------------------------------------------------------------
 def targets(res, dhcp_sum, loss_agg, boot_sum):
     t = []
@@ -268,6 +282,12 @@ def targets(res, dhcp_sum, loss_agg, boot_sum):
                   "met" if ok else "not met"])
     else:
         t.append(["boot time ≤ 1.05× dnsmasq-served", "–", "–", "not measured"])
+    fl = floppy_section(res)[1]
+    if fl and fl[0] is not None and fl[1] is not None:
+        t.append(["ISA floppy node ≤ 1.5× PXE node (power-on → joined)", f"{fmt(fl[0], 1)} s ({ratio(*fl)})",
+                  f"PXE {fmt(fl[1], 1)} s", "met" if fl[0] <= 1.5 * fl[1] else "not met"])
+    else:
+        t.append(["ISA floppy node ≤ 1.5× PXE node (power-on → joined)", "–", "–", "not measured"])
     return t
 
 
@@ -314,6 +334,7 @@ def main():
                  + storm_section(res))
     parts.append("\n## Build: `mosboot build` of the demo-like image (hyperfine)\n\n" + build_section(res))
     parts.append("\n## Boot: QEMU power-on to `joined`/`standalone` (486, ne2k_pci, 16 MB)\n\n" + boot_txt)
+    parts.append("\n## Boot: ISA floppy node against a PXE node in the same run\n\n" + floppy_section(res)[0])
     with open(dest, "w") as f:
         f.write("".join(parts))
 

@@ -8,7 +8,7 @@
 # non-zero only when the harness itself cannot run.
 #
 # Environment: MOSBOOT_RELEASE (binary; default $CARGO_TARGET_DIR/release/mosboot),
-#   BENCH_SERIES (default dhcp,avalanche,loss,tftp,build,boot,status), BENCH_ARGS (extra bench.py flags),
+#   BENCH_SERIES (default dhcp,avalanche,loss,tftp,build,boot,floppy,status), BENCH_ARGS (extra bench.py flags),
 #   BENCH_OUT (default BENCHMARKS.md in the repo), BENCH_KEEP=1 (keep the work dir with all logs).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -81,7 +81,15 @@ done
 head -c $((3 * 1024 * 1024)) /dev/urandom > "$work/demo-out/tftpboot/bench3m.bin"
 chmod -R a+rX "$work/demo-out"
 
-series=${BENCH_SERIES:-dhcp,avalanche,loss,tftp,build,boot,status}
+# The floppy series: a `mosboot floppy` of the kit's floppy kernel and stage-1 busybox.
+floppy_img=""
+fkernel=$("$root/scripts/kit/key.sh" floppy-kernel) fbusybox=$("$root/scripts/kit/key.sh" busybox-stage1)
+if [ -f "$fkernel" ] && [ -f "$fbusybox" ] \
+   && "$mosboot" floppy --out "$work/floppy.img" --kernel "$fkernel" --busybox "$fbusybox" >&2; then
+  floppy_img=$work/floppy.img
+fi
+
+series=${BENCH_SERIES:-dhcp,avalanche,loss,tftp,build,boot,floppy,status}
 keep=()
 [ "${BENCH_KEEP:-0}" = 1 ] && keep=(--keep)
 rc=0
@@ -89,7 +97,8 @@ rc=0
 python3 "$here/bench.py" --mosboot "$mosboot" --delayfwd "$delayfwd" \
   --dhcp-toml "$work/dhcp.toml" --tftp-toml "$work/tftp.toml" --demo-toml "$work/demo.toml" \
   --demo-out "$work/demo-out" --outtree "$work/demo-out" --tftproot "$work/demo-out/tftpboot" \
-  --qemu-dir "$qemu_dir" --out "$work/results.json" --series "$series" "${keep[@]}" ${BENCH_ARGS:-} || rc=$?
+  --qemu-dir "$qemu_dir" --floppy-img "$floppy_img" --out "$work/results.json" --series "$series" \
+  "${keep[@]}" ${BENCH_ARGS:-} || rc=$?
 [ -f "$work/results.json" ] || { echo "bench: the harness produced no results (exit $rc)" >&2; exit 2; }
 mkdir -p "$root/scripts/bench/last"
 cp "$work/results.json" "$root/scripts/bench/last/results.json"

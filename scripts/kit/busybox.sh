@@ -3,8 +3,8 @@
 # bookworm's busybox source (fetched with a private deb-src list), Debian's static config plus
 # scripts/kit/busybox.config, compiled by zig cc (PyPI ziglang) for i486 + musl.
 # Debian's own i386 busybox and glibc use CMOV and trap on 486/Pentium, hence this build.
-# Env: KIT_DIR, KIT_JOBS, BUSYBOX_SRC_VERSION, ZIGLANG_VERSION, BUSYBOX_FLAVOUR (full | lean:
-# only the applets in scripts/kit/busybox-lean.applets, for the lowest RAM floor).
+# Env: KIT_DIR, KIT_JOBS, BUSYBOX_SRC_VERSION, ZIGLANG_VERSION, BUSYBOX_FLAVOUR (full, or the
+# name of an applet list scripts/kit/busybox-<name>.applets: lean, stage1).
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 
@@ -93,24 +93,42 @@ syms=$(grep -oE 'CONFIG_[A-Za-z0-9_]+' "$overlay" | sort -u | sed 's/.*/&[= ]/')
 cat "$srcdir/debian/config/os/linux" "$srcdir/debian/config/pkg/static" \
   | grep -vE "^(# )?($(echo "$syms" | paste -sd'|'))" > "$build/obj/.config" || true
 grep -E '^(CONFIG_|# CONFIG_)' "$overlay" >> "$build/obj/.config"
+dropped=" "
 case "$BUSYBOX_FLAVOUR" in
   full) ;;
-  lean)
+  *)
+    [ -f "$(busybox_applets)" ] || die "BUSYBOX_FLAVOUR must be full or have $(busybox_applets)"
     # Applet symbols are the IF_<SYMBOL>(APPLET...) markers in the sources; turn off each one
     # that is not on the keep list (the overlay's own symbols stay as the overlay says).
-    keep=" $(grep -v '^#' "$REPO_ROOT/scripts/kit/busybox-lean.applets" | tr -s ' \n' '  ') "
+    # A list with a "# strict" line turns off the overlay's applets too (the floppy's stage-1
+    # needs none of the node's toolbox).
+    keep=" $(grep -v '^#' "$(busybox_applets)" | tr -s ' \n' '  ') "
+    strict=0; grep -qx '# strict' "$(busybox_applets)" && strict=1
     for sym in $(grep -rhoE '^//applet:IF_[A-Z0-9_]+\(' --include='*.c' "$srcdir" | sed 's|^//applet:IF_||; s|($||' | sort -u); do
       [[ $keep == *" $sym "* ]] && continue
-      grep -qE "^(# )?CONFIG_${sym}[= ]" "$overlay" && continue
+      if grep -qE "^(# )?CONFIG_${sym}[= ]" "$overlay"; then
+        [ $strict = 1 ] || continue
+        dropped+=" $sym "
+      fi
+      sed -i "/^CONFIG_$sym=/d; /^# CONFIG_$sym is not set/d" "$build/obj/.config"
+      echo "# CONFIG_$sym is not set" >> "$build/obj/.config"
+    done
+    # "-SYMBOL" in the list turns off a feature of a kept applet (e.g. -UNICODE_SUPPORT).
+    for sym in $keep; do
+      [[ $sym == -* ]] || continue
+      sym=${sym#-}
       sed -i "/^CONFIG_$sym=/d; /^# CONFIG_$sym is not set/d" "$build/obj/.config"
       echo "# CONFIG_$sym is not set" >> "$build/obj/.config"
     done ;;
-  *) die "BUSYBOX_FLAVOUR must be full or lean, not '$BUSYBOX_FLAVOUR'" ;;
 esac
 run_logged "$logfile" bash -c 'yes "" | "$@" oldconfig' _ "${mkb[@]}"
 bad=()
 while IFS= read -r line; do
   if [[ $line =~ ^(CONFIG_[A-Za-z0-9_]+)=(.*)$ ]]; then
+    # A strict flavour's dropped applets (and their FEATURE_ options) are off on purpose.
+    sym=${BASH_REMATCH[1]#CONFIG_} off=0
+    for a in $dropped; do [[ $sym == "$a" || $sym == "FEATURE_${a}_"* ]] && off=1; done
+    [ $off = 1 ] && continue
     grep -qxF "$line" "$build/obj/.config" || bad+=("${BASH_REMATCH[1]}: wanted ${BASH_REMATCH[2]}")
   elif [[ $line =~ ^#\ (CONFIG_[A-Za-z0-9_]+)\ is\ not\ set$ ]]; then
     ! grep -qE "^${BASH_REMATCH[1]}=" "$build/obj/.config" || bad+=("${BASH_REMATCH[1]}: wanted not set")
@@ -137,8 +155,10 @@ checks=(
   "grep|$(printf 'p\nq\n' | bbrun grep -c q)|1"
   "sha256sum|$(printf abc | bbrun sha256sum | cut -c1-16)|ba7816bf8f01cfea"
 )
+applets=" $(bbrun --list | tr '\n' ' ') "
 for c in "${checks[@]}"; do
   IFS='|' read -r name got want <<<"$c"
+  [[ $applets == *" $name "* ]] || continue   # not in this flavour
   [ "$got" = "$want" ] || die "busybox: $name under qemu-i386 -cpu 486 gave '$got', expected '$want'"
 done
 counts=$(objdump -d "$bb" | awk '

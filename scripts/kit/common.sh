@@ -13,7 +13,11 @@ KERNEL_RECIPE=1
 BUSYBOX_RECIPE=2
 IPXE_RECIPE=1
 
-KERNEL_FRAGMENT=${KERNEL_FRAGMENT:-$REPO_ROOT/kernel-configs/i486-test}
+# KERNEL_FLAVOUR names the fragment: i486-test (the lab's node kernel) or floppy-i486 (the
+# kernel of `mosboot floppy`). One recipe; the fragment is its parameter and part of its key.
+# KERNEL_FRAGMENT (a path) overrides the flavour's fragment.
+KERNEL_FLAVOUR=${KERNEL_FLAVOUR:-i486-test}
+kernel_fragment() { echo "${KERNEL_FRAGMENT:-$REPO_ROOT/kernel-configs/$KERNEL_FLAVOUR}"; }
 LINUX_SOURCE_PKG=linux-source-6.1
 LINUX_SOURCE_TAR=/usr/src/linux-source-6.1.tar.xz
 ZIGLANG_VERSION=${ZIGLANG_VERSION:-0.13.0}
@@ -31,16 +35,19 @@ pkg_version() { dpkg-query -W -f='${Version}' "$1" 2>/dev/null || echo missing; 
 
 kernel_key() {
   { echo "recipe $KERNEL_RECIPE"; echo "source $LINUX_SOURCE_PKG $(pkg_version "$LINUX_SOURCE_PKG")"
-    echo "gcc $(pkg_version gcc-12)"; cat "$KERNEL_FRAGMENT"; } | sha256_of
+    echo "gcc $(pkg_version gcc-12)"; cat "$(kernel_fragment)"; } | sha256_of
 }
-# BUSYBOX_FLAVOUR: "full" (Debian's static applet set) or "lean" (busybox-lean.applets only).
+# BUSYBOX_FLAVOUR: "full" (Debian's static applet set) or a name with a list of applets to
+# keep in scripts/kit/busybox-<name>.applets: "lean" (the node's), "stage1" (the floppy's).
 BUSYBOX_FLAVOUR=${BUSYBOX_FLAVOUR:-full}
 busybox_key() {
   { echo "recipe $BUSYBOX_RECIPE"; echo "busybox $BUSYBOX_SRC_VERSION"; echo "zig $ZIGLANG_VERSION"
     cat "$REPO_ROOT/scripts/kit/busybox.config"
-    [ "$BUSYBOX_FLAVOUR" = full ] || { echo "flavour $BUSYBOX_FLAVOUR"; cat "$REPO_ROOT/scripts/kit/busybox-lean.applets"; }
+    [ "$BUSYBOX_FLAVOUR" = full ] || { echo "flavour $BUSYBOX_FLAVOUR"; cat "$(busybox_applets)"; }
   } | sha256_of
 }
+
+busybox_applets() { echo "$REPO_ROOT/scripts/kit/busybox-$BUSYBOX_FLAVOUR.applets"; }
 
 kernel_dir()  { echo "$KIT_DIR/kernel-$(kernel_key)"; }
 busybox_dir() {

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Builds the i486 test kernel (Linux 6.1 from Debian's linux-source-6.1, tinyconfig plus
-# kernel-configs/i486-test) into $KIT_DIR/kernel-<key>/bzImage. Skips when cached.
-# Env: KIT_DIR, KIT_JOBS (default 2), KERNEL_FRAGMENT (default kernel-configs/i486-test).
+# Builds a kernel (Linux 6.1 from Debian's linux-source-6.1, tinyconfig plus a fragment from
+# kernel-configs/) into $KIT_DIR/kernel-<key>/bzImage. Skips when cached.
+# Env: KIT_DIR, KIT_JOBS (default 2), KERNEL_FLAVOUR (the fragment's name: i486-test, the
+# default, or floppy-i486), KERNEL_FRAGMENT (a fragment's path, instead of the flavour).
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 
 "$REPO_ROOT/scripts/deps.sh" kit
+KERNEL_FRAGMENT=$(kernel_fragment)
 [ -f "$KERNEL_FRAGMENT" ] || die "kernel fragment $KERNEL_FRAGMENT not found"
 
 kit_lock kernel

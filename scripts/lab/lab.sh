@@ -10,6 +10,7 @@
 #   --node SPEC      comma-separated key=value: cpu=486|pentium|pentium2|pentium3 (QEMU -cpu),
 #                    nic=ne2k_pci|rtl8139|pcnet|e1000|i82557b|ne2k_isa, mem=MB, mac=52:54:00:..,
 #                    optional name=, rom=off (no NIC boot ROM), fda=FILE (boot that floppy),
+#                    io=0x300 irq=9 (the ne2k_isa card's port and IRQ; these are the defaults),
 #                    kernel=FILE initrd=FILE append='...' (direct kernel boot; no commas in append)
 #   --server-ip CIDR address of the server on the bridge (default 192.168.0.254/24)
 #   --bridge NAME    bridge name inside the namespace (default br0)
@@ -33,7 +34,7 @@ source "$here/../kit/common.sh"
 
 server_cmd="" server_ip=192.168.0.254/24 bridge=br0 ns_prefix=mosboot-lab
 wait_re='mosboot: (joined .* as node [0-9]+ of [0-9]+|no openMosix in this kernel; node [0-9]+ of [0-9]+ runs standalone)'
-fail_re='Kernel panic|end Kernel panic|No bootable device|PXE-E|No more network devices'
+fail_re='Kernel panic|end Kernel panic|No bootable device|PXE-E|No more network devices|mosboot: floppy stage-1 failed'
 timeout=240 logdir="" qemu_dir="" after_cmd="" stagger=0 keep=0
 nodes=()
 while [ $# -gt 0 ]; do
@@ -118,14 +119,15 @@ fi
 declare -a names logs nodepids starts descr
 for i in "${!nodes[@]}"; do
   cpu=486 nic=ne2k_pci mem=16 mac=$(printf '52:54:00:6c:%02x:%02x' $(( $$ % 256 )) $(( i + 1 )))
-  name=n$(( i + 1 )) rom=on fda="" kernel="" initrd="" append=""
+  name=n$(( i + 1 )) rom=on fda="" kernel="" initrd="" append="" io=0x300 irq=9
   IFS=',' read -r -a kvs <<<"${nodes[$i]}"
   for kv in "${kvs[@]}"; do
     case "$kv" in
       cpu=*) cpu=${kv#*=} ;; nic=*) nic=${kv#*=} ;; mem=*) mem=${kv#*=} ;; mac=*) mac=${kv#*=} ;;
       name=*) name=${kv#*=} ;; rom=*) rom=${kv#*=} ;; fda=*) fda=${kv#*=} ;;
       kernel=*) kernel=${kv#*=} ;; initrd=*) initrd=${kv#*=} ;; append=*) append=${kv#*=} ;;
-      *) echo "lab: node $((i + 1)): unknown key in '$kv' (cpu nic mem mac name rom fda kernel initrd append)" >&2; exit 2 ;;
+      io=*) io=${kv#*=} ;; irq=*) irq=${kv#*=} ;;
+      *) echo "lab: node $((i + 1)): unknown key in '$kv' (cpu nic mem mac name rom fda io irq kernel initrd append)" >&2; exit 2 ;;
     esac
   done
   log=$logdir/node-$name.log
@@ -133,8 +135,9 @@ for i in "${!nodes[@]}"; do
   q=(qemu-system-i386 -M pc -cpu "$cpu" -m "$mem" -nographic -monitor none -serial stdio -no-reboot
      -L "$qemu_dir" -name "$name")
   if [ "$nic" = ne2k_isa ]; then
-    # ISA cards have no boot ROM; such a node boots from a floppy or a given kernel.
-    q+=(-netdev "$netdev,id=net0" -device "ne2k_isa,netdev=net0,mac=$mac,iobase=0x300,irq=9")
+    # ISA cards have no boot ROM; such a node boots from a floppy or a given kernel. -M pc
+    # still has its PCI bus, but with -netdev/-device and no -nic there is no PCI NIC on it.
+    q+=(-netdev "$netdev,id=net0" -device "ne2k_isa,netdev=net0,mac=$mac,iobase=$io,irq=$irq")
   elif [ "$rom" = off ]; then
     # -nic takes no romfile=; the long form does.
     q+=(-netdev "$netdev,id=net0" -device "$nic,netdev=net0,mac=$mac,romfile=")
@@ -148,6 +151,7 @@ for i in "${!nodes[@]}"; do
   ip netns exec "$ns" "${q[@]}" > "$log" 2>&1 < /dev/null &
   pids+=($!); nodepids[$i]=$!; names[$i]=$name; logs[$i]=$log; starts[$i]=$(date +%s.%N)
   descr[$i]="cpu=$cpu nic=$nic mem=${mem}M mac=$mac"
+  [ "$nic" = ne2k_isa ] && descr[$i]+=" io=$io irq=$irq"
   say "node $name (pid $!): ${descr[$i]}; console $log"
   [ "$stagger" = 0 ] || sleep "$stagger"
 done
@@ -155,7 +159,7 @@ done
 # --- wait -------------------------------------------------------------------------------
 declare -a state took
 declare -A seen   # "<node>:<milestone>" -> seconds since that node's start
-milestones=("ipxe:iPXE initialising" "pxelinux:PXELINUX [0-9]" "kernel:Linux version [0-9]" "init:Run /init|Run /linuxrc|Freeing unused kernel" "up:mosboot: up ")
+milestones=("ipxe:iPXE initialising" "pxelinux:PXELINUX [0-9]|SYSLINUX [0-9]" "kernel:Linux version [0-9]" "init:Run /init|Run /linuxrc|Freeing unused kernel" "stage1:mosboot: floppy: starting the node image" "up:mosboot: up ")
 for i in "${!nodes[@]}"; do state[$i]="wait"; done
 node_elapsed() { awk -v a="${starts[$1]}" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}'; }
 # Poll-based (every 0.5 s), so each time is accurate to about half a second.
