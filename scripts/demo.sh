@@ -14,25 +14,12 @@ work=${DEMO_DIR:-$root/demo-lab}
 mkdir -p "$work"
 cd "$work"
 rm -rf state
-cat > cluster.toml <<TOML
-# The demo cluster: a private lab LAN that exists only inside the demo's network namespace.
-[cluster]
-name = "demo"
-interface = "br0"
-server = "192.168.0.254/24"
-pool = "192.168.0.1-192.168.0.253"
-hostname = "ltsp"
-lease_time = "1h"
-
-[openmosix]
-version = "2.4.26"
-
-[image]
-kernel = "$KIT_KERNEL"
-busybox = "$KIT_BUSYBOX"
-cmdline = "panic=5"
-out = "out"
-TOML
+# The shared sample cluster (tests/fixtures/cluster.toml) on the demo's private bridge, with the
+# kit's kernel and busybox: a LAN that exists only inside the demo's network namespace.
+sed -e 's|^name = .*|name = "demo"|' -e 's|^interface = .*|interface = "br0"|' \
+  -e 's|^lease_time = .*|lease_time = "1h"|' -e "s|^kernel = .*|kernel = \"$KIT_KERNEL\"|" \
+  -e "s|^busybox = .*|busybox = \"$KIT_BUSYBOX\"|" "$root/tests/fixtures/cluster.toml" > cluster.toml
+printf 'cmdline = "panic=5"\nout = "out"\n' >> cluster.toml
 
 echo "== mosboot check"
 "$mosboot" -c cluster.toml check

@@ -25,59 +25,52 @@ fn fake_bzimage(release: &str) -> Vec<u8> {
     k
 }
 
-/// A minimal static i386 ELF executable header followed by an applet-table-like string list.
-fn fake_busybox() -> Vec<u8> {
-    let mut e = vec![0u8; 52];
+/// A minimal static ELF executable: the header and one PT_LOAD program header, 32-bit i386 (what
+/// the nodes run) or 64-bit x86-64 (what a PC's own busybox is). The build only reads headers.
+fn fake_elf(x86_64: bool) -> Vec<u8> {
+    // (class, machine, e_phoff at, e_ehsize at, header size, program header size)
+    let (class, machine, phoff_at, ehsize_at, ehsize, phsize) =
+        if x86_64 { (2u8, 62u16, 32, 52, 64usize, 56usize) } else { (1, 3, 28, 40, 52, 32) };
+    let mut e = vec![0u8; ehsize + phsize];
     e[..4].copy_from_slice(b"\x7fELF");
-    e[4] = 1; // 32-bit
+    e[4] = class;
     e[5] = 1; // little endian
     e[6] = 1;
     e[16..18].copy_from_slice(&2u16.to_le_bytes()); // ET_EXEC
-    e[18..20].copy_from_slice(&3u16.to_le_bytes()); // EM_386
+    e[18..20].copy_from_slice(&machine.to_le_bytes());
     e[20..24].copy_from_slice(&1u32.to_le_bytes());
-    e[28..32].copy_from_slice(&52u32.to_le_bytes()); // e_phoff
-    e[40..42].copy_from_slice(&52u16.to_le_bytes()); // e_ehsize
-    e[42..44].copy_from_slice(&32u16.to_le_bytes()); // e_phentsize
-    e[44..46].copy_from_slice(&1u16.to_le_bytes()); // e_phnum
-    let mut ph = vec![0u8; 32];
-    ph[..4].copy_from_slice(&1u32.to_le_bytes()); // PT_LOAD
-    e.extend_from_slice(&ph);
+    e[phoff_at] = ehsize as u8; // e_phoff: right after the header
+    e[ehsize_at..ehsize_at + 2].copy_from_slice(&(ehsize as u16).to_le_bytes());
+    e[ehsize_at + 2..ehsize_at + 4].copy_from_slice(&(phsize as u16).to_le_bytes());
+    e[ehsize_at + 4..ehsize_at + 6].copy_from_slice(&1u16.to_le_bytes()); // e_phnum
+    e[ehsize..ehsize + 4].copy_from_slice(&1u32.to_le_bytes()); // PT_LOAD
+    e
+}
+
+/// The node busybox stand-in: an i386 ELF followed by an applet-table-like string list.
+fn fake_busybox() -> Vec<u8> {
+    let mut e = fake_elf(false);
     e.extend_from_slice(b"\0[\0[[\0ash\0cat\0echo\0hostname\0ip\0ls\0mount\0sh\0tftp\0udhcpc\0\0");
     e
 }
 
-struct Lab {
+struct Project {
     dir: tempfile::TempDir,
 }
 
-impl Lab {
-    fn new(extra_cluster: &str, extra: &str) -> Lab {
+impl Project {
+    /// The shared sample cluster with `set` applied and `extra` appended (see
+    /// harness::sample_cluster), beside a synthetic kernel and busybox.
+    fn new(set: &[(&str, &str)], extra: &str) -> Project {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = dir.path();
         std::fs::create_dir_all(p.join("kernels")).expect("mkdir");
         std::fs::create_dir_all(p.join("node-kit")).expect("mkdir");
         std::fs::write(p.join("kernels/bzImage"), fake_bzimage("6.1.0-mosboot")).expect("kernel");
         std::fs::write(p.join("node-kit/busybox"), fake_busybox()).expect("busybox");
-        let cfg = format!(
-            r#"[cluster]
-name = "lab"
-interface = "eth1"
-server = "192.168.0.254/24"
-pool = "192.168.0.1-192.168.0.253"
-hostname = "ltsp"
-lease_time = "12h"
-{extra_cluster}
-[openmosix]
-version = "2.4.26"
-
-[image]
-kernel = "kernels/bzImage"
-busybox = "node-kit/busybox"
-{extra}
-"#
-        );
+        let cfg = harness::sample_cluster(set, extra);
         std::fs::write(p.join("cluster.toml"), cfg).expect("config");
-        Lab { dir }
+        Project { dir }
     }
 
     fn path(&self) -> &Path {
@@ -132,7 +125,7 @@ fn unpack_cpio(initrd: &Path) -> tempfile::TempDir {
 
 #[test]
 fn build_writes_the_spec_tree_and_map() {
-    let lab = Lab::new("", "");
+    let lab = Project::new(&[], "");
     let summary = lab.ok(&["build"]);
     assert!(summary.contains("254 nodes"), "{summary}");
     let out = lab.out();
@@ -196,7 +189,7 @@ fn build_writes_the_spec_tree_and_map() {
 
 #[test]
 fn two_builds_are_byte_identical() {
-    let lab = Lab::new("", "");
+    let lab = Project::new(&[], "");
     lab.ok(&["build", "--out", "a"]);
     lab.ok(&["build", "--out", "b"]);
     let mut files = Vec::new();
@@ -225,9 +218,9 @@ fn collect(dir: &Path, rel: &Path, out: &mut Vec<PathBuf>) {
 
 #[test]
 fn five_mistakes_five_messages_with_lines() {
-    let lab = Lab::new(
-        "router = \"10.0.0.1\"\ndhcp = \"sometimes\"\n",
-        "initrd = \"zip\"\n[[node]]\nmac = \"00:0c:29:aa:bb:zz\"\nip = \"192.168.0.9\"\n",
+    let lab = Project::new(
+        &[("cluster.router", "\"10.0.0.1\""), ("cluster.dhcp", "\"sometimes\""), ("image.initrd", "\"zip\"")],
+        "[[node]]\nmac = \"00:0c:29:aa:bb:zz\"\nip = \"192.168.0.9\"\n",
     );
     // Also a typo'd key.
     let cfg = std::fs::read_to_string(lab.path().join("cluster.toml")).expect("read");
@@ -255,26 +248,25 @@ fn five_mistakes_five_messages_with_lines() {
 
 #[test]
 fn plan_mistakes_and_input_mistakes_are_reported_together() {
-    let lab = Lab::new("", "");
+    let lab = Project::new(&[], "");
     let cfg = std::fs::read_to_string(lab.path().join("cluster.toml")).expect("read");
     let cfg = cfg
         .replace("192.168.0.1-192.168.0.253", "192.168.0.0-192.168.0.254")
         .replace("kernels/bzImage", "kernels/nope");
     std::fs::write(lab.path().join("cluster.toml"), cfg).expect("write");
-    std::fs::write(lab.path().join("node-kit/busybox"), std::fs::read("/bin/busybox").expect("host busybox"))
-        .expect("bb");
+    std::fs::write(lab.path().join("node-kit/busybox"), fake_elf(true)).expect("bb");
     let out = lab.run(&["check"]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("network address 192.168.0.0"), "{err}");
     assert!(err.contains("server's own address"), "{err}");
     assert!(err.contains("kernels/nope") && err.contains("image.kernel"), "{err}");
-    assert!(err.contains("64-bit"), "host busybox (x86-64) must be refused:\n{err}");
+    assert!(err.contains("64-bit") && err.contains("x86-64"), "an x86-64 busybox must be refused:\n{err}");
 }
 
 #[test]
 fn a_kernel_that_is_not_a_bzimage_is_refused() {
-    let lab = Lab::new("", "");
+    let lab = Project::new(&[], "");
     std::fs::write(lab.path().join("kernels/bzImage"), b"#!/bin/sh\necho not a kernel\n").expect("write");
     let out = lab.run(&["check"]);
     assert_eq!(out.status.code(), Some(1));
@@ -286,8 +278,8 @@ fn a_kernel_that_is_not_a_bzimage_is_refused() {
 /// entry, and leaves an existing output tree exactly as it was.
 #[test]
 fn escaping_tarball_entries_are_refused() {
-    let lab = Lab::new("", "userland = [\"evil.tar.gz\"]\n");
-    let good = Lab::new("", "");
+    let lab = Project::new(&[("image.userland", "[\"evil.tar.gz\"]")], "");
+    let good = Project::new(&[], "");
     // First a good build into the same out dir, to check a failed build does not touch it.
     std::fs::create_dir_all(lab.path().join("stage")).expect("mkdir");
     let tgz = lab.path().join("evil.tar.gz");
@@ -330,7 +322,7 @@ fn flate2_writer(f: std::fs::File) -> flate2::write::GzEncoder<std::fs::File> {
 /// the same node files, and a boot line that mounts it from /dev/ram0.
 #[test]
 fn ext2_initrd_is_clean_and_complete() {
-    let lab = Lab::new("", "");
+    let lab = Project::new(&[], "");
     std::fs::write(lab.path().join("kernels/bzImage"), fake_bzimage("2.4.26-om1")).expect("kernel");
     let summary = lab.ok(&["build"]);
     assert!(summary.contains("ext2"), "auto must pick ext2 for a 2.4 kernel: {summary}");
@@ -365,7 +357,7 @@ fn ext2_initrd_is_clean_and_complete() {
 
 #[test]
 fn a_template_override_replaces_one_file() {
-    let lab = Lab::new("", "");
+    let lab = Project::new(&[], "");
     std::fs::create_dir_all(lab.path().join("mytpl/node")).expect("mkdir");
     std::fs::write(
         lab.path().join("mytpl/node/fstab"),
@@ -395,7 +387,7 @@ fn a_template_override_replaces_one_file() {
 
 #[test]
 fn mfs_line_only_with_mfs() {
-    let lab = Lab::new("", "");
+    let lab = Project::new(&[], "");
     let cfg = std::fs::read_to_string(lab.path().join("cluster.toml")).expect("read");
     std::fs::write(
         lab.path().join("cluster.toml"),
@@ -417,7 +409,7 @@ fn mfs_line_only_with_mfs() {
 
 #[test]
 fn kernel_config_merges_and_detects_conflicts() {
-    let lab = Lab::new("", "");
+    let lab = Project::new(&[], "");
     let out = lab.ok(&["kernel-config", "--cpu", "486", "--nic", "ne2000,rtl8139", "--openmosix"]);
     for sym in ["CONFIG_M486=y", "CONFIG_MOSIX=y", "CONFIG_BLK_DEV_INITRD=y", "CONFIG_8139TOO=y"] {
         assert!(out.lines().any(|l| l == sym), "{sym} missing:\n{out}");
@@ -441,9 +433,24 @@ fn kernel_config_merges_and_detects_conflicts() {
     assert!(err.contains("CONFIG_SMP") && err.contains("cpu-486") && err.contains("nic-ne2000"), "{err}");
 }
 
+/// The README's address-plan example is the shared sample cluster: its `server` and `pool` are
+/// the sample's, and the map it shows is what `mosboot map` prints for the sample.
+#[test]
+fn readme_map_example_is_what_the_sample_gives() {
+    let readme = std::fs::read_to_string(harness::workspace_root().join("README.md")).expect("README.md");
+    let (before, after) = readme.split_once(") gives exactly:\n\n```\n").expect("the README's map example");
+    let shown = &after[..after.find("```").expect("end of the example")];
+    let sample = harness::SAMPLE_CLUSTER;
+    for key in ["server", "pool"] {
+        let line = sample.lines().find(|l| l.starts_with(&format!("{key} = "))).expect("key in the sample");
+        assert!(before.contains(&format!("`{line}`")), "README example lost `{line}`");
+    }
+    assert_eq!(Project::new(&[], "").ok(&["map"]), shown);
+}
+
 #[test]
 fn check_accepts_a_good_config() {
-    let lab = Lab::new("", "");
+    let lab = Project::new(&[], "");
     let out = lab.ok(&["check"]);
     assert!(out.contains("ok"), "{out}");
 }
@@ -452,10 +459,7 @@ fn check_accepts_a_good_config() {
 /// config that builds; it never overwrites without --force.
 #[test]
 fn init_fills_the_config_from_the_interface() {
-    if !harness::is_root() {
-        eprintln!("skipped: needs root for a network namespace");
-        return;
-    }
+    harness::require_root("a network namespace with the lab interface");
     let ns = harness::Netns::new("mbi");
     ns.ip(&["link", "add", "lab0", "type", "veth", "peer", "name", "lab0p"]);
     ns.ip(&["link", "set", "lab0", "up"]);

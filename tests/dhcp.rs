@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use harness::{ChildGuard, Netns, is_root, run, veth, wait_until};
+use harness::{ChildGuard, Lab, Netns, env_file, run, udhcpc_once, veth, wait_until};
+use mosboot::config::HostnameRule;
 
 const SERVER: &str = "192.168.77.254";
 
@@ -16,142 +17,72 @@ fn dhcpd_bin() -> &'static str {
     env!("CARGO_BIN_EXE_mosboot-test-dhcpd")
 }
 
-/// Skips (with a note) where namespaces cannot be made.
-fn root_or_skip() -> bool {
-    if !is_root() {
-        eprintln!("skipped: needs root for network namespaces");
-    }
-    is_root()
+/// The lab for these tests: server 192.168.77.254/24 on br0 (see [`harness::Lab`]).
+fn lab() -> Lab {
+    Lab::new("d", &format!("{SERVER}/24"))
 }
 
-/// The lab: server namespace with br0 (192.168.77.254/24) and a client namespace.
-struct Lab {
-    srv: Netns,
-    cli: Netns,
-    dir: tempfile::TempDir,
+/// The rival: dnsmasq at 192.168.77.1 handing out .150-.160 (see [`Lab::rival`]).
+fn rival(lab: &Lab) -> (Netns, ChildGuard) {
+    lab.rival("192.168.77.1/24", "192.168.77.150", "192.168.77.160")
 }
 
-impl Lab {
-    fn new() -> Lab {
-        let srv = Netns::new("dsrv");
-        let cli = Netns::new("dcli");
-        srv.add_bridge("br0");
-        srv.addr("br0", &format!("{SERVER}/24"));
-        Lab { srv, cli, dir: tempfile::tempdir().unwrap() }
-    }
-
-    /// Adds `n` client interfaces c0..c{n-1} in the client namespace with MACs 02:00:00:00:<hi>:<lo>.
-    fn clients(&self, n: usize) -> Vec<(String, String)> {
-        let mut out = Vec::new();
-        let mut batch = String::new();
-        for i in 0..n {
-            let (c, p) = (format!("c{i}"), format!("p{i}"));
-            let mac = format!("02:00:00:00:{:02x}:{:02x}", i / 256, i % 256);
-            batch.push_str(&format!(
-                "link add {c} netns {cli} address {mac} type veth peer name {p} netns {srv}\n",
-                cli = self.cli.name,
-                srv = self.srv.name
-            ));
-            out.push((c, mac));
-        }
-        let f = self.dir.path().join("veth.batch");
-        std::fs::write(&f, batch).unwrap();
-        run(&["ip", "-batch", f.to_str().unwrap()]);
-        let mut srv_batch = String::new();
-        let mut cli_batch = String::new();
-        for i in 0..n {
-            srv_batch.push_str(&format!("link set p{i} master br0 up\n"));
-            cli_batch.push_str(&format!("link set c{i} up\n"));
-        }
-        let (fs, fc) = (self.dir.path().join("srv.batch"), self.dir.path().join("cli.batch"));
-        std::fs::write(&fs, srv_batch).unwrap();
-        std::fs::write(&fc, cli_batch).unwrap();
-        self.srv.ip(&["-batch", fs.to_str().unwrap()]);
-        self.cli.ip(&["-batch", fc.to_str().unwrap()]);
-        out
-    }
-
-    fn leases(&self) -> PathBuf {
-        self.dir.path().join("leases")
-    }
-
-    /// Starts the server; waits for READY (or exit). Returns the guard and its log path.
-    fn server(&self, extra: &[&str], tag: &str) -> (ChildGuard, PathBuf) {
-        let log = self.dir.path().join(format!("dhcpd-{tag}.log"));
-        let mut cmd = self.srv.command(dhcpd_bin());
-        cmd.args([
-            "--interface",
-            "br0",
-            "--server",
-            &format!("{SERVER}/24"),
-            "--pool",
-            "192.168.77.10-192.168.77.99",
-        ])
-        .arg("--leases")
-        .arg(self.leases())
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap());
-        let mut g = ChildGuard::spawn(&mut cmd);
-        let ready = wait_until(Duration::from_secs(10), || {
-            std::fs::read_to_string(&log).unwrap_or_default().contains("READY")
-                || matches!(g.child.try_wait(), Ok(Some(_)))
-        });
-        assert!(ready, "server did not start: {}", std::fs::read_to_string(&log).unwrap_or_default());
-        (g, log)
-    }
-
-    /// A udhcpc script that dumps its environment to DIR/<interface>.<event>.
-    fn udhcpc_script(&self) -> PathBuf {
-        let out = self.dir.path().join("udhcpc-out");
-        std::fs::create_dir_all(&out).unwrap();
-        let s = self.dir.path().join("udhcpc.sh");
-        std::fs::write(
-            &s,
-            format!(
-                "#!/bin/sh\nenv > {}/$interface.$1.tmp && mv {}/$interface.$1.tmp {}/$interface.$1\n",
-                out.display(),
-                out.display(),
-                out.display()
-            ),
-        )
-        .unwrap();
-        run(&["chmod", "+x", s.to_str().unwrap()]);
-        s
-    }
-
-    fn udhcpc_out(&self) -> PathBuf {
-        self.dir.path().join("udhcpc-out")
-    }
+/// The lab with the rival on its bridge and one client interface, c0.
+fn lab_with_rival_and_client() -> (Lab, Netns, ChildGuard) {
+    let mut lab = lab();
+    let (rns, dnsmasq) = rival(&lab);
+    lab.clients(1);
+    (lab, rns, dnsmasq)
 }
 
-fn env_file(path: &Path) -> BTreeMap<String, String> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split_once('=').map(|(k, v)| (k.to_string(), v.trim_matches('\'').to_string())))
-        .collect()
+fn leases(lab: &Lab) -> PathBuf {
+    lab.dir.path().join("leases")
 }
 
+/// Starts the test server on br0 (pool .10-.99); waits for READY, or for it to exit (a refusal
+/// is what some tests want). Returns the guard and its log path.
+fn server(lab: &Lab, extra: &[&str], tag: &str) -> (ChildGuard, PathBuf) {
+    let log = lab.dir.path().join(format!("dhcpd-{tag}.log"));
+    let mut cmd = lab.srv.command(dhcpd_bin());
+    cmd.args([
+        "--interface",
+        "br0",
+        "--server",
+        &format!("{SERVER}/24"),
+        "--pool",
+        "192.168.77.10-192.168.77.99",
+    ])
+    .arg("--leases")
+    .arg(leases(lab))
+    .args(extra)
+    .stdout(Stdio::null())
+    .stderr(std::fs::File::create(&log).unwrap());
+    let mut g = ChildGuard::spawn(&mut cmd);
+    let ready = wait_until(Duration::from_secs(10), || {
+        std::fs::read_to_string(&log).unwrap_or_default().contains("READY")
+            || matches!(g.child.try_wait(), Ok(Some(_)))
+    });
+    assert!(ready, "server did not start: {}", std::fs::read_to_string(&log).unwrap_or_default());
+    (g, log)
+}
+
+/// The plan's name for a pool address: the product's LTSP rule (what `mosboot serve` sends).
 fn hostname_for(ip: &str) -> String {
     let ip: Ipv4Addr = ip.parse().unwrap();
-    format!("ws{:03}", ip.octets()[3])
+    mosboot::hostname::render(&HostnameRule::Ltsp, ip, 0, None).unwrap()
 }
 
 #[test]
 fn udhcpc_and_dhclient_get_address_hostname_and_boot_file() {
-    if !root_or_skip() {
-        return;
-    }
-    let lab = Lab::new();
+    let mut lab = lab();
     lab.clients(2);
-    let (_srv, log) = lab.server(&[], "a");
+    let (_srv, log) = server(&lab, &[], "a");
     let script = lab.udhcpc_script();
 
     // busybox udhcpc: exports $ip, $hostname, $boot_file, $siaddr to its script.
-    let out = udhcpc_once(&lab.cli, "c0", 5, &script);
+    let out = udhcpc_once(&lab.cli, "c0", 5, &[], &script);
     assert!(out.status.success(), "udhcpc: {}", String::from_utf8_lossy(&out.stderr));
-    let env = env_file(&lab.udhcpc_out().join("c0.bound"));
+    let env = lab.udhcpc_env("c0", "bound");
     assert_eq!(env.get("ip").map(String::as_str), Some("192.168.77.10"), "{env:?}");
     assert_eq!(env.get("hostname").map(String::as_str), Some("ws010"));
     assert_eq!(env.get("boot_file").map(String::as_str), Some("pxelinux.0"));
@@ -198,7 +129,7 @@ fn udhcpc_and_dhclient_get_address_hostname_and_boot_file() {
     assert_eq!(env.get("new_dhcp_lease_time").map(String::as_str), Some("3600"));
 
     // Both leases are on disk, and the log names MAC, IP, hostname and node number.
-    let (leases, warnings) = netboot::leases::read_leases(&lab.leases()).unwrap();
+    let (leases, warnings) = netboot::leases::read_leases(&leases(&lab)).unwrap();
     assert!(warnings.is_empty(), "{warnings:?}");
     let got: Vec<(String, String)> = leases.iter().map(|l| (l.ip.to_string(), l.hostname.clone())).collect();
     assert_eq!(got, vec![("192.168.77.10".into(), "ws010".into()), ("192.168.77.11".into(), "ws011".into())]);
@@ -229,19 +160,14 @@ fn storm(lab: &Lab, script: &Path, range: std::ops::Range<usize>) -> Vec<ChildGu
 
 fn bound(lab: &Lab, n: usize) -> BTreeMap<usize, String> {
     (0..n)
-        .filter_map(|i| {
-            env_file(&lab.udhcpc_out().join(format!("c{i}.bound"))).get("ip").map(|ip| (i, ip.clone()))
-        })
+        .filter_map(|i| lab.udhcpc_env(&format!("c{i}"), "bound").get("ip").map(|ip| (i, ip.clone())))
         .collect()
 }
 
 #[test]
 fn storm_of_50_survives_kill_9_and_every_mac_keeps_its_address() {
-    if !root_or_skip() {
-        return;
-    }
     const N: usize = 50;
-    let lab = Lab::new();
+    let mut lab = lab();
     let macs = lab.clients(N);
     let script = lab.udhcpc_script();
     // The real thing: `mosboot serve` with a cluster.toml (it drops to nobody after binding).
@@ -280,7 +206,7 @@ fn storm_of_50_survives_kill_9_and_every_mac_keeps_its_address() {
     let distinct: std::collections::BTreeSet<&String> = first.values().collect();
     assert_eq!(distinct.len(), N, "duplicate addresses: {first:?}");
     for (i, ip) in &first {
-        let env = env_file(&lab.udhcpc_out().join(format!("c{i}.bound")));
+        let env = lab.udhcpc_env(&format!("c{i}"), "bound");
         assert_eq!(env.get("hostname"), Some(&hostname_for(ip)), "c{i} {ip}");
         if let Some(before) = acked_before_crash.get(i) {
             assert_eq!(before, ip, "c{i} changed address across the crash");
@@ -292,14 +218,7 @@ fn storm_of_50_survives_kill_9_and_every_mac_keeps_its_address() {
     // Consistent with `mosboot map`: node numbers count up from 2 at .10, one map line.
     let map = Command::new(harness::mosboot_bin()).arg("-c").arg(&cfg).arg("map").output().unwrap();
     assert_eq!(String::from_utf8_lossy(&map.stdout), "1 192.168.77.254 1\n2 192.168.77.10 90\n");
-    let nodes = Command::new(harness::mosboot_bin())
-        .arg("-c")
-        .arg(&cfg)
-        .args(["nodes", "--json", "--state"])
-        .arg(&state)
-        .output()
-        .unwrap();
-    let rows: serde_json::Value = serde_json::from_slice(&nodes.stdout).unwrap();
+    let rows = nodes_json(&cfg, &state);
     for (i, ip) in &first {
         let row = rows.as_array().unwrap().iter().find(|r| r["ip"] == ip.as_str()).unwrap();
         let last: u32 = ip.rsplit('.').next().unwrap().parse().unwrap();
@@ -319,35 +238,29 @@ fn storm_of_50_survives_kill_9_and_every_mac_keeps_its_address() {
 
 #[test]
 fn packets_from_another_interface_get_no_answer() {
-    if !root_or_skip() {
-        return;
-    }
-    let lab = Lab::new();
+    let mut lab = lab();
     // A second NIC in the server namespace with its own address, and a client behind it.
     let other = Netns::new("doth");
     veth(&lab.srv, "eth9", &other, "o0");
     lab.srv.addr("eth9", "10.77.0.1/24");
-    let (_srv, log) = lab.server(&[], "a");
+    let (_srv, log) = server(&lab, &[], "a");
     let script = lab.udhcpc_script();
-    let out = udhcpc_once(&other, "o0", 3, &script);
+    let out = udhcpc_once(&other, "o0", 3, &[], &script);
     assert!(!out.status.success(), "client on the other interface got a lease");
     assert!(!lab.udhcpc_out().join("o0.bound").exists());
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(!text.contains("offered"), "{text}");
     // The same server does answer on its own interface (so the silence above means something).
     lab.clients(1);
-    let ok = udhcpc_once(&lab.cli, "c0", 3, &script);
+    let ok = udhcpc_once(&lab.cli, "c0", 3, &[], &script);
     assert!(ok.status.success());
 }
 
 #[test]
 fn refuses_missing_interface_or_address() {
-    if !root_or_skip() {
-        return;
-    }
-    let lab = Lab::new();
+    let lab = lab();
     let err = |args: &[&str]| {
-        let out = lab.srv.command(dhcpd_bin()).args(args).arg("--leases").arg(lab.leases()).output().unwrap();
+        let out = lab.srv.command(dhcpd_bin()).args(args).arg("--leases").arg(leases(&lab)).output().unwrap();
         assert!(!out.status.success());
         String::from_utf8_lossy(&out.stderr).to_string()
     };
@@ -374,51 +287,61 @@ fn refuses_missing_interface_or_address() {
     );
 }
 
-/// dnsmasq in its own namespace on the same bridge, handing out 192.168.77.150-160.
-fn rival(lab: &Lab) -> (Netns, ChildGuard) {
-    let rns = Netns::new("driv");
-    veth(&rns, "r0", &lab.srv, "pr");
-    lab.srv.ip(&["link", "set", "pr", "master", "br0"]);
-    rns.addr("r0", "192.168.77.1/24");
-    let leasefile = lab.dir.path().join("dnsmasq.leases");
-    let mut cmd = rns.command("dnsmasq");
-    cmd.args([
-        "--no-daemon",
-        "--conf-file=/dev/null",
-        "--port=0",
-        "--interface=r0",
-        "--bind-interfaces",
-        "--no-ping",
-        "--dhcp-range=192.168.77.150,192.168.77.160,1h",
-        "--pid-file=",
-        "--log-dhcp",
-    ])
-    .arg(format!("--dhcp-leasefile={}", leasefile.display()))
-    .stdout(Stdio::null())
-    .stderr(Stdio::null());
-    let g = ChildGuard::spawn(&mut cmd);
-    std::thread::sleep(Duration::from_millis(500));
-    (rns, g)
-}
-
 #[test]
 fn rival_server_blocks_full_mode_and_proxy_mode_boots_beside_it() {
-    if !root_or_skip() {
-        return;
-    }
-    let lab = Lab::new();
-    let (_rns, _dnsmasq) = rival(&lab);
-    lab.clients(1);
+    let (lab, _rns, _dnsmasq) = lab_with_rival_and_client();
 
     // Full mode looks first and refuses.
-    let (mut full, log) = lab.server(&["--probe-ms", "2000"], "full");
+    let (mut full, log) = server(&lab, &["--probe-ms", "2000"], "full");
     let st = full.wait_timeout(Duration::from_secs(10)).expect("full mode exits");
     assert!(!st.success());
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("another DHCP server (192.168.77.1)") && text.contains("proxy"), "{text}");
 
     // Proxy mode beside dnsmasq: address from dnsmasq, boot file from us (offer and port 4011).
-    let (_proxy, plog) = lab.server(&["--proxy"], "proxy");
+    let (_proxy, plog) = server(&lab, &["--proxy"], "proxy");
+    pxe_boot_beside_rival(&lab, &plog);
+    // And a plain (non-PXE) client is left to dnsmasq alone.
+    let script = lab.udhcpc_script();
+    let out = udhcpc_once(&lab.cli, "c0", 5, &[], &script);
+    assert!(out.status.success());
+    let env = lab.udhcpc_env("c0", "bound");
+    assert_eq!(env.get("serverid").map(String::as_str), Some("192.168.77.1"), "{env:?}");
+    // The proxy logged the boot information it gave, and never an address.
+    let ptext = std::fs::read_to_string(&plog).unwrap();
+    assert!(ptext.contains("proxy boot information"), "{ptext}");
+    assert!(!ptext.contains("acked"), "{ptext}");
+}
+
+#[test]
+fn no_rival_lets_full_mode_start() {
+    let mut lab = lab();
+    lab.clients(1);
+    let (mut srv, log) = server(&lab, &["--probe-ms", "1000"], "a");
+    // Started means serving: a client gets a lease from it (no sleep-and-hope).
+    let script = lab.udhcpc_script();
+    let out = udhcpc_once(&lab.cli, "c0", 5, &[], &script);
+    assert!(out.status.success(), "no lease: {}", std::fs::read_to_string(&log).unwrap());
+    assert_eq!(lab.udhcpc_env("c0", "bound").get("serverid").map(String::as_str), Some(SERVER));
+    assert!(srv.child.try_wait().unwrap().is_none(), "{}", std::fs::read_to_string(&log).unwrap());
+}
+
+/// `mosboot nodes --json` for the lab's cluster and state, as a user would read it.
+fn nodes_json(cfg: &Path, state: &Path) -> serde_json::Value {
+    let o = Command::new(harness::mosboot_bin())
+        .arg("-c")
+        .arg(cfg)
+        .args(["nodes", "--json", "--state"])
+        .arg(state)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "mosboot nodes: {}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+/// A PXE ROM (the test client) on c0 beside the rival: its address comes from dnsmasq
+/// (192.168.77.1), its boot file from our proxy, in the offer and again on port 4011.
+fn pxe_boot_beside_rival(lab: &Lab, server_log: &Path) {
     let out = lab
         .cli
         .command(env!("CARGO_BIN_EXE_mosboot-test-pxeclient"))
@@ -430,45 +353,22 @@ fn rival_server_blocks_full_mode_and_proxy_mode_boots_beside_it() {
         out.status.success(),
         "{text}\n{}\nserver:\n{}",
         String::from_utf8_lossy(&out.stderr),
-        std::fs::read_to_string(&plog).unwrap()
+        std::fs::read_to_string(server_log).unwrap()
     );
     assert!(text.lines().any(|l| l.starts_with("offer 192.168.77.1 yiaddr=192.168.77.15")), "{text}");
-    assert!(
-        text.lines().any(|l| l == format!("offer {SERVER} yiaddr=0.0.0.0 file=pxelinux.0 siaddr={SERVER}")),
-        "{text}"
-    );
     assert!(text.lines().any(|l| l.starts_with("ack 192.168.77.1 yiaddr=192.168.77.15")), "{text}");
-    assert!(
-        text.lines().any(|l| l == format!("proxyack {SERVER} file=pxelinux.0 siaddr={SERVER}")),
-        "{text}"
-    );
-    // And a plain (non-PXE) client is left to dnsmasq alone.
-    let script = lab.udhcpc_script();
-    let out = udhcpc_once(&lab.cli, "c0", 5, &script);
-    assert!(out.status.success());
-    let env = env_file(&lab.udhcpc_out().join("c0.bound"));
-    assert_eq!(env.get("serverid").map(String::as_str), Some("192.168.77.1"), "{env:?}");
-    // The proxy logged the boot information it gave, and never an address.
-    let ptext = std::fs::read_to_string(&plog).unwrap();
-    assert!(ptext.contains("proxy boot information"), "{ptext}");
-    assert!(!ptext.contains("acked"), "{ptext}");
-}
-
-#[test]
-fn no_rival_lets_full_mode_start() {
-    if !root_or_skip() {
-        return;
+    for line in [
+        format!("offer {SERVER} yiaddr=0.0.0.0 file=pxelinux.0 siaddr={SERVER}"),
+        format!("proxyack {SERVER} file=pxelinux.0 siaddr={SERVER}"),
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
     }
-    let lab = Lab::new();
-    let (mut srv, log) = lab.server(&["--probe-ms", "1000"], "a");
-    std::thread::sleep(Duration::from_millis(300));
-    assert!(srv.child.try_wait().unwrap().is_none(), "{}", std::fs::read_to_string(&log).unwrap());
 }
 
 /// A cluster.toml for the lab and a minimal output tree (serve needs only tftpboot/).
 fn cluster(lab: &Lab, dhcp: &str) -> (PathBuf, PathBuf, PathBuf) {
-    // serve drops to `nobody`: the tree it serves must be reachable by that user.
-    run(&["chmod", "755", lab.dir.path().to_str().unwrap()]);
+    // serve drops to `nobody`: the tree it serves must be reachable by that user (the lab dir
+    // is 755, see harness::Lab).
     let out = lab.dir.path().join("out");
     std::fs::create_dir_all(out.join("tftpboot")).unwrap();
     std::fs::write(
@@ -510,10 +410,7 @@ fn mosboot_serve(lab: &Lab, cfg: &Path, out: &Path, state: &Path, tag: &str) -> 
 
 #[test]
 fn mosboot_serve_boots_a_client_and_nodes_shows_it() {
-    if !root_or_skip() {
-        return;
-    }
-    let lab = Lab::new();
+    let mut lab = lab();
     lab.clients(1);
     let (cfg, out, state) = cluster(&lab, "full");
     let (mut srv, log) = mosboot_serve(&lab, &cfg, &out, &state, "a");
@@ -536,7 +433,7 @@ fn mosboot_serve_boots_a_client_and_nodes_shows_it() {
     )
     .unwrap();
     run(&["chmod", "+x", script.to_str().unwrap()]);
-    let o = udhcpc_once(&lab.cli, "c0", 5, &script);
+    let o = udhcpc_once(&lab.cli, "c0", 5, &[], &script);
     assert!(o.status.success(), "{}", std::fs::read_to_string(&log).unwrap());
     let env = env_file(&envdir.join("c0.bound"));
     assert_eq!(
@@ -559,15 +456,7 @@ fn mosboot_serve_boots_a_client_and_nodes_shows_it() {
     assert!(wait_until(Duration::from_secs(5), || std::fs::read_to_string(state.join("stages.log"))
         .unwrap_or_default()
         .contains("stage=fetched pxelinux.0")));
-    let o = Command::new(harness::mosboot_bin())
-        .arg("-c")
-        .arg(&cfg)
-        .args(["nodes", "--json", "--state"])
-        .arg(&state)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let rows: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let rows = nodes_json(&cfg, &state);
     let row = rows.as_array().unwrap().iter().find(|r| r["ip"] == "192.168.77.10").unwrap();
     assert_eq!(row["node"], 2);
     assert_eq!(row["hostname"], "ws010");
@@ -613,10 +502,7 @@ fn mosboot_serve_boots_a_client_and_nodes_shows_it() {
 
 #[test]
 fn mosboot_serve_refuses_full_mode_beside_dnsmasq() {
-    if !root_or_skip() {
-        return;
-    }
-    let lab = Lab::new();
+    let lab = lab();
     let (_rns, _dnsmasq) = rival(&lab);
     let (cfg, out, state) = cluster(&lab, "full");
     let (mut srv, log) = mosboot_serve(&lab, &cfg, &out, &state, "full");
@@ -636,43 +522,12 @@ fn mosboot_serve_refuses_full_mode_beside_dnsmasq() {
 /// only its boot information, in the offer and on port 4011.
 #[test]
 fn mosboot_serve_proxy_mode_beside_dnsmasq() {
-    if !root_or_skip() {
-        return;
-    }
-    let lab = Lab::new();
-    let (_rns, _dnsmasq) = rival(&lab);
-    lab.clients(1);
+    let (lab, _rns, _dnsmasq) = lab_with_rival_and_client();
     let (cfg, out, state) = cluster(&lab, "proxy");
     let (mut srv, log) = mosboot_serve(&lab, &cfg, &out, &state, "proxy");
     assert!(srv.child.try_wait().unwrap().is_none(), "{}", std::fs::read_to_string(&log).unwrap());
-    let res = lab
-        .cli
-        .command(env!("CARGO_BIN_EXE_mosboot-test-pxeclient"))
-        .args(["c0", "02:00:00:00:00:00"])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&res.stdout).to_string();
-    assert!(res.status.success(), "{text}\nserver:\n{}", std::fs::read_to_string(&log).unwrap());
-    assert!(text.lines().any(|l| l.starts_with("ack 192.168.77.1 yiaddr=192.168.77.15")), "{text}");
-    assert!(
-        text.lines().any(|l| l == format!("offer {SERVER} yiaddr=0.0.0.0 file=pxelinux.0 siaddr={SERVER}")),
-        "{text}"
-    );
-    assert!(
-        text.lines().any(|l| l == format!("proxyack {SERVER} file=pxelinux.0 siaddr={SERVER}")),
-        "{text}"
-    );
+    pxe_boot_beside_rival(&lab, &log);
     // No lease is ever written in proxy mode.
     let leases = std::fs::read_to_string(state.join("leases")).unwrap_or_default();
     assert!(!leases.contains("state=bound"), "{leases}");
-}
-
-/// One busybox udhcpc run in the foreground on `iface` of `ns`: `tries` DISCOVERs one second
-/// apart, then exit (0 with a lease, non-zero without); the script records what it was given.
-fn udhcpc_once(ns: &Netns, iface: &str, tries: u32, script: &Path) -> std::process::Output {
-    ns.command("udhcpc")
-        .args(["-f", "-q", "-n", "-t", &tries.to_string(), "-T", "1", "-i", iface, "-s"])
-        .arg(script)
-        .output()
-        .unwrap()
 }

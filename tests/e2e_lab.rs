@@ -35,28 +35,21 @@ fn mosboot(dir: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).to_string()
 }
 
+/// The shared sample cluster on the lab bridge, with the kit's kernel and busybox.
 fn config(kernel: &Path, busybox: &Path, initrd: &str, out: &str) -> String {
-    format!(
-        r#"[cluster]
-name = "e2e"
-interface = "br0"
-server = "192.168.0.254/24"
-pool = "192.168.0.1-192.168.0.253"
-hostname = "ltsp"
-lease_time = "1h"
-
-[openmosix]
-version = "2.4.26"
-
-[image]
-kernel = "{}"
-busybox = "{}"
-initrd = "{initrd}"
-cmdline = "panic=5"
-out = "{out}"
-"#,
-        kernel.display(),
-        busybox.display()
+    let q = |v: &str| format!("{v:?}");
+    harness::sample_cluster(
+        &[
+            ("cluster.name", "\"e2e\""),
+            ("cluster.interface", "\"br0\""),
+            ("cluster.lease_time", "\"1h\""),
+            ("image.kernel", &q(&kernel.display().to_string())),
+            ("image.busybox", &q(&busybox.display().to_string())),
+            ("image.initrd", &q(initrd)),
+            ("image.cmdline", "\"panic=5\""),
+            ("image.out", &q(out)),
+        ],
+        "",
     )
 }
 
@@ -95,7 +88,7 @@ fn emulated_pcs_boot_from_mosboot_and_join() {
         eprintln!("skipped: MOSBOOT_E2E=skip");
         return;
     }
-    assert!(harness::is_root(), "the virtual lab needs root (namespaces, taps)");
+    harness::require_root("the virtual lab (namespaces, taps)");
     let kernel = kit("KIT_KERNEL");
     let busybox = kit("KIT_BUSYBOX");
     let lkrn = kit("KIT_LKRN");

@@ -9,61 +9,37 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use harness::{ChildGuard, Netns, is_root, mosboot_bin, run, veth, wait_until};
+use harness::{ChildGuard, Lab, Netns, mosboot_bin, run, udhcpc_once, wait_for_line};
+use mosboot::config::HostnameRule;
 
 const SERVER: &str = "10.61.0.254";
 const PINNED_MAC: &str = "02:00:00:00:00:99";
 /// A hostname template nothing but a per-address rule can reproduce (node number and octet).
 const TEMPLATE: &str = "pc{{ node }}x{{ octets[3] }}";
 
-fn root_or_skip() -> bool {
-    if !is_root() {
-        eprintln!("skipped: needs root for network namespaces");
-    }
-    is_root()
-}
-
-/// The plan's hostname for a pool address of the test cluster, worked out by hand: node 1 is the
-/// server, then .10-.20 are nodes 2-12 (.15, the pinned one, is node 7 and named "big").
+/// The plan's hostname for a pool address of the test cluster, from the product's own rule:
+/// node 1 is the server, then .10-.20 are nodes 2-12 (.15, the pinned one, is node 7, "big").
 fn plan_name(rule: &str, last_octet: u8) -> String {
     let node = u32::from(last_octet) - 10 + 2;
-    match rule {
-        "ltsp" => format!("ws{last_octet:03}"),
-        _ => format!("pc{node}x{last_octet}"),
-    }
+    let rule = if rule == "ltsp" { HostnameRule::Ltsp } else { HostnameRule::Template(rule.into()) };
+    mosboot::hostname::render(&rule, std::net::Ipv4Addr::new(10, 61, 0, last_octet), node, None).unwrap()
 }
 
-struct Lab {
-    srv: Netns,
-    cli: Netns,
-    dir: tempfile::TempDir,
-    clients: usize,
+fn lab() -> Lab {
+    Lab::new("x", &format!("{SERVER}/24"))
 }
 
-impl Lab {
-    fn new() -> Lab {
-        let srv = Netns::new("xsrv");
-        let cli = Netns::new("xcli");
-        srv.add_bridge("br0");
-        srv.addr("br0", &format!("{SERVER}/24"));
-        let dir = tempfile::tempdir().unwrap();
-        // dnsmasq drops to an unprivileged user and must still read the TFTP root.
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        Lab { srv, cli, dir, clients: 0 }
-    }
+/// What these tests do with the shared lab: write the cluster, export, run the exported
+/// server, ask it with udhcpc.
+trait LabExt {
+    fn cluster(&self, hostname: &str, dhcp: &str) -> PathBuf;
+    fn export(&self, cfg: &Path, format: &str) -> (PathBuf, String);
+    fn dnsmasq(&self, conf: &Path) -> (ChildGuard, PathBuf);
+    fn dhcpd(&self, conf: &Path) -> (ChildGuard, PathBuf);
+    fn udhcpc(&self, iface: &str, extra: &[&str], log: &Path) -> BTreeMap<String, String>;
+}
 
-    /// Adds a client interface `c<n>` with `mac`, wired to br0; returns its name.
-    fn client(&mut self, mac: &str) -> String {
-        let (c, p) = (format!("c{}", self.clients), format!("p{}", self.clients));
-        self.clients += 1;
-        veth(&self.cli, &c, &self.srv, &p);
-        self.cli.ip(&["link", "set", &c, "down"]);
-        self.cli.ip(&["link", "set", &c, "address", mac]);
-        self.cli.ip(&["link", "set", &c, "up"]);
-        self.srv.ip(&["link", "set", &p, "master", "br0"]);
-        c
-    }
-
+impl LabExt for Lab {
     /// cluster.toml (pool .10-.20, .15 pinned) and a built-looking TFTP root.
     fn cluster(&self, hostname: &str, dhcp: &str) -> PathBuf {
         let tftp = self.dir.path().join("out/tftpboot");
@@ -123,15 +99,7 @@ hostname = "big"
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap());
         let mut g = ChildGuard::spawn(&mut cmd);
-        let ok = wait_until(Duration::from_secs(10), || {
-            std::fs::read_to_string(&log).unwrap_or_default().contains("sockets bound exclusively")
-                || matches!(g.child.try_wait(), Ok(Some(_)))
-        });
-        assert!(
-            ok && matches!(g.child.try_wait(), Ok(None)),
-            "dnsmasq did not start: {}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
+        wait_for_line("dnsmasq", &log, "sockets bound exclusively", &mut g, Duration::from_secs(10));
         (g, log)
     }
 
@@ -150,54 +118,20 @@ hostname = "big"
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap());
         let mut g = ChildGuard::spawn(&mut cmd);
-        let ok = wait_until(Duration::from_secs(10), || {
-            std::fs::read_to_string(&log).unwrap_or_default().contains("Server starting service")
-                || matches!(g.child.try_wait(), Ok(Some(_)))
-        });
-        assert!(
-            ok && matches!(g.child.try_wait(), Ok(None)),
-            "dhcpd did not start: {}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
+        wait_for_line("dhcpd", &log, "Server starting service", &mut g, Duration::from_secs(10));
         (g, log)
     }
 
     /// One udhcpc run on `iface` with extra arguments; returns the environment of its `bound` call.
     fn udhcpc(&self, iface: &str, extra: &[&str], log: &Path) -> BTreeMap<String, String> {
-        let outdir = self.dir.path().join("udhcpc-out");
-        std::fs::create_dir_all(&outdir).unwrap();
-        let script = self.dir.path().join("udhcpc.sh");
-        if !script.exists() {
-            let o = outdir.display();
-            std::fs::write(
-                &script,
-                format!(
-                    "#!/bin/sh\nenv > {o}/$interface.$1.tmp && mv {o}/$interface.$1.tmp {o}/$interface.$1\n"
-                ),
-            )
-            .unwrap();
-            run(&["chmod", "+x", script.to_str().unwrap()]);
-        }
-        let out = self
-            .cli
-            .command("udhcpc")
-            .args(["-f", "-q", "-n", "-t", "5", "-T", "1", "-i", iface])
-            .args(extra)
-            .arg("-s")
-            .arg(&script)
-            .output()
-            .unwrap();
+        let out = udhcpc_once(&self.cli, iface, 5, extra, &self.udhcpc_script());
         assert!(
             out.status.success(),
             "udhcpc on {iface} got no lease: {}\nserver log:\n{}",
             String::from_utf8_lossy(&out.stderr),
             std::fs::read_to_string(log).unwrap_or_default()
         );
-        std::fs::read_to_string(outdir.join(format!("{iface}.bound")))
-            .unwrap()
-            .lines()
-            .filter_map(|l| l.split_once('=').map(|(k, v)| (k.to_string(), v.trim_matches('\'').to_string())))
-            .collect()
+        self.udhcpc_env(iface, "bound")
     }
 }
 
@@ -243,7 +177,7 @@ fn four_clients(lab: &mut Lab, rule: &str, log: &Path) {
 }
 
 fn dnsmasq_full(rule: &str) {
-    let mut lab = Lab::new();
+    let mut lab = lab();
     let cfg = lab.cluster(rule, "full");
     let (conf, text) = lab.export(&cfg, "dnsmasq");
     assert!(text.starts_with("# Generated by mosboot"), "{text}");
@@ -271,20 +205,16 @@ fn dnsmasq_full(rule: &str) {
 
 #[test]
 fn dnsmasq_export_gives_template_hostnames_boot_files_and_pinned_address() {
-    if root_or_skip() {
-        dnsmasq_full(TEMPLATE);
-    }
+    dnsmasq_full(TEMPLATE);
 }
 
 #[test]
 fn dnsmasq_export_gives_ltsp_hostnames() {
-    if root_or_skip() {
-        dnsmasq_full("ltsp");
-    }
+    dnsmasq_full("ltsp");
 }
 
 fn dhcpd_full(rule: &str) {
-    let mut lab = Lab::new();
+    let mut lab = lab();
     let cfg = lab.cluster(rule, "full");
     let (conf, text) = lab.export(&cfg, "isc-dhcpd");
     assert!(text.starts_with("# Generated by mosboot"), "{text}");
@@ -297,51 +227,26 @@ fn dhcpd_full(rule: &str) {
 
 #[test]
 fn isc_dhcpd_export_gives_ltsp_hostnames_boot_files_and_pinned_address() {
-    if root_or_skip() {
-        dhcpd_full("ltsp");
-    }
+    dhcpd_full("ltsp");
 }
 
 #[test]
 fn isc_dhcpd_export_gives_template_hostnames() {
-    if root_or_skip() {
-        dhcpd_full(TEMPLATE);
-    }
+    dhcpd_full(TEMPLATE);
 }
 
 /// Proxy mode: a rival dnsmasq hands out addresses; the exported dnsmasq only boots PXE clients.
 /// ISC dhcpd cannot proxy, and the export says so.
 #[test]
 fn proxy_export_boots_beside_a_rival_and_dhcpd_refuses() {
-    if !root_or_skip() {
-        return;
-    }
-    let mut lab = Lab::new();
+    let mut lab = lab();
     let cfg = lab.cluster("ltsp", "proxy");
     let out = Command::new(mosboot_bin()).arg("-c").arg(&cfg).args(["export", "isc-dhcpd"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cannot act as a proxyDHCP server"), "{err}");
 
-    let rns = Netns::new("xriv");
-    veth(&rns, "r0", &lab.srv, "pr");
-    lab.srv.ip(&["link", "set", "pr", "master", "br0"]);
-    rns.addr("r0", "10.61.0.1/24");
-    let mut rcmd = rns.command("dnsmasq");
-    rcmd.args([
-        "--no-daemon",
-        "--conf-file=/dev/null",
-        "--port=0",
-        "--interface=r0",
-        "--bind-interfaces",
-        "--no-ping",
-        "--dhcp-range=10.61.0.150,10.61.0.160,1h",
-        "--pid-file=",
-    ])
-    .arg(format!("--dhcp-leasefile={}", lab.dir.path().join("rival.leases").display()))
-    .stdout(Stdio::null())
-    .stderr(Stdio::null());
-    let _rival = ChildGuard::spawn(&mut rcmd);
+    let (_rns, _rival) = lab.rival("10.61.0.1/24", "10.61.0.150", "10.61.0.160");
 
     let (conf, text) = lab.export(&cfg, "dnsmasq");
     assert!(text.lines().any(|l| l == "dhcp-range=10.61.0.0,proxy,255.255.255.0"), "{text}");
@@ -364,33 +269,11 @@ fn proxy_export_boots_beside_a_rival_and_dhcpd_refuses() {
 /// ask the boot server on UDP 4011 for the first menu item (option 43, sub-option 71). Runs on a
 /// thread that has joined the client namespace. Returns one line per step.
 fn pxe_rom(ns: &Netns, iface: &str, mac: netboot::mac::MacAddr) -> Vec<String> {
-    use netboot::dhcp::packet::{ReplyView, code, decode_reply, encode_request};
+    use netboot::dhcp::packet::{code, encode_request};
     use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
     use std::os::fd::AsRawFd;
 
-    fn collect(sock: &UdpSocket, xid: u32, wait: Duration) -> Vec<ReplyView> {
-        let end = std::time::Instant::now() + wait;
-        let mut out = Vec::new();
-        let mut buf = [0u8; 1500];
-        while std::time::Instant::now() < end {
-            let left = end.saturating_duration_since(std::time::Instant::now()).max(Duration::from_millis(1));
-            sock.set_read_timeout(Some(left)).unwrap();
-            if let Ok((n, _)) = sock.recv_from(&mut buf)
-                && let Some(v) = decode_reply(&buf[..n])
-                && v.xid == xid
-            {
-                out.push(v);
-            }
-        }
-        out
-    }
-    fn sid(v: &ReplyView) -> Ipv4Addr {
-        v.options
-            .get(&code::SERVER_ID)
-            .and_then(|s| <[u8; 4]>::try_from(s.as_slice()).ok())
-            .map(Ipv4Addr::from)
-            .unwrap_or(Ipv4Addr::UNSPECIFIED)
-    }
+    use harness::{dhcp_replies as collect, dhcp_server_id as sid};
     /// Sub-option `want` of an encapsulated option 43.
     fn sub(data: &[u8], want: u8) -> Option<Vec<u8>> {
         let mut i = 0;
@@ -412,19 +295,7 @@ fn pxe_rom(ns: &Netns, iface: &str, mac: netboot::mac::MacAddr) -> Vec<String> {
         // SAFETY: setns on a valid namespace fd; it moves only this thread.
         assert_eq!(unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) }, 0, "setns");
         let mut steps = Vec::new();
-        let sock = UdpSocket::bind("0.0.0.0:68").unwrap();
-        sock.set_broadcast(true).unwrap();
-        // SAFETY: setsockopt with a valid fd and the interface name's bytes and length.
-        let rc = unsafe {
-            libc::setsockopt(
-                sock.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_BINDTODEVICE,
-                iface.as_ptr().cast(),
-                iface.len() as u32,
-            )
-        };
-        assert_eq!(rc, 0, "SO_BINDTODEVICE");
+        let sock = harness::dhcp_client_socket(&iface);
         let pxe_opts = vec![
             (code::VENDOR_CLASS, b"PXEClient:Arch:00000:UNDI:002001".to_vec()),
             (code::CLIENT_ARCH, vec![0, 0]),

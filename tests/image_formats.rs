@@ -13,15 +13,7 @@ use node_image::{EntryKind, Ext2Options, Tree, ext2_size_kib, gzip_deterministic
 
 /// Deterministic pseudo-random bytes (compress badly, like a real binary).
 fn noise(len: usize, seed: u32) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            (x >> 24) as u8
-        })
-        .collect()
+    harness::random_bytes(len, u64::from(seed))
 }
 
 const LONG_TARGET: &str = "/usr/share/deep/a/b/c/d/e/f/g/h/i/j/k/l/m/n/o/p/q/r/s/t/u/v/w/x/y/z/leaf.txt";

@@ -10,35 +10,22 @@
 //! they run with the same applets as on a node. `MOSBOOT_ROOT` points the scripts at the scratch
 //! root instead of `/`.
 //!
-//! The templates are rendered here with minijinja directly, with the environment settings and the
-//! `sh` filter templates/README.md asks the builder to use.
+//! The templates are rendered with the product's own code (mosboot::render: built-in templates,
+//! environment, `sh` filter, template context from the shared sample cluster).
 
 use std::fs;
 use std::os::unix::fs::{PermissionsExt, symlink};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use minijinja::{AutoEscape, Environment, UndefinedBehavior};
+use mosboot::config::Config;
+use mosboot::plan::Plan;
+use mosboot::render::{BootCtx, ImageCtx, Templates, context};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tempfile::TempDir;
 
 const BUSYBOX: &str = "/bin/busybox";
-
-const TEMPLATES: &[(&str, &str)] = &[
-    ("node/init", include_str!("../templates/node/init")),
-    ("node/udhcpc.script", include_str!("../templates/node/udhcpc.script")),
-    ("node/openmosix-start", include_str!("../templates/node/openmosix-start")),
-    ("node/hosts", include_str!("../templates/node/hosts")),
-    ("node/fstab", include_str!("../templates/node/fstab")),
-    ("node/openmosix.map", include_str!("../templates/node/openmosix.map")),
-    ("node/nodes", include_str!("../templates/node/nodes")),
-    ("node/mosboot.conf", include_str!("../templates/node/mosboot.conf")),
-    ("boot/pxelinux.cfg", include_str!("../templates/boot/pxelinux.cfg")),
-    ("boot/boot.ipxe", include_str!("../templates/boot/boot.ipxe")),
-    ("server/hosts-block", include_str!("../templates/server/hosts-block")),
-    ("server/NOTES", include_str!("../templates/server/NOTES")),
-];
 
 /// Busybox applets the scripts may use for real (harmless ones; no network, no mounts).
 const APPLETS: &[&str] = &[
@@ -60,80 +47,41 @@ const APPLETS: &[&str] = &[
     "ln",
 ];
 
-/// The `sh` filter: a value single-quoted for POSIX sh (each `'` becomes `'\''`).
-fn sh_quote(value: String) -> String {
-    format!("'{}'", value.replace('\'', r"'\''"))
-}
-
-/// The environment the builder uses (templates/README.md): keep the final newline, trim block
-/// lines, strict undefined, no auto-escaping, the `sh` filter.
-fn environment(keep_trailing_newline: bool) -> Environment<'static> {
-    let mut env = Environment::new();
-    env.set_keep_trailing_newline(keep_trailing_newline);
-    env.set_trim_blocks(true);
-    env.set_lstrip_blocks(true);
-    env.set_undefined_behavior(UndefinedBehavior::Strict);
-    env.set_auto_escape_callback(|_| AutoEscape::None);
-    env.add_filter("sh", sh_quote);
-    for (name, source) in TEMPLATES {
-        env.add_template(name, source).unwrap();
-    }
-    env
-}
-
+/// Renders a template exactly as `mosboot build` does: the product's built-in templates, its
+/// environment and its `sh` filter (mosboot::render), never a copy of them.
 fn render(ctx: &Value, name: &str) -> String {
-    environment(true)
-        .get_template(name)
-        .unwrap()
-        .render(ctx)
-        .unwrap_or_else(|e| panic!("rendering {name}: {e:#}"))
+    let templates = Templates::load(None, Path::new("cluster.toml"), 0).expect("built-in templates");
+    templates
+        .render(name, &minijinja::Value::from_serialize(ctx))
+        .unwrap_or_else(|e| panic!("rendering {name}: {e}"))
 }
 
 const MAP_TEXT: &str = "1 192.168.0.254 1\n2 192.168.0.1 253\n";
 
-/// The SPEC's LTSP example: server .254 is node 1, the pool .1-.253 is nodes 2-254 (ws001..);
-/// ws005 (node 6) is pinned with a yardstick.
+/// The product's template context for the SPEC's LTSP example (the shared sample cluster):
+/// server .254 is node 1, the pool .1-.253 is nodes 2-254 (ws001..); ws005 (node 6) is pinned
+/// with a yardstick. As JSON, so a test can change one value with [`with`].
 fn sample_context() -> Value {
-    let mut nodes = vec![json!({
-        "node": 1, "ip": "192.168.0.254", "hostname": "labserver", "mac": "", "yardstick": ""
-    })];
-    for last in 1..=253u32 {
-        let pinned = last == 5;
-        nodes.push(json!({
-            "node": last + 1,
-            "ip": format!("192.168.0.{last}"),
-            "hostname": format!("ws{last:03}"),
-            "mac": if pinned { "52:54:00:12:34:56" } else { "" },
-            "yardstick": if pinned { "P/133" } else { "" },
-        }));
-    }
-    json!({
-        "cluster": {
-            "name": "lab", "interface": "eth1", "server_ip": "192.168.0.254", "prefix": 24,
-            "netmask": "255.255.255.0", "broadcast": "192.168.0.255", "node_count": 254
-        },
-        "server": { "ip": "192.168.0.254", "hostname": "labserver" },
-        "nodes": nodes,
-        "map": {
-            "lines": [
-                { "first": 1, "ip": "192.168.0.254", "count": 1 },
-                { "first": 2, "ip": "192.168.0.1", "count": 253 }
-            ],
-            "text": MAP_TEXT,
-            "sha256": hex::encode(Sha256::digest(MAP_TEXT.as_bytes())),
-        },
-        "openmosix": {
-            "version": "2.4.26", "proc": "/proc/hpc",
-            "map_files": ["/etc/openmosix.map", "/etc/mosix.map", "/etc/hpc.map"],
-            "mfs": false, "lstay": true, "map_mode": "static"
-        },
-        "image": { "initrd_format": "cpio", "init_path": "/init", "kernel_release": "6.1.0-i486" },
-        "boot": {
-            "kernel": "vmlinuz", "initrd": "initrd.gz",
-            "append": "console=tty0 console=ttyS0,115200 panic=1"
-        },
-        "report": { "path": "mosboot-report" }
-    })
+    let text = harness::sample_cluster(
+        &[],
+        "[[node]]\nmac = \"52:54:00:12:34:56\"\nip = \"192.168.0.5\"\nyardstick = \"P/133\"\n",
+    );
+    let cfg = Config::parse(&text, Path::new("/lab/cluster.toml")).expect("the sample parses");
+    let plan = Plan::new(&cfg).expect("the sample plans");
+    let image = ImageCtx {
+        initrd_format: "cpio".into(),
+        init_path: "/init".into(),
+        kernel_release: "6.1.0-i486".into(),
+    };
+    let boot = BootCtx {
+        kernel: "vmlinuz".into(),
+        initrd: "initrd.gz".into(),
+        append: "console=tty0 console=ttyS0,115200 panic=1".into(),
+    };
+    let ctx = context(&cfg, &plan, &image, &boot);
+    let json = serde_json::to_value(&ctx).expect("the context is JSON");
+    assert_eq!(json["map"]["text"], MAP_TEXT, "the sample's map");
+    json
 }
 
 fn with(mut ctx: Value, section: &str, key: &str, value: Value) -> Value {
@@ -505,10 +453,7 @@ fn udhcpc_deconfig_clears_the_address() {
 /// and that the NIC ends up configured. Needs root (namespaces).
 #[test]
 fn udhcpc_script_with_a_real_udhcpc_and_udhcpd() {
-    if !harness::is_root() {
-        eprintln!("skipped: needs root for network namespaces");
-        return;
-    }
+    harness::require_root("network namespaces for udhcpc and udhcpd");
     let node = Node::new(&sample_context());
     // Real ifconfig/route: they only touch the node's own namespace.
     for applet in ["ifconfig", "route"] {
@@ -759,7 +704,7 @@ fn hosts_keeps_node_names_off_loopback_and_lists_every_node() {
     let block = render(&ctx, "server/hosts-block");
     assert!(block.starts_with("# mosboot lab begin\n"));
     assert!(block.ends_with("192.168.0.253\tws253\n# mosboot lab end\n"));
-    assert!(block.contains("\n192.168.0.254\tlabserver\n"));
+    assert!(block.contains("\n192.168.0.254\tws254\n"));
     assert!(
         block.lines().all(|l| l.starts_with('#') || !l.starts_with("127.")),
         "the server block must not touch loopback"
@@ -784,12 +729,8 @@ fn fstab_has_the_mfs_line_only_with_mfs() {
 }
 
 #[test]
-fn map_file_is_exactly_the_map_text_whatever_the_newline_setting() {
-    let ctx = sample_context();
-    for keep in [true, false] {
-        let map = environment(keep).get_template("node/openmosix.map").unwrap().render(&ctx).unwrap();
-        assert_eq!(map, MAP_TEXT, "keep_trailing_newline = {keep}");
-    }
+fn map_file_is_exactly_the_map_text() {
+    assert_eq!(render(&sample_context(), "node/openmosix.map"), MAP_TEXT);
 }
 
 #[test]
@@ -797,7 +738,7 @@ fn nodes_table_has_one_line_per_node_with_yardstick_or_dash() {
     let nodes = render(&sample_context(), "node/nodes");
     let lines: Vec<&str> = nodes.lines().collect();
     assert_eq!(lines.len(), 254);
-    assert_eq!(lines[0], "1 192.168.0.254 labserver -");
+    assert_eq!(lines[0], "1 192.168.0.254 ws254 -");
     assert_eq!(lines[1], "2 192.168.0.1 ws001 -");
     assert_eq!(lines[5], "6 192.168.0.5 ws005 P/133");
     assert_eq!(lines[253], "254 192.168.0.253 ws253 -");

@@ -4,6 +4,11 @@
 //! the kernel and GNU cpio both accept that. Inode numbers follow iteration order and every
 //! timestamp is the tree's fixed mtime, so equal trees give equal bytes.
 //!
+//! Written here rather than with a cpio crate because reproducibility is the point: every header
+//! field (inode number, mtime, owner, device numbers of the nodes, padding) must be a choice we
+//! make and test, not a crate's default or a value taken from the host; the format itself is
+//! 110 bytes of hex per entry plus 4-byte alignment.
+//!
 //! The caller must put `/dev/console` (char 5,1) into the tree: the kernel opens it before it
 //! runs `/init`, and an initramfs without it leaves init with no stdin/stdout/stderr.
 

@@ -1,6 +1,7 @@
 //! An ext2 image written byte by byte, for 2.4 kernels that cannot unpack a cpio initramfs and
 //! instead mount a filesystem image from /dev/ram0. Writing it ourselves needs neither root,
-//! nor loop mounts, nor mke2fs, and makes the bytes reproducible.
+//! nor loop mounts, nor mke2fs, and makes the bytes reproducible. (No crate writes ext2; mke2fs
+//! stamps UUIDs, times and hash seeds into every image, and a loop mount needs root.)
 //!
 //! Deliberately old-fashioned so that Linux 2.4 mounts it: revision 1, 1024-byte blocks,
 //! 128-byte inodes, 8192 blocks per group, only the `filetype` (incompat) and `sparse_super`

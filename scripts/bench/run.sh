@@ -48,24 +48,10 @@ cleanup() { [ "${BENCH_KEEP:-0}" = 1 ] && echo "bench: kept $work" >&2 || rm -rf
 trap cleanup EXIT
 
 # The demo-like cluster: what the Build and Boot series build and boot.
-cat > "$work/demo.toml" <<TOML
-[cluster]
-name = "bench"
-interface = "br0"
-server = "192.168.0.254/24"
-pool = "192.168.0.1-192.168.0.253"
-hostname = "ltsp"
-lease_time = "1h"
-
-[openmosix]
-version = "2.4.26"
-
-[image]
-kernel = "$kernel"
-busybox = "$busybox"
-cmdline = "panic=5"
-out = "$work/demo-out"
-TOML
+sed -e 's|^name = .*|name = "bench"|' -e 's|^interface = .*|interface = "br0"|' \
+  -e 's|^lease_time = .*|lease_time = "1h"|' -e "s|^kernel = .*|kernel = \"$kernel\"|" \
+  -e "s|^busybox = .*|busybox = \"$busybox\"|" "$root/tests/fixtures/cluster.toml" > "$work/demo.toml"
+printf 'cmdline = "panic=5"\nout = "%s"\n' "$work/demo-out" >> "$work/demo.toml"
 
 # The DHCP series: a /16 with 8188 pool addresses (32 map lines), hostnames mosix<N>.
 cat > "$work/dhcp.toml" <<TOML

@@ -3,12 +3,14 @@
 //!
 //! usage: mosboot-test-dhcpd --interface IF --server IP/PREFIX --pool FIRST-LAST --leases FILE
 //!        [--proxy] [--probe-ms N] [--force] [--pin MAC=IP]...
-//! Hostnames are `wsNNN` from the last octet; node numbers count from 2 in address order.
+//! Hostnames follow the product's LTSP rule (`wsNNN` from the last octet); node numbers count
+//! from 2 in address order.
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
+use mosboot::config::HostnameRule;
 use netboot::dhcp::{BootFiles, DhcpConfig, DhcpMode, DhcpServer, HostInfo, probe_rival};
 use netboot::mac::MacAddr;
 
@@ -46,7 +48,12 @@ fn main() {
     let hosts: HashMap<Ipv4Addr, HostInfo> = all
         .iter()
         .enumerate()
-        .map(|(i, ip)| (*ip, HostInfo { hostname: format!("ws{:03}", ip.octets()[3]), node: i as u16 + 2 }))
+        .map(|(i, ip)| {
+            let node = i as u16 + 2;
+            let hostname = mosboot::hostname::render(&HostnameRule::Ltsp, *ip, u32::from(node), None)
+                .expect("LTSP names are valid");
+            (*ip, HostInfo { hostname, node })
+        })
         .collect();
     let mode = if has("--proxy") { DhcpMode::Proxy } else { DhcpMode::Full };
     let cfg = DhcpConfig {

@@ -7,38 +7,12 @@
 //! usage: mosboot-test-pxeclient IF MAC [--discover-only] [--wait-ms N]
 
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
-use std::os::fd::AsRawFd;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use netboot::dhcp::packet::{ReplyView, code, decode_reply, encode_request};
+use netboot::dhcp::packet::{code, encode_request};
 use netboot::mac::MacAddr;
 
-fn sid(v: &ReplyView) -> Ipv4Addr {
-    v.options
-        .get(&code::SERVER_ID)
-        .and_then(|s| <[u8; 4]>::try_from(s.as_slice()).ok())
-        .map(Ipv4Addr::from)
-        .unwrap_or(Ipv4Addr::UNSPECIFIED)
-}
-
-fn collect(sock: &UdpSocket, xid: u32, wait: Duration) -> Vec<ReplyView> {
-    let end = Instant::now() + wait;
-    let mut out = Vec::new();
-    let mut buf = [0u8; 1500];
-    while Instant::now() < end {
-        sock.set_read_timeout(Some(
-            end.saturating_duration_since(Instant::now()).max(Duration::from_millis(1)),
-        ))
-        .unwrap();
-        if let Ok((n, _)) = sock.recv_from(&mut buf)
-            && let Some(v) = decode_reply(&buf[..n])
-            && v.xid == xid
-        {
-            out.push(v);
-        }
-    }
-    out
-}
+use harness::{dhcp_replies as collect, dhcp_server_id as sid};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -47,20 +21,7 @@ fn main() {
     let wait =
         args.iter().position(|a| a == "--wait-ms").map(|i| args[i + 1].parse().unwrap()).unwrap_or(2000);
     let wait = Duration::from_millis(wait);
-    let sock = UdpSocket::bind("0.0.0.0:68").unwrap();
-    sock.set_broadcast(true).unwrap();
-    let name = std::ffi::CString::new(iface.as_str()).unwrap();
-    // SAFETY: setsockopt with a valid fd and a NUL-terminated name of the given length.
-    let rc = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_BINDTODEVICE,
-            name.as_ptr().cast(),
-            iface.len() as u32,
-        )
-    };
-    assert_eq!(rc, 0, "SO_BINDTODEVICE");
+    let sock = harness::dhcp_client_socket(iface);
     let vendor = (code::VENDOR_CLASS, b"PXEClient:Arch:00000:UNDI:002001".to_vec());
     let arch = (code::CLIENT_ARCH, vec![0, 0]);
     let uuid = (code::CLIENT_UUID, vec![0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16]);

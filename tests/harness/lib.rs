@@ -4,6 +4,7 @@
 //! Every namespace carries a unique name (prefix, PID, counter) and is deleted on drop, so a failed
 //! test leaves nothing behind and parallel tests never meet.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -40,6 +41,17 @@ pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
+/// The one gate for tests that need root (network namespaces, ports 67/69, taps): as root it
+/// returns; otherwise the test FAILS with this message. A test that cannot run must never count
+/// as passed. Run them as root: `make test`, or `sudo -E cargo test -p mosboot-tests`.
+pub fn require_root(what: &str) {
+    assert!(
+        is_root(),
+        "needs root: {what} (run `make test` as root, or `sudo -E cargo test -p mosboot-tests`; \
+         `make unit-test` runs what needs no root)"
+    );
+}
+
 /// Runs a command and panics with its output when it fails: for setup steps whose failure makes
 /// the test meaningless.
 pub fn run(cmd: &[&str]) -> Output {
@@ -66,8 +78,9 @@ pub struct Netns {
 }
 
 impl Netns {
-    /// Creates a fresh namespace with loopback up.
+    /// Creates a fresh namespace with loopback up (fails the test when not root).
     pub fn new(prefix: &str) -> Netns {
+        require_root("network namespaces");
         let name = unique_name(prefix);
         run(&["ip", "netns", "add", &name]);
         let ns = Netns { name };
@@ -179,6 +192,28 @@ impl Drop for ChildGuard {
     }
 }
 
+/// Waits until the file `log` (a child's output) contains `needle`, or `child` exits, or `limit`
+/// passes. Returns the log text; panics naming `what` unless the line came and the child still
+/// runs. This is how a test knows a server is ready: by what it says, never by a fixed sleep.
+pub fn wait_for_line(
+    what: &str,
+    log: &Path,
+    needle: &str,
+    child: &mut ChildGuard,
+    limit: Duration,
+) -> String {
+    let seen = wait_until(limit, || {
+        std::fs::read_to_string(log).unwrap_or_default().contains(needle)
+            || matches!(child.child.try_wait(), Ok(Some(_)))
+    });
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    assert!(
+        seen && text.contains(needle) && matches!(child.child.try_wait(), Ok(None)),
+        "{what} did not start (waited for '{needle}'):\n{text}"
+    );
+    text
+}
+
 /// Polls `cond` every 50 ms until it holds or `limit` passes.
 pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let start = Instant::now();
@@ -191,9 +226,277 @@ pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     cond()
 }
 
+/// Deterministic pseudo-random bytes (xorshift64): compress badly, like a real binary, and
+/// make a failure reproducible. Different seeds give different bytes.
+pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(1).max(1);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// A DHCP client's socket: UDP 68 on every address, broadcast allowed, bound to `iface` (run it
+/// on a thread or in a process inside the client's namespace).
+pub fn dhcp_client_socket(iface: &str) -> std::net::UdpSocket {
+    use std::os::fd::AsRawFd;
+    let sock = std::net::UdpSocket::bind("0.0.0.0:68").unwrap_or_else(|e| panic!("bind UDP 68: {e}"));
+    sock.set_broadcast(true).expect("SO_BROADCAST");
+    // SAFETY: setsockopt with a valid fd and the interface name's bytes and length.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_BINDTODEVICE,
+            iface.as_ptr().cast(),
+            iface.len() as u32,
+        )
+    };
+    assert_eq!(rc, 0, "SO_BINDTODEVICE {iface}: {}", std::io::Error::last_os_error());
+    sock
+}
+
+/// Every DHCP reply with transaction id `xid` that reaches `sock` within `wait`.
+pub fn dhcp_replies(
+    sock: &std::net::UdpSocket,
+    xid: u32,
+    wait: Duration,
+) -> Vec<netboot::dhcp::packet::ReplyView> {
+    let end = Instant::now() + wait;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 1500];
+    while Instant::now() < end {
+        let left = end.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+        sock.set_read_timeout(Some(left)).expect("SO_RCVTIMEO");
+        if let Ok((n, _)) = sock.recv_from(&mut buf)
+            && let Some(v) = netboot::dhcp::packet::decode_reply(&buf[..n])
+            && v.xid == xid
+        {
+            out.push(v);
+        }
+    }
+    out
+}
+
+/// The server identifier (option 54) of a DHCP reply, 0.0.0.0 when it has none.
+pub fn dhcp_server_id(v: &netboot::dhcp::packet::ReplyView) -> std::net::Ipv4Addr {
+    use netboot::dhcp::packet::code;
+    v.options
+        .get(&code::SERVER_ID)
+        .and_then(|s| <[u8; 4]>::try_from(s.as_slice()).ok())
+        .map(std::net::Ipv4Addr::from)
+        .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED)
+}
+
 /// sha256 of a file, hex.
 pub fn sha256_file(path: &Path) -> String {
     use sha2::{Digest, Sha256};
     let data = std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
     hex::encode(Sha256::digest(&data))
+}
+
+/// The DHCP lab every namespace test shares: a "server" namespace with bridge `br0` holding the
+/// server address, a "client" namespace whose interfaces `c<n>` are wired to the bridge by veth
+/// pairs (`p<n>` on the bridge side), and a temp dir (mode 755: servers that drop to `nobody`
+/// must still read it). Everything is deleted on drop.
+pub struct Lab {
+    pub srv: Netns,
+    pub cli: Netns,
+    pub dir: tempfile::TempDir,
+    clients: usize,
+}
+
+impl Lab {
+    /// `tag` (up to 4 characters) starts the namespace names; `server_cidr` goes on br0.
+    pub fn new(tag: &str, server_cidr: &str) -> Lab {
+        use std::os::unix::fs::PermissionsExt;
+        let srv = Netns::new(&format!("{tag}s"));
+        let cli = Netns::new(&format!("{tag}c"));
+        srv.add_bridge("br0");
+        srv.addr("br0", server_cidr);
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        Lab { srv, cli, dir, clients: 0 }
+    }
+
+    /// Adds `n` client interfaces (next free `c<k>`) with MACs 02:00:00:00:<hi>:<lo> from their
+    /// number, in one `ip -batch` per namespace (fast for storms). Returns (name, MAC) pairs.
+    pub fn clients(&mut self, n: usize) -> Vec<(String, String)> {
+        let first = self.clients;
+        self.clients += n;
+        let (mut pairs, mut srv_batch, mut cli_batch) = (String::new(), String::new(), String::new());
+        let mut out = Vec::new();
+        for i in first..first + n {
+            let mac = format!("02:00:00:00:{:02x}:{:02x}", i / 256, i % 256);
+            pairs.push_str(&format!(
+                "link add c{i} netns {cli} address {mac} type veth peer name p{i} netns {srv}\n",
+                cli = self.cli.name,
+                srv = self.srv.name
+            ));
+            srv_batch.push_str(&format!("link set p{i} master br0 up\n"));
+            cli_batch.push_str(&format!("link set c{i} up\n"));
+            out.push((format!("c{i}"), mac));
+        }
+        let batch = |name: &str, text: &str| {
+            let f = self.dir.path().join(name);
+            std::fs::write(&f, text).expect("batch file");
+            f.to_string_lossy().into_owned()
+        };
+        run(&["ip", "-batch", &batch("veth.batch", &pairs)]);
+        self.srv.ip(&["-batch", &batch("srv.batch", &srv_batch)]);
+        self.cli.ip(&["-batch", &batch("cli.batch", &cli_batch)]);
+        out
+    }
+
+    /// Adds one client interface with the given MAC; returns its name.
+    pub fn client(&mut self, mac: &str) -> String {
+        let (c, p) = (format!("c{}", self.clients), format!("p{}", self.clients));
+        self.clients += 1;
+        run(&[
+            "ip",
+            "link",
+            "add",
+            &c,
+            "netns",
+            &self.cli.name,
+            "address",
+            mac,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &p,
+            "netns",
+            &self.srv.name,
+        ]);
+        self.cli.ip(&["link", "set", &c, "up"]);
+        self.srv.ip(&["link", "set", &p, "master", "br0", "up"]);
+        c
+    }
+
+    /// Where [`Lab::udhcpc_script`] leaves `<interface>.<event>` environment dumps.
+    pub fn udhcpc_out(&self) -> PathBuf {
+        self.dir.path().join("udhcpc-out")
+    }
+
+    /// A udhcpc script that dumps its environment to [`Lab::udhcpc_out`]`/<interface>.<event>`
+    /// (written whole, then renamed, so a reader never sees half a file).
+    pub fn udhcpc_script(&self) -> PathBuf {
+        let out = self.udhcpc_out();
+        std::fs::create_dir_all(&out).expect("udhcpc-out");
+        let s = self.dir.path().join("udhcpc.sh");
+        let o = out.display();
+        std::fs::write(
+            &s,
+            format!("#!/bin/sh\nenv > {o}/$interface.$1.tmp && mv {o}/$interface.$1.tmp {o}/$interface.$1\n"),
+        )
+        .expect("udhcpc script");
+        run(&["chmod", "+x", &s.to_string_lossy()]);
+        s
+    }
+
+    /// The environment udhcpc gave the script for `event` on `iface` (empty if none).
+    pub fn udhcpc_env(&self, iface: &str, event: &str) -> BTreeMap<String, String> {
+        env_file(&self.udhcpc_out().join(format!("{iface}.{event}")))
+    }
+
+    /// A rival DHCP server: dnsmasq in its own namespace on the bridge, at `addr_cidr`, handing
+    /// out `first..=last`. Returns once dnsmasq says its DHCP socket is bound.
+    pub fn rival(&self, addr_cidr: &str, first: &str, last: &str) -> (Netns, ChildGuard) {
+        let rns = Netns::new("riv");
+        veth(&rns, "r0", &self.srv, "pr");
+        self.srv.ip(&["link", "set", "pr", "master", "br0"]);
+        rns.addr("r0", addr_cidr);
+        let log = self.dir.path().join("rival.log");
+        let mut cmd = rns.command("dnsmasq");
+        cmd.args([
+            "--no-daemon",
+            "--conf-file=/dev/null",
+            "--port=0",
+            "--interface=r0",
+            "--bind-interfaces",
+            "--no-ping",
+            "--pid-file=",
+            "--log-dhcp",
+        ])
+        .arg(format!("--dhcp-range={first},{last},1h"))
+        .arg(format!("--dhcp-leasefile={}", self.dir.path().join("rival.leases").display()))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("rival log"));
+        let mut g = ChildGuard::spawn(&mut cmd);
+        wait_for_line(
+            "rival dnsmasq",
+            &log,
+            "sockets bound exclusively to interface r0",
+            &mut g,
+            Duration::from_secs(10),
+        );
+        (rns, g)
+    }
+}
+
+/// A `key=value` file (a udhcpc/dhclient environment dump), values unquoted.
+pub fn env_file(path: &Path) -> BTreeMap<String, String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_once('=').map(|(k, v)| (k.to_string(), v.trim_matches('\'').to_string())))
+        .collect()
+}
+
+/// One busybox udhcpc run in the foreground on `iface` of `ns`: `tries` DISCOVERs one second
+/// apart, then exit (0 with a lease, non-zero without); `extra` goes before `-s script`.
+pub fn udhcpc_once(ns: &Netns, iface: &str, tries: u32, extra: &[&str], script: &Path) -> Output {
+    ns.command("udhcpc")
+        .args(["-f", "-q", "-n", "-t", &tries.to_string(), "-T", "1", "-i", iface])
+        .args(extra)
+        .arg("-s")
+        .arg(script)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run udhcpc: {e}"))
+}
+
+/// The one sample cluster (tests/fixtures/cluster.toml, the SPEC's LTSP example).
+pub const SAMPLE_CLUSTER: &str = include_str!("../fixtures/cluster.toml");
+
+/// The sample cluster with `set` applied (`("section.key", "toml value")`: replaces the key's
+/// line, or adds it at the end of its section) and `extra` appended (more `[[node]]`s...).
+pub fn sample_cluster(set: &[(&str, &str)], extra: &str) -> String {
+    let mut out: Vec<String> = Vec::new();
+    let mut pending: Vec<(&str, &str)> = set.to_vec();
+    let mut section = String::new();
+    let flush = |section: &str, pending: &mut Vec<(&str, &str)>, out: &mut Vec<String>| {
+        let at = out.iter().rposition(|l| !l.trim().is_empty()).map_or(out.len(), |i| i + 1);
+        let mine: Vec<String> = pending
+            .iter()
+            .filter_map(|(k, v)| k.strip_prefix(&format!("{section}.")).map(|key| format!("{key} = {v}")))
+            .collect();
+        pending.retain(|(k, _)| !k.starts_with(&format!("{section}.")));
+        for (n, l) in mine.into_iter().enumerate() {
+            out.insert(at + n, l);
+        }
+    };
+    for line in SAMPLE_CLUSTER.lines() {
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            flush(&section, &mut pending, &mut out);
+            section = name.to_string();
+        } else if let Some((key, _)) = line.split_once(" = ") {
+            let full = format!("{section}.{key}");
+            if let Some(i) = pending.iter().position(|(k, _)| *k == full) {
+                out.push(format!("{key} = {}", pending.remove(i).1));
+                continue;
+            }
+        }
+        out.push(line.to_string());
+    }
+    flush(&section, &mut pending, &mut out);
+    assert!(pending.is_empty(), "no section for {pending:?} in the sample cluster");
+    let mut text = out.join("\n");
+    text.push('\n');
+    text.push_str(extra);
+    text
 }

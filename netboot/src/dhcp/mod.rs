@@ -12,6 +12,7 @@ mod config;
 mod handler;
 pub mod packet;
 mod probe;
+mod recv_error;
 mod socket;
 
 use std::future::Future;
@@ -26,6 +27,7 @@ pub use socket::{check_interface, interface_addrs};
 
 use crate::events::{BootEvent, EventSender, Stage};
 use crate::leases::{LeaseStore, to_system_time, unix_now};
+use recv_error::{RecvError, RecvErrorLog};
 use socket::IfaceSocket;
 
 /// UDP port where PXE clients ask a proxyDHCP server for boot information after getting their
@@ -80,17 +82,33 @@ impl DhcpServer {
         let mut buf4011 = vec![0u8; 2048];
         let pxe = self.pxe.clone();
         let interface = self.handler.config().interface.clone();
+        let mut errors = RecvErrorLog::new();
         loop {
-            let (n, from, port) = tokio::select! {
+            let received = tokio::select! {
                 () = &mut shutdown => break,
-                r = self.dhcp.recv(&mut buf67) => {
-                    let (n, from) = r.map_err(|source| DhcpError::Io { interface: interface.clone(), source })?;
-                    (n, from, Port::Dhcp)
+                r = self.dhcp.recv(&mut buf67) => r.map(|(n, from)| (n, from, Port::Dhcp)),
+                r = recv_opt(pxe.as_deref(), &mut buf4011) => r.map(|(n, from)| (n, from, Port::PxeService)),
+            };
+            let (n, from, port) = match received {
+                Ok(got) => {
+                    errors.received();
+                    got
                 }
-                r = recv_opt(pxe.as_deref(), &mut buf4011) => {
-                    let (n, from) = r.map_err(|source| DhcpError::Io { interface: interface.clone(), source })?;
-                    (n, from, Port::PxeService)
+                // A transient error (see recv_error) never takes the lab down.
+                Err(source) if recv_error::classify(&source) == RecvError::Transient => {
+                    let (line, pause) = errors.transient(&source, std::time::Instant::now());
+                    if let Some(line) = line {
+                        tracing::warn!(%interface, "DHCP receive error, carrying on: {line}");
+                    }
+                    if !pause.is_zero() {
+                        tokio::select! {
+                            () = &mut shutdown => break,
+                            () = tokio::time::sleep(pause) => {}
+                        }
+                    }
+                    continue;
                 }
+                Err(source) => return Err(DhcpError::Io { interface: interface.clone(), source }),
             };
             let data = if port == Port::Dhcp { &buf67[..n] } else { &buf4011[..n] };
             let Some(action) = self.handler.handle_datagram(data, from, port, unix_now()) else { continue };

@@ -1,12 +1,10 @@
 //! The durable lease store: what every acknowledged client holds, kept in an append-only,
 //! human-readable log that survives kill -9 at any moment.
 
-mod crc;
 mod record;
 mod store;
 mod table;
 
-pub use crc::crc32;
 pub use record::{Lease, LeaseState, RecordError, to_system_time, unix_now};
 pub use store::{LeaseError, LeaseStore, read_leases};
 pub use table::LeaseTable;

@@ -73,6 +73,18 @@ pub enum PacketError {
 }
 
 impl Packet {
+    /// The opcode's name, for logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Packet::Rrq(_) => "RRQ",
+            Packet::Wrq(_) => "WRQ",
+            Packet::Data { .. } => "DATA",
+            Packet::Ack { .. } => "ACK",
+            Packet::Error { .. } => "ERROR",
+            Packet::Oack { .. } => "OACK",
+        }
+    }
+
     /// Decodes one datagram.
     pub fn parse(buf: &[u8]) -> Result<Packet, PacketError> {
         if buf.len() < 2 {

@@ -136,17 +136,26 @@ mod tests {
     use super::*;
     use std::os::unix::fs::symlink;
 
+    /// `<tmp>/root` is served; `<tmp>/secret` and `<tmp>/etc/` lie outside it, so the links that
+    /// climb out point at files the test made (no dependence on the host's /etc).
     fn setup() -> (tempfile::TempDir, Root) {
         let dir = tempfile::tempdir().unwrap();
-        let r = dir.path();
+        let outside = dir.path();
+        std::fs::write(outside.join("secret"), b"outside the root").unwrap();
+        std::fs::create_dir(outside.join("etc")).unwrap();
+        std::fs::write(outside.join("etc/hostname"), b"host\n").unwrap();
+        std::fs::write(outside.join("etc/passwd"), b"root:x:0:0::/root:/bin/sh\n").unwrap();
+        let r = &outside.join("root");
+        std::fs::create_dir(r).unwrap();
         std::fs::write(r.join("pxelinux.0"), b"pxe").unwrap();
         std::fs::create_dir(r.join("pxelinux.cfg")).unwrap();
         std::fs::write(r.join("pxelinux.cfg/default"), b"DEFAULT x\n").unwrap();
         symlink("pxelinux.0", r.join("inside-rel")).unwrap();
         symlink(r.join("pxelinux.cfg/default"), r.join("inside-abs")).unwrap();
         symlink("pxelinux.cfg", r.join("cfgdir")).unwrap();
-        symlink("/etc/hostname", r.join("outside")).unwrap();
-        symlink("/etc", r.join("etcdir")).unwrap();
+        symlink(outside.join("secret"), r.join("outside")).unwrap();
+        symlink(outside.join("etc"), r.join("etcdir")).unwrap();
+        symlink("../secret", r.join("outside-rel")).unwrap();
         symlink("/dev/null", r.join("null")).unwrap();
         symlink("loop2", r.join("loop1")).unwrap();
         symlink("loop1", r.join("loop2")).unwrap();
@@ -199,6 +208,7 @@ mod tests {
             ("pxelinux.0/x", true),
             ("/etc/passwd", true),
             ("outside", false),
+            ("outside-rel", false),
             ("etcdir/passwd", false),
             ("etcdir/hostname", false),
             ("null", false),

@@ -167,7 +167,7 @@ impl Shared {
                 }
             }
             Ok(other) => {
-                tracing::debug!(%peer, packet = ?other_kind(&other), "tftp: ignored non-request on port 69");
+                tracing::debug!(%peer, packet = other.kind(), "tftp: ignored non-request on port 69");
             }
             Err(e) => {
                 let opcode = bytes.get(..2).map(|b| u16::from_be_bytes([b[0], b[1]]));
@@ -337,17 +337,6 @@ fn reply(socket: &UdpSocket, peer: SocketAddr, code: ErrorCode, message: &str) {
     let _ = socket.try_send_to(&error_packet(code, message), peer);
 }
 
-fn other_kind(p: &Packet) -> &'static str {
-    match p {
-        Packet::Rrq(_) => "RRQ",
-        Packet::Wrq(_) => "WRQ",
-        Packet::Data { .. } => "DATA",
-        Packet::Ack { .. } => "ACK",
-        Packet::Error { .. } => "ERROR",
-        Packet::Oack { .. } => "OACK",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -389,6 +378,14 @@ mod tests {
             options: options.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect(),
         })
         .encode()
+    }
+
+    /// One datagram, or a failed test after 3 s (a regression must fail, not hang).
+    async fn recv_within(client: &UdpSocket, buf: &mut [u8]) -> usize {
+        tokio::time::timeout(Duration::from_secs(3), client.recv(buf))
+            .await
+            .expect("an answer in time")
+            .unwrap()
     }
 
     /// Fetches with blksize 512 and no options; stops ACKing after `ack_limit` blocks.
@@ -434,11 +431,13 @@ mod tests {
 
         let got = fetch(s.addr, "mosboot-report/joined/3/ws001", usize::MAX).await;
         assert_eq!(got, b"ok\n");
-        let ev = s.events.recv().await.unwrap();
+        let ev = tokio::time::timeout(Duration::from_secs(2), s.events.recv()).await.unwrap().unwrap();
         assert_eq!(ev.stage, Stage::Joined("joined/3/ws001".into()));
-        // The report reply itself is not a fetched boot file.
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        assert!(s.events.try_recv().is_err());
+        // The report reply itself is not a fetched boot file: the next event is the next real
+        // fetch (waiting for that instead of sleeping and hoping nothing came).
+        fetch(s.addr, "big", usize::MAX).await;
+        let ev = tokio::time::timeout(Duration::from_secs(2), s.events.recv()).await.unwrap().unwrap();
+        assert_eq!(ev.stage, Stage::Fetched("big".into()));
         let _ = s.stop.take().unwrap().send(());
     }
 
@@ -456,6 +455,8 @@ mod tests {
         while let Ok(Ok((n, from))) =
             tokio::time::timeout(Duration::from_secs(2), client.recv_from(&mut buf)).await
         {
+            // A server that never gives up must fail the test, not hang it.
+            assert!(t0.elapsed() < Duration::from_secs(30), "server still sending after 30 s");
             last_packet = Instant::now();
             match Packet::parse(&buf[..n]) {
                 Ok(Packet::Data { block, .. }) if acked < 10 => {
@@ -467,8 +468,10 @@ mod tests {
             }
         }
         let gave_up_after = last_packet - t0;
+        // The ten ACKed blocks plus (retries + 1) timeouts; the margin absorbs a loaded machine
+        // while still telling "gave up" from "kept going" (the next bound up is the linger).
         assert!(
-            gave_up_after <= timeout * (retries + 1) + Duration::from_millis(300),
+            gave_up_after <= timeout * (retries + 1) + Duration::from_secs(2),
             "server kept sending for {gave_up_after:?}"
         );
         assert!(s.events.try_recv().is_err(), "no Fetched for an abandoned transfer");
@@ -483,7 +486,7 @@ mod tests {
         for name in ["mosboot-report/", "mosboot-report/a\u{7f}b", long.as_str()] {
             client.send_to(&rrq(name, &[]), s.addr).await.unwrap();
             let mut buf = vec![0u8; 2048];
-            let n = client.recv(&mut buf).await.unwrap();
+            let n = recv_within(&client, &mut buf).await;
             assert!(matches!(Packet::parse(&buf[..n]), Ok(Packet::Error { code: 2, .. })), "{name}");
         }
     }
@@ -501,7 +504,10 @@ mod tests {
             let mut buf = vec![0u8; 2048];
             let t0 = Instant::now();
             loop {
-                let (n, from) = client.recv_from(&mut buf).await.unwrap();
+                let (n, from) = tokio::time::timeout(Duration::from_secs(3), client.recv_from(&mut buf))
+                    .await
+                    .expect("DATA in time")
+                    .unwrap();
                 let Ok(Packet::Data { block, data }) = Packet::parse(&buf[..n]) else { panic!() };
                 if data.len() < 512 {
                     break;
@@ -544,7 +550,7 @@ mod tests {
             let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
             client.send_to(&rrq("f", &[]), addr).await.unwrap();
             let mut buf = vec![0u8; 2048];
-            let n = client.recv(&mut buf).await.unwrap();
+            let n = recv_within(&client, &mut buf).await;
             assert_eq!(Packet::parse(&buf[..n]), Ok(Packet::Data { block: 1, data: b"x".to_vec() }));
         }
     }

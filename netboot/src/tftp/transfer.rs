@@ -119,9 +119,17 @@ fn read_full_at(file: &std::fs::File, offset: u64, len: usize) -> io::Result<Vec
     Ok(v)
 }
 
+/// The retransmit timer of atftp (0.8.0), the strictest client seen: it re-ACKs a repeated
+/// block once only, then waits for this much silence before it re-sends its last ACK.
+const STRICT_CLIENT_TIMER: Duration = Duration::from_secs(5);
+
 /// How long a transfer listens in silence after its last retransmission before giving up (see
-/// the use). Longer than the 5 s retransmit timer of atftp, the strictest client seen.
-const LINGER: Duration = Duration::from_secs(6);
+/// the use): two rounds of the strict client's timer, so one of its re-ACKs may be lost too.
+const LINGER: Duration = Duration::from_secs(2 * STRICT_CLIENT_TIMER.as_secs() + 1);
+
+/// How long the OACK waits for its ACK 0 before the first retransmission: one round of the
+/// strict client's timer (see `handshake`).
+const OACK_FIRST_WAIT: Duration = Duration::from_secs(STRICT_CLIENT_TIMER.as_secs() + 1);
 
 /// What one wait for the client produced.
 enum Heard {
@@ -166,12 +174,18 @@ impl Transfer {
     }
 
     /// Sends the OACK until the client acknowledges it with ACK 0. `Some` ends the transfer.
+    ///
+    /// The first retransmission waits out [`OACK_FIRST_WAIT`], not the plain timeout: atftp (0.8.0, Debian
+    /// 12) aborts with "unexpected OACK" when an OACK arrives after it sent its ACK 0, so if that
+    /// ACK was lost a quick second OACK kills the transfer; waiting lets atftp's own timer resend
+    /// ACK 0 first. A client whose OACK was lost asks again with a new RRQ on its own timer, so
+    /// the wait costs nobody anything on a clean link.
     async fn handshake(&mut self, oack: &[u8]) -> io::Result<Option<Outcome>> {
         let mut tries = 0;
         if !self.send(oack).await? {
             return Ok(Some(gave_up(0, "client port closed")));
         }
-        let mut deadline = Instant::now() + self.negotiated.timeout;
+        let mut deadline = Instant::now() + self.negotiated.timeout.max(OACK_FIRST_WAIT);
         loop {
             match self.hear(deadline).await? {
                 Heard::Ack(0) => return Ok(None),
@@ -206,6 +220,9 @@ impl Transfer {
         let mut acked_bytes: u64 = 0;
         let mut tries = 0u32;
         let mut lingered = false;
+        // Whether the window was already resent for a repeated ACK of the block before it since
+        // the window last moved or the timer last fired (see the use).
+        let mut resent_for_repeat = false;
         loop {
             while window.len() < windowsize && !read_all {
                 let seq = base + window.len() as u64;
@@ -236,10 +253,23 @@ impl Transfer {
                             None => continue,
                             // A repeated ACK of the block before the window. With one block per
                             // window, answering it would double every later packet (Sorcerer's
-                            // Apprentice), so the timeout alone retransmits. With a window, RFC
-                            // 7440 clients send it when they missed the window's start.
+                            // Apprentice), so the timeout alone retransmits.
                             Some(0) if windowsize == 1 => continue,
-                            Some(0) => break,
+                            // With a window, RFC 7440 clients send it when they missed the
+                            // window's start, but also (atftp) when a duplicate of an earlier
+                            // block arrives. Answering every one resends whole windows into a
+                            // link that already carries duplicates, each making the client ACK
+                            // again: a storm under loss, uncounted, that outlived the retry
+                            // budget. So: one resend per window move or timer round, counted
+                            // as a retry; further repeats wait for the timer.
+                            Some(0) => {
+                                if resent_for_repeat || tries >= self.retries {
+                                    continue;
+                                }
+                                resent_for_repeat = true;
+                                tries += 1;
+                                break;
+                            }
                             Some(k) => {
                                 for _ in 0..k {
                                     if let Some((_, len)) = window.pop_front() {
@@ -249,6 +279,7 @@ impl Transfer {
                                 base += k as u64;
                                 tries = 0;
                                 lingered = false;
+                                resent_for_repeat = false;
                                 break;
                             }
                         }
@@ -263,8 +294,8 @@ impl Transfer {
                 if !closed && !only_last_left && tries >= self.retries && !lingered {
                     // Stay quiet but listening for a while before giving up: atftp answers a
                     // repeated block with one extra ACK only, and re-ACKs again only after its
-                    // own timer (5 s) saw silence. If that extra ACK was lost, our silence is
-                    // what lets the transfer go on.
+                    // own timer saw silence. If that extra ACK was lost, our silence is what
+                    // lets the transfer go on (and it lasts two of its rounds, see LINGER).
                     lingered = true;
                     deadline = Instant::now() + self.negotiated.timeout.max(LINGER);
                     continue;
@@ -278,6 +309,7 @@ impl Transfer {
                     return Ok(gave_up(acked_bytes, reason));
                 }
                 tries += 1;
+                resent_for_repeat = false;
                 for (pkt, _) in &window {
                     if !self.send(pkt).await? {
                         return Ok(gave_up(acked_bytes, "client port closed"));
@@ -314,22 +346,11 @@ impl Transfer {
                 Ok(Packet::Ack { block }) => return Ok(Heard::Ack(block)),
                 Ok(Packet::Error { code, message }) => return Ok(Heard::Error(code, message)),
                 Ok(other) => {
-                    tracing::debug!(packet = ?kind(&other), "tftp: ignored packet in transfer")
+                    tracing::debug!(packet = other.kind(), "tftp: ignored packet in transfer")
                 }
                 Err(e) => tracing::debug!(error = %e, "tftp: dropped malformed packet in transfer"),
             }
         }
-    }
-}
-
-fn kind(p: &Packet) -> &'static str {
-    match p {
-        Packet::Rrq(_) => "RRQ",
-        Packet::Wrq(_) => "WRQ",
-        Packet::Data { .. } => "DATA",
-        Packet::Ack { .. } => "ACK",
-        Packet::Error { .. } => "ERROR",
-        Packet::Oack { .. } => "OACK",
     }
 }
 
