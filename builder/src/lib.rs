@@ -21,6 +21,7 @@ pub mod pipeline;
 pub mod plan;
 pub mod render;
 pub mod root;
+pub mod sd_notify;
 pub mod serve;
 #[cfg(test)]
 mod testdata;
