@@ -6,7 +6,7 @@
 # `systemctl enable --now mosboot@lab`. A client namespace on a veth then gets a lease with
 # udhcpc and fetches initrd.gz with curl over TFTP. Also checked: the service runs as a
 # non-root user with only CAP_NET_BIND_SERVICE, `systemd-analyze security` rates it <= 2.0,
-# `systemctl reload` keeps it running, `systemctl stop` ends it cleanly.
+# `systemctl reload` keeps it running, `systemctl stop` ends it cleanly, `dpkg --purge` cleans up.
 # Needs root; never skips. Env: KIT_KERNEL, KIT_BUSYBOX (make test-package sets them).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -162,4 +162,9 @@ result=$(ct systemctl show -P Result mosboot@lab)
 code=$(ct systemctl show -P ExecMainStatus mosboot@lab)
 active=$(ct systemctl show -P ActiveState mosboot@lab)
 [ "$result/$code/$active" = success/0/inactive ] || { journal; fail "stop: Result=$result ExecMainStatus=$code ActiveState=$active"; }
+# Purge under a running systemd: the maintainer scripts remove the user and the state.
+ct dpkg --purge mosboot >&2 || fail "dpkg --purge failed"
+if ct getent passwd mosboot >/dev/null; then fail "purge left the user mosboot"; fi
+[ ! -e "$root/var/lib/mosboot" ] || fail "purge left /var/lib/mosboot"
+[ -d "$root/srv/mosboot/out/lab" ] || fail "purge removed the admin's built tree"
 say "PASS in $((SECONDS - t0)) s"
