@@ -4,7 +4,7 @@
 .PHONY: deb test-package
 
 deb:
-	@scripts/deps.sh build
+	@scripts/deps.sh build package
 	@packaging/deb/build.sh
 
 test-package: deb kit

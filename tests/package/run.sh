@@ -16,14 +16,7 @@ fail() { say "FAIL: $*"; exit 1; }
 [ "$(id -u)" = 0 ] || fail "needs root (namespaces, chroot, systemd-nspawn)"
 : "${KIT_KERNEL:?set KIT_KERNEL (make test-package does)}" "${KIT_BUSYBOX:?set KIT_BUSYBOX}"
 
-need=()
-for p in mmdebstrap systemd-container lintian udhcpc curl iproute2; do
-  dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed' || need+=("$p")
-done
-if [ ${#need[@]} -gt 0 ]; then
-  say "installing ${need[*]}"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-fi
+scripts/deps.sh build package
 
 deb=$(packaging/deb/build.sh)
 say "built $deb"

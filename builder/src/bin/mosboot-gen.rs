@@ -49,7 +49,13 @@ fn files() -> Result<Vec<(PathBuf, Vec<u8>)>> {
 fn man_pages(cmd: &clap::Command, files: &mut Vec<(PathBuf, Vec<u8>)>) -> Result<()> {
     let name = cmd.get_display_name().unwrap_or_else(|| cmd.get_name()).to_string();
     let mut buf = Vec::new();
-    clap_mangen::Man::new(cmd.clone()).render(&mut buf).with_context(|| format!("render {name}.1"))?;
+    // One footer for every page (a subcommand has no version of its own).
+    let source = format!("mosboot {}", env!("CARGO_PKG_VERSION"));
+    clap_mangen::Man::new(cmd.clone())
+        .source(source)
+        .manual("mosboot manual")
+        .render(&mut buf)
+        .with_context(|| format!("render {name}.1"))?;
     files.push((Path::new("man").join(format!("{name}.1")), buf));
     for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set() && s.get_name() != "help") {
         man_pages(sub, files)?;
