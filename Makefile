@@ -8,6 +8,7 @@ MOSBOOT := $(CURDIR)/target/debug/mosboot
 export MOSBOOT_BIN := $(MOSBOOT)
 
 include mk/kit.mk
+include mk/package.mk
 
 .PHONY: all deps build test unit-test e2e demo bench lint fmt clean sample fuzz
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the Debian packages a make target needs, once. Idempotent and quiet when all is present.
-# Usage: scripts/deps.sh GROUP...   (groups: build test kit bench)
+# Usage: scripts/deps.sh GROUP...   (groups: build test kit package bench)
 set -euo pipefail
 
 want=()
@@ -12,8 +12,9 @@ for group in "$@"; do
                   tftp-hpa atftp curl dnsmasq-base isc-dhcp-server chromium) ;;
     kit)   want+=(linux-source-6.1 build-essential bc flex bison libelf-dev xz-utils
                   dpkg-dev python3-pip qemu-user binutils file) ;;
+    package) want+=(dpkg-dev binutils lintian mmdebstrap systemd-container udhcpc curl iproute2) ;;
     bench) want+=(kea-dhcp4-server kea-admin tftpd-hpa atftp dnsmasq-base hyperfine) ;;
-    *) echo "deps.sh: unknown group '$group' (build, test, kit, bench)" >&2; exit 2 ;;
+    *) echo "deps.sh: unknown group '$group' (build, test, kit, package, bench)" >&2; exit 2 ;;
   esac
 done
 

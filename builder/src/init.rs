@@ -64,15 +64,68 @@ pub fn default_pool(server: Ipv4Addr, prefix: u8) -> String {
         .join(",")
 }
 
+/// The folder the package's `mosboot@NAME` service reads `NAME.toml` from.
+pub const INSTALLED_CONFIG_DIR: &str = "/etc/mosboot";
+
+/// Where a new config's cluster name, inputs and output tree point.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    pub name: String,
+    pub kernel: String,
+    pub busybox: String,
+    pub out: String,
+}
+
+impl Layout {
+    /// A config in a checkout or home folder: inputs and output beside it (paths in a config
+    /// are relative to its folder).
+    pub fn local() -> Layout {
+        Layout {
+            name: "lab".into(),
+            kernel: "kernels/bzImage".into(),
+            busybox: "node-kit/busybox".into(),
+            out: "mosboot-out".into(),
+        }
+    }
+
+    /// `/etc/mosboot/NAME.toml`, served by `mosboot@NAME`: the cluster is named after the
+    /// instance (so `mosboot nodes` finds the service's state in /var/lib/mosboot/NAME), and
+    /// inputs and output live under /srv/mosboot (not in /etc; readable by the sandboxed
+    /// service, which cannot write there). Each lab's tree has its own folder because `build`
+    /// replaces the whole tree.
+    pub fn installed(name: &str) -> Layout {
+        Layout {
+            name: name.into(),
+            kernel: "/srv/mosboot/kit/bzImage".into(),
+            busybox: "/srv/mosboot/kit/busybox".into(),
+            out: format!("/srv/mosboot/out/{name}"),
+        }
+    }
+
+    /// The installed layout for a config in [`INSTALLED_CONFIG_DIR`] whose name is a valid
+    /// cluster name, else the local one.
+    pub fn for_path(path: &Path) -> Layout {
+        let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        let stem = abs.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+        let valid = (1..=32).contains(&stem.len())
+            && stem.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if abs.parent() == Some(Path::new(INSTALLED_CONFIG_DIR)) && valid {
+            Layout::installed(stem)
+        } else {
+            Layout::local()
+        }
+    }
+}
+
 /// The commented config text for an interface.
-pub fn config_text(i: &IfAddr) -> String {
+pub fn config_text(i: &IfAddr, layout: &Layout) -> String {
     let pool = default_pool(i.addr, i.prefix);
     format!(
         r#"# mosboot cluster description. `mosboot check` validates it; `mosboot build` builds the
 # node image and boot files; `mosboot serve` boots the nodes. Unknown keys are errors.
 
 [cluster]
-name = "lab"                       # shown in logs and in each node's "joined" line
+name = "{cluster}"{pad3}# shown in logs and in each node's "joined" line
 interface = "{name}"{pad}# the lab NIC: DHCP answers only here
 server = "{addr}/{prefix}"{pad2}# this server on that NIC; it is node 1 of the map
 pool = "{pool}"   # addresses handed to nodes, in this order
@@ -91,15 +144,15 @@ lstay = true                       # local processes of terminals stay home
 map = "static"                     # "static" (from the pool) or "auto" (omdiscd)
 
 [image]
-kernel = "kernels/bzImage"         # the node kernel (the openMosix kernel in production)
-busybox = "node-kit/busybox"       # a static i386 busybox that runs on a 486
+kernel = "{kernel}"{pad4}# the node kernel (the openMosix kernel in production)
+busybox = "{busybox}"{pad5}# a static i386 busybox that runs on a 486
 userland = []                      # tar(.gz) files unpacked into the node root (openMosix tools)
 # modules = "kernels/modules.tar.gz"
 # overlay = "overlay"              # a folder copied over the node root last
 # templates = "templates"          # a folder whose files replace built-in templates
 initrd = "auto"                    # "auto", "cpio" (2.6+ kernels), "ext2" (2.4 kernels)
 cmdline = ""                       # extra kernel arguments
-out = "mosboot-out"
+out = "{out}"
 
 # Pinned nodes keep a fixed address (and so a fixed node number and hostname):
 # [[node]]
@@ -113,13 +166,26 @@ out = "mosboot-out"
 # status = "127.0.0.1:8067"
 "#,
         name = i.name,
-        pad = " ".repeat(24usize.saturating_sub(i.name.len() + 2).max(1)),
+        pad = pad(&i.name, 24),
         addr = i.addr,
         prefix = i.prefix,
         pad2 = " ".repeat(27usize.saturating_sub(i.addr.to_string().len() + 5).max(1)),
         pool = pool,
+        cluster = layout.name,
+        pad3 = pad(&layout.name, 28),
+        kernel = layout.kernel,
+        pad4 = pad(&layout.kernel, 26),
+        busybox = layout.busybox,
+        pad5 = pad(&layout.busybox, 25),
+        out = layout.out,
         example = pool.split(['-', ',']).next().unwrap_or("192.168.0.101"),
     )
+}
+
+/// Spaces after a `key = "value"` so the comment lines up; `width` is the column budget of the
+/// value with its quotes.
+fn pad(value: &str, width: usize) -> String {
+    " ".repeat(width.saturating_sub(value.len() + 2).max(1))
 }
 
 /// The `init` command.
@@ -156,7 +222,7 @@ pub fn run(path: &Path, interface: Option<&str>, force: bool) -> Result<String, 
             }
         },
     };
-    let text = config_text(&chosen);
+    let text = config_text(&chosen, &Layout::for_path(path));
     std::fs::write(path, &text).map_err(|e| Failure::runtime(format!("write {}", path.display()), e))?;
     Ok(format!("wrote {} for {} ({}/{})", path.display(), chosen.name, chosen.addr, chosen.prefix))
 }
@@ -175,10 +241,26 @@ mod tests {
 
     #[test]
     fn written_config_parses_and_plans() {
-        let text =
-            config_text(&IfAddr { name: "eth1".into(), addr: Ipv4Addr::new(192, 168, 0, 254), prefix: 24 });
+        let text = config_text(
+            &IfAddr { name: "eth1".into(), addr: Ipv4Addr::new(192, 168, 0, 254), prefix: 24 },
+            &Layout::local(),
+        );
         let cfg = Config::parse(&text, Path::new("cluster.toml")).expect("init writes a valid config");
         let plan = crate::plan::Plan::new(&cfg).expect("and a valid plan");
         assert_eq!(plan.map_text(), "1 192.168.0.254 1\n2 192.168.0.1 253\n");
+    }
+
+    #[test]
+    fn a_config_in_etc_mosboot_names_the_instance_and_points_at_srv() {
+        assert_eq!(Layout::for_path(Path::new("/etc/mosboot/lab2.toml")), Layout::installed("lab2"));
+        assert_eq!(Layout::for_path(Path::new("/etc/mosboot/sub/lab.toml")), Layout::local());
+        assert_eq!(Layout::for_path(Path::new("/home/me/cluster.toml")), Layout::local());
+        assert_eq!(Layout::for_path(Path::new("/etc/mosboot/bad name.toml")), Layout::local());
+        let i = IfAddr { name: "lab0".into(), addr: Ipv4Addr::new(10, 0, 0, 254), prefix: 24 };
+        let text = config_text(&i, &Layout::installed("lab2"));
+        let cfg = Config::parse(&text, Path::new("/etc/mosboot/lab2.toml")).expect("valid");
+        assert_eq!(cfg.cluster.name, "lab2");
+        assert_eq!(cfg.image.out, Path::new("/srv/mosboot/out/lab2"));
+        assert_eq!(cfg.image.kernel, Path::new("/srv/mosboot/kit/bzImage"));
     }
 }

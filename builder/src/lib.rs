@@ -24,6 +24,7 @@ pub mod plan;
 pub mod privilege;
 pub mod render;
 pub mod root;
+pub mod sd_notify;
 pub mod serve;
 #[cfg(test)]
 mod testdata;

@@ -200,15 +200,30 @@ async fn serve(
     };
     let signals = tokio::spawn(async move {
         let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
+        // SIGHUP is `systemctl reload` (ExecReload in mosboot@.service); until serve can reload,
+        // it must not end the daemon (SIGHUP's default action), so it is logged and ignored.
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        let hangup = async move {
+            while let Some(h) = hup.as_mut() {
+                if h.recv().await.is_none() {
+                    break;
+                }
+                tracing::warn!(
+                    "SIGHUP: reload is not implemented yet; still serving the config loaded at start (restart to apply a rebuild)"
+                );
+            }
+            std::future::pending::<()>().await
+        };
         match term {
             Ok(mut term) => {
-                tokio::select! { _ = tokio::signal::ctrl_c() => {}, _ = term.recv() => {} }
+                tokio::select! { _ = tokio::signal::ctrl_c() => {}, _ = term.recv() => {}, _ = hangup => {} }
             }
             Err(_) => {
                 let _ = tokio::signal::ctrl_c().await;
             }
         }
         tracing::info!("stopping");
+        crate::sd_notify::notify(crate::sd_notify::STOPPING);
         let _ = stop_tx.send(true);
     });
     let live = Arc::new(Mutex::new(Live::load(&state)));
@@ -252,6 +267,7 @@ async fn serve(
         plan.dhcp,
         root.display()
     );
+    crate::sd_notify::notify(crate::sd_notify::READY);
 
     let tftp_task = tokio::spawn(tftp.run(stopped(stop_rx.clone())));
     let dhcp_result = match dhcp {
