@@ -313,7 +313,8 @@ pub fn stage1_context() -> minijinja::Value {
     minijinja::context! {
         vendor_class => VENDOR_CLASS,
         image => NODE_IMAGE,
-        report_path => crate::render::REPORT_PATH,
+        report_path => netboot::tftp::REPORT_DIR,
+        stage1_report => netboot::node_report::FLOPPY_STAGE1,
         blksize => STAGE1_BLKSIZE,
     }
 }

@@ -26,6 +26,6 @@ pub mod render;
 pub mod root;
 pub mod sd_notify;
 pub mod serve;
+pub mod status;
 #[cfg(test)]
 mod testdata;
-pub mod status;

@@ -159,7 +159,8 @@ pub fn rows(plan: &Plan, inputs: &Inputs, now_ms: u64) -> Vec<NodeRow> {
         .iter()
         .map(|n| {
             let lease = by_ip.get(&n.ip);
-            let lease_view = if n.role == Role::Server { LeaseView::Server } else { LeaseView::of(lease.copied(), now) };
+            let lease_view =
+                if n.role == Role::Server { LeaseView::Server } else { LeaseView::of(lease.copied(), now) };
             let recs = stages.get(&n.ip).map(Vec::as_slice).unwrap_or_default();
             let last = recs.last();
             let alive = inputs.alive.get(&n.ip);
@@ -168,7 +169,8 @@ pub fn rows(plan: &Plan, inputs: &Inputs, now_ms: u64) -> Vec<NodeRow> {
             let mut state = timeline::state(&tl, report_ms, now_ms);
             if n.role == Role::Server {
                 state = NodeState::Up;
-            } else if state == NodeState::Up && matches!(lease_view, LeaseView::Released | LeaseView::Expired) {
+            } else if state == NodeState::Up && matches!(lease_view, LeaseView::Released | LeaseView::Expired)
+            {
                 state = NodeState::Down;
             }
             let current = |a: &&Alive| state == NodeState::Up || tl.alive_ms(report_ms) == Some(a.at_ms);

@@ -228,13 +228,8 @@ async fn serve(
     });
     let live = Arc::new(Mutex::new(Live::load(&state)));
     let (live_tx, _) = tokio::sync::broadcast::channel(256);
-    let recorder = Recorder {
-        plan: plan.clone(),
-        live: live.clone(),
-        tx: live_tx.clone(),
-        alive_file,
-        fetches,
-    };
+    let recorder =
+        Recorder { plan: plan.clone(), live: live.clone(), tx: live_tx.clone(), alive_file, fetches };
     let events = tokio::spawn(recorder.run(rx, mac_of, stage_log));
     let status_task = status_listener.map(|listener| {
         let app = Arc::new(crate::status::http::App::new(plan.clone(), state.clone(), live, live_tx));
@@ -621,7 +616,9 @@ mod tests {
         };
         assert_eq!(label("joined/2/ws001"), "joined as node 2");
         assert_eq!(label("joined/0/stray"), "joined (not in the map)");
-        assert_eq!(label("hello\nthere"), "reported hellothere");
+        assert_eq!(label("floppy-stage1"), "reported floppy-stage1");
+        // Unknown reports are refused before they get here; if one did, it adds no text of its own.
+        assert_eq!(label("hello\nthere"), "reported");
     }
 
     #[test]

@@ -9,6 +9,6 @@ pub mod events;
 pub mod fuzzing;
 pub mod leases;
 pub mod mac;
-pub mod statedir;
 pub mod node_report;
+pub mod statedir;
 pub mod tftp;

@@ -6,7 +6,7 @@
 //!
 //! usage: mosboot-test-pxeclient IF MAC [--discover-only] [--wait-ms N]
 
-use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
 
 use netboot::dhcp::packet::{code, encode_request};

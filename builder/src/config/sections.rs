@@ -16,7 +16,18 @@ impl Walker<'_> {
         self.unknown_keys(
             t,
             "cluster",
-            &["name", "interface", "server", "pool", "hostname", "lease_time", "router", "dns", "dhcp", "bootp"],
+            &[
+                "name",
+                "interface",
+                "server",
+                "pool",
+                "hostname",
+                "lease_time",
+                "router",
+                "dns",
+                "dhcp",
+                "bootp",
+            ],
         );
         let name = self.string(t, "name", "cluster.name");
         let name = name.map(|n| n.unwrap_or(("mosboot".into(), 0)));
