@@ -7,16 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use harness::{ChildGuard, Netns, is_root, run, veth, wait_until};
+use harness::{ChildGuard, Netns, run, veth, wait_until};
 
 const SERVER: &str = "192.168.79.254";
-
-fn root_or_skip() -> bool {
-    if !is_root() {
-        eprintln!("skipped: needs root for network namespaces");
-    }
-    is_root()
-}
 
 fn flood_bin() -> &'static str {
     env!("CARGO_BIN_EXE_mosboot-test-flood")
@@ -141,9 +134,7 @@ fn as_nobody(line: &str) -> std::process::Output {
 /// follow them on the next start (today's code chowned the victim to `nobody`).
 #[test]
 fn nobody_cannot_make_root_follow_planted_links() {
-    if !root_or_skip() {
-        return;
-    }
+    harness::require_root("the attack runs in network namespaces");
     let lab = Lab::new("full");
     let victim = lab.dir.path().join("victim");
     std::fs::write(&victim, b"precious root file\n").unwrap();
@@ -211,9 +202,7 @@ fn udhcpc(lab: &Lab, iface: &str, secs: u32) -> std::process::Output {
 /// `lease_time`.
 #[test]
 fn dhcp_flood_of_1000_macs_does_not_lock_out_a_new_pc() {
-    if !root_or_skip() {
-        return;
-    }
+    harness::require_root("the attack runs in network namespaces");
     let lab = Lab::new("full");
     let attacker = lab.port(None);
     let pc = lab.port(Some("52:54:00:aa:bb:01"));
@@ -275,9 +264,7 @@ impl Drop for Tmpfs {
 /// ACKs resume without a restart.
 #[test]
 fn full_disk_withholds_acks_and_recovers_without_restart() {
-    if !root_or_skip() {
-        return;
-    }
+    harness::require_root("the attack runs in network namespaces");
     let lab = Lab::new("full");
     let pc = lab.port(Some("52:54:00:aa:bb:02"));
     lab.cli.addr(&pc, "192.168.79.200/24");
@@ -324,9 +311,7 @@ fn tftp_get(ns: &Netns, file: &str, to: &Path) -> std::process::Output {
 /// must not keep a PC at another address from fetching its boot file.
 #[test]
 fn tftp_rrq_flood_from_one_address_does_not_keep_others_out() {
-    if !root_or_skip() {
-        return;
-    }
+    harness::require_root("the attack runs in network namespaces");
     let lab = Lab::new("full");
     let atk = lab.port(None);
     lab.cli.addr(&atk, "192.168.79.200/24");
@@ -351,9 +336,7 @@ fn tftp_rrq_flood_from_one_address_does_not_keep_others_out() {
 /// Finding 6: a file name or mode with a newline must not forge a log line.
 #[test]
 fn tftp_names_cannot_forge_log_lines() {
-    if !root_or_skip() {
-        return;
-    }
+    harness::require_root("the attack runs in network namespaces");
     let lab = Lab::new("full");
     let c = lab.port(None);
     lab.cli.addr(&c, "192.168.79.202/24");
@@ -382,9 +365,7 @@ fn tftp_names_cannot_forge_log_lines() {
 /// any UDP service), and never echoes oversized options 97/82.
 #[test]
 fn spoofed_decline_and_4011_reflection_are_refused() {
-    if !root_or_skip() {
-        return;
-    }
+    harness::require_root("the attack runs in network namespaces");
     let lab = Lab::new("full");
     let atk = lab.port(None);
     let pc = lab.port(Some("52:54:00:aa:bb:05"));
@@ -451,9 +432,7 @@ fn cap_status(pid: u32) -> std::collections::BTreeMap<String, String> {
 /// as ambient capabilities) or as root, serve holds no capability once it serves.
 #[test]
 fn serve_keeps_no_capability_after_binding() {
-    if !root_or_skip() {
-        return;
-    }
+    harness::require_root("the attack runs in network namespaces");
     let lab = Lab::new("full");
     let zero = "0000000000000000";
     // As root: switches to nobody, bounding set emptied too.

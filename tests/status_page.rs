@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use harness::{ChildGuard, Netns, is_root, run, veth, wait_until};
+use harness::{ChildGuard, Netns, run, veth, wait_until};
 
 const SERVER: &str = "192.168.78.254";
 const STATUS: &str = "127.0.0.1:8067";
@@ -295,10 +295,7 @@ fn dom_row(dom: &str, n: u64) -> String {
 
 #[test]
 fn status_page_shows_each_node_its_timeline_and_live_updates_in_chromium() {
-    if !is_root() {
-        eprintln!("skipped: needs root for network namespaces");
-        return;
-    }
+    harness::require_root("the status page test (network namespaces, ports 67/69)");
     let lab = Lab::new();
     let cfg = lab.cluster();
     let (mut srv, log) = lab.serve(&cfg);
@@ -345,7 +342,13 @@ fn status_page_shows_each_node_its_timeline_and_live_updates_in_chromium() {
     assert!(log_text().contains("node report refused"), "{}", log_text());
 
     // `mosboot nodes --json` reads the same data from the state files.
-    assert!(wait_until(Duration::from_secs(5), || lab.path("state/alive.json").exists()));
+    // serve rewrites alive.json every report interval (5 s) through the descriptor it opened at start.
+    let saved = || std::fs::read_to_string(lab.path("state/alive.json")).unwrap_or_default();
+    assert!(
+        wait_until(Duration::from_secs(12), || saved().contains(a.mac.as_str())),
+        "alive.json: {}",
+        saved()
+    );
     let cli = rows_by_ip(&lab.nodes_json(&cfg));
     for ip in [a_ip, b_ip] {
         for key in ["node", "hostname", "mac", "state", "load", "boot", "lease", "last_stage"] {
