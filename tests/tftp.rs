@@ -825,3 +825,24 @@ fn oack_is_not_repeated_before_a_strict_clients_timer() {
     let (got, strays) = raw.receive_file(tid, 1468);
     assert!(got == data && strays.is_empty());
 }
+
+/// The same request again from the same port is the client's retransmission (curl re-sends its
+/// RRQ on its timer): the running transfer keeps its TID and answers, instead of a new transfer
+/// that a client which already took the first reply would ignore (and hang).
+#[test]
+fn repeated_request_from_the_same_port_keeps_the_transfer() {
+    let tree = Tree::new();
+    let data = tree.put("f", &random_bytes(5000, 13));
+    let d = Tftpd::start("127.0.69.13", &tree.root(), &["--timeout-ms", "100"]);
+    let raw = Raw::new();
+    let request = rrq(b"f", &[("blksize", "1468")]);
+    raw.send(&request, d.addr);
+    let (pkt, tid) = raw.recv(Duration::from_secs(1)).expect("OACK");
+    assert_eq!(pkt, Pkt::Oack(vec![("blksize".into(), "1468".into())]));
+    raw.send(&request, d.addr);
+    let others = raw.drain(Duration::from_millis(500));
+    assert!(others.is_empty(), "a second transfer answered: {others:?}");
+    raw.send(&ack(0), tid);
+    let (got, strays) = raw.receive_file(tid, 1468);
+    assert!(got == data && strays.is_empty(), "{strays:?}");
+}

@@ -56,6 +56,8 @@ struct Shared {
 struct Running {
     id: u64,
     abort: AbortHandle,
+    /// What it serves: the same request again from the same port is a retransmission.
+    request: Request,
 }
 
 impl TftpServer {
@@ -215,6 +217,16 @@ impl Shared {
         let old;
         {
             let mut map = self.lock_transfers();
+            if map.get(&peer).is_some_and(|r| r.request == req) {
+                // The same request again from the same port: the client's own retransmission
+                // (our first reply was lost or is late). The running transfer answers it with its
+                // own retransmission. Replacing it would change the TID under a client that may
+                // have accepted the first reply meanwhile (curl then ignores the new one and
+                // hangs). A PXE ROM's retry after its tsize probe asks differently, or after an
+                // ERROR that ended the old transfer.
+                tracing::debug!(%peer, file = %req.filename, "tftp: repeated request; the running transfer answers it");
+                return;
+            }
             old = map.remove(&peer);
             let from_source = map.keys().filter(|p| p.ip() == peer.ip()).count();
             let refusal = if from_source >= self.cfg.max_per_source {
@@ -236,12 +248,13 @@ impl Shared {
             let id = self.next_id.fetch_add(1, Ordering::Relaxed);
             let shared = Arc::clone(self);
             let main = Arc::clone(socket);
+            let request = req.clone();
             // Spawning never polls inline, so the entry is in the map before the task can end.
             let task = tokio::spawn(async move {
                 let _deregister = Deregister { shared: Arc::clone(&shared), peer, id };
                 shared.serve(&main, peer, req).await;
             });
-            map.insert(peer, Running { id, abort: task.abort_handle() });
+            map.insert(peer, Running { id, abort: task.abort_handle(), request });
         }
         // Aborted outside the lock: the old task's Deregister takes the same lock.
         if let Some(old) = old {
