@@ -778,6 +778,32 @@ fn malformed_packets_and_busy_limit() {
     }
 }
 
+/// A client that makes no progress (here: it never ACKs, while the server's retries would keep
+/// the transfer alive for a minute) is ended at the hard lifetime and frees its slot: an
+/// attacker cannot hold slots by ACKing just before every timeout.
+#[test]
+fn a_transfer_that_makes_no_progress_ends_at_its_lifetime() {
+    let tree = Tree::new();
+    tree.put("f", &random_bytes(8_000, 12));
+    let d = Tftpd::start(
+        "127.0.69.12",
+        &tree.root(),
+        &["--timeout-ms", "300", "--retries", "200", "--lifetime-ms", "1500", "--max-per-source", "1"],
+    );
+    let raw = Raw::new();
+    raw.send(&rrq(b"f", &[]), d.addr);
+    assert!(matches!(raw.recv(Duration::from_secs(1)), Some((Pkt::Data(1, _), _))));
+    // Without a lifetime the server resends DATA 1 every 300 ms for 200 retries (a minute); with
+    // it, the resends stop 1.5 s after the request.
+    let during = raw.drain(Duration::from_millis(2500));
+    assert!(!during.is_empty(), "the server never retransmitted: the test would prove nothing");
+    let after = raw.drain(Duration::from_millis(1500));
+    assert!(after.is_empty(), "the server still sends to the stalled client: {after:?}");
+    // Its slot is free again: the same source (limit 1) is served.
+    raw.send(&rrq(b"f", &[]), d.addr);
+    assert!(matches!(raw.recv(Duration::from_secs(1)), Some((Pkt::Data(1, _), _))), "slot not freed");
+}
+
 /// RFC 7440 windows: a client that repeats its ACK for the block before the window (atftp does
 /// it for every duplicate block it sees) gets the window resent once, not once per repeat. The
 /// old answer-every-repeat made a storm of duplicates under loss that stalled atftp.

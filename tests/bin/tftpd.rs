@@ -3,7 +3,8 @@
 //! bound, then one stdout line per boot event: `fetched IP PATH` or `joined IP TEXT`.
 //!
 //! Usage: mosboot-test-tftpd --bind ADDR --root DIR [--timeout-ms N] [--retries N]
-//!        [--max-blksize N] [--max-windowsize N] [--max-transfers N]
+//!        [--max-blksize N] [--max-windowsize N] [--max-transfers N] [--max-per-source N]
+//!        [--lifetime-ms N]
 
 use std::io::Write;
 use std::time::Duration;
@@ -27,6 +28,7 @@ fn parse_args() -> anyhow::Result<TftpConfig> {
             "--max-windowsize" => cfg.max_windowsize = value.parse()?,
             "--max-transfers" => cfg.max_transfers = value.parse()?,
             "--max-per-source" => cfg.max_per_source = value.parse()?,
+            "--lifetime-ms" => cfg.lifetime = Duration::from_millis(value.parse()?),
             other => bail!("unknown flag {other}"),
         }
     }

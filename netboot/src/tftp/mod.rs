@@ -68,6 +68,9 @@ pub struct TftpConfig {
     /// Concurrent transfers per client address, so one source cannot take every slot (a PC
     /// fetches one file at a time; the PXE abort-and-retry reuses its slot).
     pub max_per_source: usize,
+    /// Hard lifetime of a transfer, plus its size at the slowest rate kept alive (16 KiB/s): a
+    /// client that stalls, or ACKs just before every timeout, is ended and cannot hold its slot.
+    pub lifetime: Duration,
     /// Bind every socket to this interface (SO_BINDTODEVICE), so nothing is answered elsewhere.
     pub interface: Option<String>,
 }
@@ -83,6 +86,7 @@ impl Default for TftpConfig {
             retries: 5,
             max_transfers: 512,
             max_per_source: 8,
+            lifetime: Duration::from_secs(30),
             interface: None,
         }
     }

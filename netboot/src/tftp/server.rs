@@ -31,10 +31,8 @@ const MAX_REPORT_LEN: usize = 200;
 const REPORT_REPLY: &[u8] = b"ok\n";
 /// A zero timeout would spin; this is the floor.
 const MIN_TIMEOUT: Duration = Duration::from_millis(10);
-/// Hard lifetime of a transfer: this long plus its size at [`MIN_RATE`]. A client that stalls
-/// or ACKs just before every timeout is ended, so it cannot hold a slot for ever.
-const LIFETIME_BASE: Duration = Duration::from_secs(30);
-/// Slowest transfer kept alive (bytes/s); a 486 with an ISA NIC does 20 times that.
+/// Slowest transfer kept alive (bytes/s) beyond [`TftpConfig::lifetime`]; a 486 with an ISA NIC
+/// does 20 times that.
 const MIN_RATE: u64 = 16 * 1024;
 
 /// A bound TFTP server, ready to [`run`](TftpServer::run).
@@ -304,7 +302,7 @@ impl Shared {
         };
         tracing::debug!(%peer, ?path, size, blksize, windowsize, mode = %req.mode, oack = ?negotiated.oack, "tftp: sending");
         let transfer = Transfer::new(socket, source, req.mode, negotiated, self.cfg.retries);
-        let lifetime = LIFETIME_BASE + Duration::from_secs(size / MIN_RATE);
+        let lifetime = self.cfg.lifetime + Duration::from_secs(size / MIN_RATE);
         let Ok(outcome) = tokio::time::timeout(lifetime, transfer.run()).await else {
             tracing::warn!(%peer, ?path, size, secs = lifetime.as_secs(), "tftp: transfer ended: too slow (hard lifetime)");
             return;
