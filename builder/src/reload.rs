@@ -91,9 +91,7 @@ impl Reloader {
     /// Checks the config; returns its plan, or every reason it is refused (one line each).
     fn load(&self) -> Result<Plan, Vec<String>> {
         let (cfg, plan, _) = crate::check::full(&self.cfg_path, &crate::pipeline::BuildOptions::default())
-            .map_err(|d| {
-                d.to_string().lines().filter(|l| !l.trim().is_empty()).map(str::to_string).collect::<Vec<_>>()
-            })?;
+            .map_err(|d| d.items.iter().map(ToString::to_string).collect::<Vec<_>>())?;
         let fixed = Fixed::of(&cfg, &plan, &self.args).map_err(|e| vec![e])?;
         let changes = self.fixed.changes(&fixed);
         if !changes.is_empty() {
