@@ -220,11 +220,17 @@ fn a_transfer_running_across_a_rebuild_finishes_on_the_old_file() {
     let old = std::fs::read(&file).unwrap();
     let got = lab.dir.path().join("got");
     let mut tftp = ChildGuard::spawn(
-        lab.cli.command("busybox").args(["tftp", "-g", "-r", "initrd.gz", "-l"]).arg(&got).arg(SERVER),
+        lab.cli
+            .command("curl")
+            .args(["-sS", "--tftp-blksize", "512", "-o"])
+            .arg(&got)
+            .arg(format!("tftp://{SERVER}/initrd.gz")),
     );
     assert!(
         wait_until(Duration::from_secs(10), || std::fs::metadata(&got).is_ok_and(|m| m.len() >= 1024)),
-        "the transfer did not start"
+        "the transfer did not start; serve log:\n{}\nforwarder:\n{}",
+        read(&log),
+        read(&fwd_log)
     );
     write_config(&lab, &[], &pinned("02:00:00:00:00:0d", "192.168.0.202", "pinned-d"));
     build(&lab);
