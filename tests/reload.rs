@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use harness::{ChildGuard, Lab, fake_busybox, fake_bzimage, is_root, udhcpc_once, wait_until};
+use harness::{ChildGuard, Lab, fake_busybox, fake_bzimage, udhcpc_once, wait_until};
 
 const SERVER: &str = "192.168.0.254";
 
@@ -100,10 +100,7 @@ fn count(log: &Path, what: &str) -> usize {
 
 #[test]
 fn rebuild_and_sighup_reload_the_plan_and_leases_survive() {
-    if !is_root() {
-        eprintln!("skipped: needs root for network namespaces");
-        return;
-    }
+    harness::require_root("network namespaces");
     let mut lab = project("rl");
     let (notices, npath) = notify_socket(&lab);
     let (srv, log) = serve(&lab, &npath);
@@ -189,10 +186,7 @@ fn rebuild_and_sighup_reload_the_plan_and_leases_survive() {
 /// next request gets the new file.
 #[test]
 fn a_transfer_running_across_a_rebuild_finishes_on_the_old_file() {
-    if !is_root() {
-        eprintln!("skipped: needs root for network namespaces");
-        return;
-    }
+    harness::require_root("network namespaces and taps");
     let lab = project("rt");
     let (_notices, npath) = notify_socket(&lab);
     let (_srv, log) = serve(&lab, &npath);
