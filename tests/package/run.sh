@@ -158,7 +158,7 @@ lease_as() {
 }
 reloads() {
   for _ in $(seq 100); do
-    [ "$(ct journalctl -u mosboot@lab -o cat --no-pager | grep -c '^reloaded: ')" -ge "$1" ] && return 0
+    [ "$(ct journalctl -u mosboot@lab -o cat --no-pager | grep -c ' reloaded: ')" -ge "$1" ] && return 0
     sleep 0.1
   done
   journal; fail "serve did not reload ($2)"
