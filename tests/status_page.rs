@@ -345,7 +345,9 @@ fn status_page_shows_each_node_its_timeline_and_live_updates_in_chromium() {
     assert!(log_text().contains("node report refused"), "{}", log_text());
 
     // `mosboot nodes --json` reads the same data from the state files.
-    assert!(wait_until(Duration::from_secs(5), || lab.path("state/alive.json").exists()));
+    // serve opens alive.json at start and writes the reports into it every few seconds.
+    assert!(wait_until(Duration::from_secs(15), || std::fs::read_to_string(lab.path("state/alive.json"))
+        .is_ok_and(|t| t.contains("0.42"))));
     let cli = rows_by_ip(&lab.nodes_json(&cfg));
     for ip in [a_ip, b_ip] {
         for key in ["node", "hostname", "mac", "state", "load", "boot", "lease", "last_stage"] {
