@@ -10,6 +10,8 @@
 //! becomes one log line and one line in `<state>/stages.log` (size-capped), which `mosboot nodes`
 //! reads. Nodes' alive reports update [`crate::status::Live`] (and `<state>/alive.json`); with
 //! `--status` / `[serve] status` the status page shows it all ([`crate::status::http`]).
+//! SIGHUP and a swapped-in output tree reload the config, plan and tree as one unit
+//! ([`crate::reload`]); leases and running transfers are untouched.
 
 use std::collections::HashMap;
 use std::fs::File;
