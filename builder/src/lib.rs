@@ -22,6 +22,7 @@ pub mod nodes;
 pub mod pipeline;
 pub mod plan;
 pub mod privilege;
+pub mod reload;
 pub mod render;
 pub mod root;
 pub mod sd_notify;

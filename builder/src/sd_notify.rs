@@ -9,6 +9,19 @@ pub const READY: &str = "READY=1";
 /// Sent when shutdown begins.
 pub const STOPPING: &str = "STOPPING=1";
 
+/// Sent when a reload begins (READY=1 follows when it is done). systemd 253+ wants the
+/// CLOCK_MONOTONIC time with it (`Type=notify-reload`); older ones ignore the extra field.
+pub fn reloading() -> String {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid, writable timespec for the duration of the call.
+    let usec = if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) } == 0 {
+        ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1000
+    } else {
+        0
+    };
+    format!("RELOADING=1\nMONOTONIC_USEC={usec}")
+}
+
 /// Tells the service manager `state` (e.g. [`READY`]); a no-op outside systemd. Failures are
 /// logged, never fatal: serving matters more than the manager's bookkeeping.
 pub fn notify(state: &str) {

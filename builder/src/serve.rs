@@ -10,6 +10,8 @@
 //! becomes one log line and one line in `<state>/stages.log` (size-capped), which `mosboot nodes`
 //! reads. Nodes' alive reports update [`crate::status::Live`] (and `<state>/alive.json`); with
 //! `--status` / `[serve] status` the status page shows it all ([`crate::status::http`]).
+//! SIGHUP and a swapped-in output tree reload the config, plan and tree as one unit
+//! ([`crate::reload`]); leases and running transfers are untouched.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -120,6 +122,7 @@ pub fn run(cfg_path: &Path, args: &ServeArgs) -> Result<(), Failure> {
         )));
     }
     let status = crate::status::listen_addr(args.status, args.status_public, &cfg.serve)?;
+    let fixed = crate::reload::Fixed::of(&cfg, &plan, args).map_err(Failure::Usage)?;
     let state = args.state.clone().unwrap_or_else(|| default_state_dir(&plan.cluster));
     let state_dir = StateDir::secure(&state).map_err(|e| Failure::runtime("open the state folder", e))?;
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -127,7 +130,16 @@ pub fn run(cfg_path: &Path, args: &ServeArgs) -> Result<(), Failure> {
         .enable_all()
         .build()
         .map_err(|e| Failure::runtime("start the async runtime", e))?;
-    rt.block_on(serve(plan, root, state_dir, status, args))
+    let reload = Reload { cfg_path: cfg_path.to_path_buf(), fixed, out };
+    rt.block_on(serve(plan, root, state_dir, status, args, reload))
+}
+
+/// What a reload needs to know about how serve was started.
+struct Reload {
+    cfg_path: PathBuf,
+    fixed: crate::reload::Fixed,
+    /// The output tree watched for swaps.
+    out: PathBuf,
 }
 
 async fn serve(
@@ -136,6 +148,7 @@ async fn serve(
     state_dir: StateDir,
     status: Option<SocketAddr>,
     args: &ServeArgs,
+    reload: Reload,
 ) -> Result<(), Failure> {
     let state = state_dir.path().to_path_buf();
     let (tx, rx) = netboot::events::channel();
@@ -160,6 +173,7 @@ async fn serve(
         Some(server)
     };
     let fetches = dhcp.as_ref().map(DhcpServer::boot_fetches);
+    let reconfigure = dhcp.as_ref().map(DhcpServer::reconfigure);
     let tftp_cfg = TftpConfig {
         bind: SocketAddr::V4(SocketAddrV4::new(plan.server, 69)),
         root: root.clone(),
@@ -200,23 +214,9 @@ async fn serve(
     };
     let signals = tokio::spawn(async move {
         let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
-        // SIGHUP is `systemctl reload` (ExecReload in mosboot@.service); until serve can reload,
-        // it must not end the daemon (SIGHUP's default action), so it is logged and ignored.
-        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-        let hangup = async move {
-            while let Some(h) = hup.as_mut() {
-                if h.recv().await.is_none() {
-                    break;
-                }
-                tracing::warn!(
-                    "SIGHUP: reload is not implemented yet; still serving the config loaded at start (restart to apply a rebuild)"
-                );
-            }
-            std::future::pending::<()>().await
-        };
         match term {
             Ok(mut term) => {
-                tokio::select! { _ = tokio::signal::ctrl_c() => {}, _ = term.recv() => {}, _ = hangup => {} }
+                tokio::select! { _ = tokio::signal::ctrl_c() => {}, _ = term.recv() => {} }
             }
             Err(_) => {
                 let _ = tokio::signal::ctrl_c().await;
@@ -226,13 +226,27 @@ async fn serve(
         crate::sd_notify::notify(crate::sd_notify::STOPPING);
         let _ = stop_tx.send(true);
     });
+    // SIGHUP is `systemctl reload` (ExecReload in mosboot@.service); registered before READY so
+    // that it never ends the daemon (SIGHUP's default action).
+    let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map_err(|e| Failure::runtime("listen for SIGHUP", e))?;
+    let (plan_tx, plan_rx) = tokio::sync::watch::channel(Arc::new(plan.clone()));
+    let reloader = crate::reload::Reloader {
+        cfg_path: reload.cfg_path,
+        args: args.clone(),
+        fixed: reload.fixed,
+        dhcp: reconfigure,
+        plan: plan_tx,
+        lease_file: state.join(LEASE_FILE),
+    };
+    let reload_task = tokio::spawn(reloads(reloader, hup, crate::reload::TreeWatch::new(&reload.out)));
     let live = Arc::new(Mutex::new(Live::load(&state)));
     let (live_tx, _) = tokio::sync::broadcast::channel(256);
     let recorder =
-        Recorder { plan: plan.clone(), live: live.clone(), tx: live_tx.clone(), alive_file, fetches };
+        Recorder { plan: plan_rx.clone(), live: live.clone(), tx: live_tx.clone(), alive_file, fetches };
     let events = tokio::spawn(recorder.run(rx, mac_of, stage_log));
     let status_task = status_listener.map(|listener| {
-        let app = Arc::new(crate::status::http::App::new(plan.clone(), state.clone(), live, live_tx));
+        let app = Arc::new(crate::status::http::App::new(plan_rx, state.clone(), live, live_tx));
         let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
         eprintln!("mosboot serve: status page on http://{addr}/");
         tracing::info!(%addr, "status page");
@@ -273,6 +287,7 @@ async fn serve(
         }
     };
     signals.abort();
+    reload_task.abort();
     let tftp_result = match tftp_task.await {
         Ok(r) => r.map_err(|e| Failure::runtime("serve TFTP", e)),
         Err(e) => Err(Failure::runtime("serve TFTP", e)),
@@ -283,6 +298,24 @@ async fn serve(
         t.abort();
     }
     dhcp_result.and(tftp_result)
+}
+
+/// Reloads on every SIGHUP and every swapped-in output tree, one at a time.
+async fn reloads(
+    mut reloader: crate::reload::Reloader,
+    mut hup: tokio::signal::unix::Signal,
+    mut tree: crate::reload::TreeWatch,
+) {
+    loop {
+        let why = tokio::select! {
+            got = hup.recv() => match got {
+                Some(()) => "SIGHUP",
+                None => break,
+            },
+            () = tree.swapped() => "a new output tree",
+        };
+        reloader.reload(why).await;
+    }
 }
 
 /// Startup problems the admin can fix (interface, address, port in use) exit with 1; the
@@ -346,7 +379,8 @@ fn trim_log(file: &mut File, max: u64) -> std::io::Result<()> {
 
 /// Turns server events into stage log lines, live page updates and alive reports.
 struct Recorder {
-    plan: Plan,
+    /// The plan being served (a reload sends the next one).
+    plan: tokio::sync::watch::Receiver<Arc<Plan>>,
     live: Arc<Mutex<Live>>,
     tx: tokio::sync::broadcast::Sender<LiveEvent>,
     /// `<state>/alive.json`, opened before the drop and rewritten through this descriptor.
@@ -362,7 +396,8 @@ impl Recorder {
         (mut mac_of, leases): (HashMap<Ipv4Addr, MacAddr>, Vec<netboot::leases::Lease>),
         mut stage_log: File,
     ) {
-        let mut gate = Gate::new(&self.plan, self.plan.dhcp == DhcpMode::Full, &leases);
+        let first = self.plan.borrow_and_update().clone();
+        let mut gate = Gate::new(&first, first.dhcp == DhcpMode::Full, &leases);
         let mut save = tokio::time::interval(Duration::from_secs(netboot::node_report::REPORT_INTERVAL_SECS));
         let mut flush = tokio::time::interval(Duration::from_secs(1));
         // Alive reports go to the page once a second, together (254 nodes send 50 a second).
@@ -387,6 +422,16 @@ impl Recorder {
                 }
             };
             let now = crate::nodes::now_ms();
+            let reloaded = self.plan.has_changed().unwrap_or(false);
+            let plan = self.plan.borrow_and_update().clone();
+            if reloaded {
+                // Pinned nodes the reload added are known by MAC from now on.
+                for n in &plan.nodes {
+                    if let Some(m) = n.mac {
+                        mac_of.entry(n.ip).or_insert(m);
+                    }
+                }
+            }
             if let (Stage::Fetched(_), Some(f)) = (&ev.stage, &self.fetches) {
                 f.fetched(ev.ip);
             }
@@ -403,9 +448,9 @@ impl Recorder {
             }
             if let Stage::Joined(text) = &ev.stage {
                 // A node report: only from a sender that may speak for the node it names.
-                let admitted = NodeReport::parse(text).map_err(|e| e.to_string()).and_then(|r| {
-                    gate.admit(&self.plan, ev.ip, &r, now).map(|()| r).map_err(|e| e.to_string())
-                });
+                let admitted = NodeReport::parse(text)
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| gate.admit(&plan, ev.ip, &r, now).map(|()| r).map_err(|e| e.to_string()));
                 match admitted {
                     Ok(NodeReport::Alive(v)) => {
                         alive_batch.insert(
@@ -431,7 +476,7 @@ impl Recorder {
                 }
             }
             let mac = ev.mac.or_else(|| mac_of.get(&ev.ip).copied());
-            let rec = StageRecord::from_event(&ev, mac, &self.plan);
+            let rec = StageRecord::from_event(&ev, mac, &plan);
             let line = rec.to_line();
             if !matches!(
                 ev.stage,

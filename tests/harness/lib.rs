@@ -520,6 +520,50 @@ pub fn sample_cluster(set: &[(&str, &str)], extra: &str) -> String {
     text
 }
 
+/// A file that passes as a bzImage of the given release (setup header magic and version string).
+pub fn fake_bzimage(release: &str) -> Vec<u8> {
+    let mut k = vec![0u8; 0x4000];
+    k[0x1fe] = 0x55;
+    k[0x1ff] = 0xaa;
+    k[0x202..0x206].copy_from_slice(b"HdrS");
+    k[0x206..0x208].copy_from_slice(&0x020fu16.to_le_bytes());
+    let off: u16 = 0x1000;
+    k[0x20e..0x210].copy_from_slice(&off.to_le_bytes());
+    let s = format!("{release} (builder@lab) #1 Sat Jan 1 00:00:00 UTC 2005\0");
+    let at = off as usize + 0x200;
+    k[at..at + s.len()].copy_from_slice(s.as_bytes());
+    k
+}
+
+/// A minimal static ELF executable: the header and one PT_LOAD program header, 32-bit i386 (what
+/// the nodes run) or 64-bit x86-64 (what a PC's own busybox is). The build only reads headers.
+pub fn fake_elf(x86_64: bool) -> Vec<u8> {
+    // (class, machine, e_phoff at, e_ehsize at, header size, program header size)
+    let (class, machine, phoff_at, ehsize_at, ehsize, phsize) =
+        if x86_64 { (2u8, 62u16, 32, 52, 64usize, 56usize) } else { (1, 3, 28, 40, 52, 32) };
+    let mut e = vec![0u8; ehsize + phsize];
+    e[..4].copy_from_slice(b"\x7fELF");
+    e[4] = class;
+    e[5] = 1; // little endian
+    e[6] = 1;
+    e[16..18].copy_from_slice(&2u16.to_le_bytes()); // ET_EXEC
+    e[18..20].copy_from_slice(&machine.to_le_bytes());
+    e[20..24].copy_from_slice(&1u32.to_le_bytes());
+    e[phoff_at] = ehsize as u8; // e_phoff: right after the header
+    e[ehsize_at..ehsize_at + 2].copy_from_slice(&(ehsize as u16).to_le_bytes());
+    e[ehsize_at + 2..ehsize_at + 4].copy_from_slice(&(phsize as u16).to_le_bytes());
+    e[ehsize_at + 4..ehsize_at + 6].copy_from_slice(&1u16.to_le_bytes()); // e_phnum
+    e[ehsize..ehsize + 4].copy_from_slice(&1u32.to_le_bytes()); // PT_LOAD
+    e
+}
+
+/// The node busybox stand-in: an i386 ELF followed by an applet-table-like string list.
+pub fn fake_busybox() -> Vec<u8> {
+    let mut e = fake_elf(false);
+    e.extend_from_slice(b"\0[\0[[\0ash\0cat\0echo\0hostname\0ip\0ls\0mount\0sh\0tftp\0udhcpc\0\0");
+    e
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::Path;

@@ -6,7 +6,8 @@
 # `systemctl enable --now mosboot@lab`. A client namespace on a veth then gets a lease with
 # udhcpc and fetches initrd.gz with curl over TFTP. Also checked: the service runs as a
 # non-root user with only CAP_NET_BIND_SERVICE, `systemd-analyze security` rates it <= 2.0,
-# `systemctl reload` keeps it running, `systemctl stop` ends it cleanly, `dpkg --purge` cleans up.
+# a rebuild and `systemctl reload` give new pinned nodes their addresses without a restart,
+# `systemctl stop` ends it cleanly, `dpkg --purge` cleans up.
 # Needs root; never skips. Env: KIT_KERNEL, KIT_BUSYBOX (make test-package sets them).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -143,13 +144,40 @@ exposure=$(ct systemd-analyze security --no-pager mosboot@lab.service | sed -n '
 say "systemd-analyze security mosboot@lab: $exposure"
 awk -v e="${exposure%% *}" 'BEGIN { exit !(e != "" && e <= 2.0) }' || fail "exposure '$exposure' is above 2.0"
 
-# Reload: the unit sends SIGHUP; serve keeps running (reload itself is not implemented yet).
+# Reload. pin MAC IP NAME adds a pinned node to the config; lease_as MAC gets a lease from the
+# client with that MAC; reloads N waits until serve has logged N reloads.
+pin() { printf '\n[[node]]\nmac = "%s"\nip = "%s"\nhostname = "%s"\n' "$1" "$2" "$3" >>"$root/etc/mosboot/lab.toml"; }
+lease_as() {
+  ip -n "$cli" addr flush dev cli0
+  ip -n "$cli" link set cli0 down
+  ip -n "$cli" link set cli0 address "$1"
+  ip -n "$cli" link set cli0 up
+  rm -f "$work/lease"
+  ip netns exec "$cli" udhcpc -f -q -n -t 5 -T 2 -i cli0 -s "$script" >&2 || { journal; fail "udhcpc as $1 got no lease"; }
+  sed -n 's/^ip=//p' "$work/lease"
+}
+reloads() {
+  for _ in $(seq 100); do
+    [ "$(ct journalctl -u mosboot@lab -o cat --no-pager | grep -c ' reloaded: ')" -ge "$1" ] && return 0
+    sleep 0.1
+  done
+  journal; fail "serve did not reload ($2)"
+}
+# The automatic path: a rebuild with a new pinned node, no signal.
+pin 02:77:00:00:00:02 10.77.0.200 pinned1
+ct mosboot -c /etc/mosboot/lab.toml build >&2
+reloads 1 "after a rebuild"
+got=$(lease_as 02:77:00:00:00:02)
+[ "$got" = 10.77.0.200 ] || { journal; fail "after the rebuild the pinned MAC got '$got', not 10.77.0.200"; }
+# systemctl reload (SIGHUP): an edited config, no rebuild.
+pin 02:77:00:00:00:03 10.77.0.201 pinned2
 ct systemctl reload mosboot@lab
-sleep 0.5
+reloads 2 "on systemctl reload"
 [ "$(ct systemctl is-active mosboot@lab)" = active ] || { journal; fail "reload ended the service"; }
 [ "$(ct systemctl show -P MainPID mosboot@lab)" = "$pid" ] || fail "reload restarted the service"
-ct journalctl -u mosboot@lab -o cat --no-pager | grep -q 'SIGHUP: reload is not implemented yet' ||
-  { journal; fail "serve did not log the SIGHUP"; }
+got=$(lease_as 02:77:00:00:00:03)
+[ "$got" = 10.77.0.201 ] || { journal; fail "after systemctl reload the pinned MAC got '$got', not 10.77.0.201"; }
+say "reload: pinned nodes got 10.77.0.200 (rebuild) and 10.77.0.201 (systemctl reload) without a restart"
 
 # A clean stop: exit status 0, not failed.
 ct systemctl stop mosboot@lab

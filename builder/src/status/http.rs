@@ -35,7 +35,8 @@ const MAIN: &str = include_str!("main.html");
 
 /// What the handlers share.
 pub struct App {
-    pub plan: Plan,
+    /// The plan being served; a reload sends the next one.
+    pub plan: tokio::sync::watch::Receiver<Arc<Plan>>,
     pub state: PathBuf,
     pub live: Arc<Mutex<Live>>,
     pub events: broadcast::Sender<LiveEvent>,
@@ -45,7 +46,7 @@ pub struct App {
 
 impl App {
     pub fn new(
-        plan: Plan,
+        plan: tokio::sync::watch::Receiver<Arc<Plan>>,
         state: PathBuf,
         live: Arc<Mutex<Live>>,
         events: broadcast::Sender<LiveEvent>,
@@ -59,13 +60,15 @@ impl App {
 
     fn rows(&self, now: u64) -> (Vec<NodeRow>, u64) {
         let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
-        (live.rows(&self.plan, &self.state, now), live.refused)
+        let plan = self.plan.borrow().clone();
+        (live.rows(&plan, &self.state, now), live.refused)
     }
 
     fn render(&self, name: &str) -> Response {
         let now = now_ms();
         let (rows, refused) = self.rows(now);
-        let ctx = view(&self.plan, &rows, refused, now);
+        let plan = self.plan.borrow().clone();
+        let ctx = view(&plan, &rows, refused, now);
         match self.env.get_template(name).and_then(|t| t.render(ctx)) {
             Ok(html) => Html(html).into_response(),
             Err(e) => {

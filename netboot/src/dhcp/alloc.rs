@@ -58,23 +58,39 @@ impl std::fmt::Display for Refusal {
 
 impl Allocator {
     pub fn new(pool: Vec<Ipv4Addr>, pinned: &[(MacAddr, Ipv4Addr)], table: LeaseTable) -> Self {
-        let pinned_by_mac: HashMap<_, _> = pinned.iter().copied().collect();
-        let pinned_by_ip: HashMap<_, _> = pinned.iter().map(|&(m, ip)| (ip, m)).collect();
-        let mut ours: HashSet<Ipv4Addr> = pool.iter().copied().collect();
-        ours.extend(pinned_by_ip.keys().copied());
-        // Pinned addresses never come from the pool, even if the pool range covers them.
-        let pool = pool.into_iter().filter(|ip| !pinned_by_ip.contains_key(ip)).collect();
-        Allocator {
-            pool,
-            pinned_by_mac,
-            pinned_by_ip,
-            ours,
+        let mut a = Allocator {
+            pool: Vec::new(),
+            pinned_by_mac: HashMap::new(),
+            pinned_by_ip: HashMap::new(),
+            ours: HashSet::new(),
             table,
             offers: HashMap::new(),
             offer_of: HashMap::new(),
             first_fresh: std::cell::Cell::new(0),
             booted: HashSet::new(),
-        }
+        };
+        a.set_plan(pool, pinned);
+        a
+    }
+
+    /// Takes a new pool and new pins (a reload) while keeping the lease table, the booted MACs
+    /// and the live offers that the new plan still allows: leases survive a rebuild.
+    pub fn set_plan(&mut self, pool: Vec<Ipv4Addr>, pinned: &[(MacAddr, Ipv4Addr)]) {
+        self.pinned_by_mac = pinned.iter().copied().collect();
+        self.pinned_by_ip = pinned.iter().map(|&(m, ip)| (ip, m)).collect();
+        self.ours = pool.iter().copied().collect();
+        self.ours.extend(self.pinned_by_ip.keys().copied());
+        // Pinned addresses never come from the pool, even if the pool range covers them.
+        self.pool = pool.into_iter().filter(|ip| !self.pinned_by_ip.contains_key(ip)).collect();
+        self.first_fresh.set(0);
+        let (ours, by_ip, by_mac) = (&self.ours, &self.pinned_by_ip, &self.pinned_by_mac);
+        self.offers.retain(|ip, (mac, _)| {
+            ours.contains(ip)
+                && by_ip.get(ip).is_none_or(|m| m == mac)
+                && by_mac.get(mac).is_none_or(|p| p == ip)
+        });
+        let offers = &self.offers;
+        self.offer_of.retain(|mac, ip| offers.get(ip).is_some_and(|(m, _)| m == mac));
     }
 
     pub fn table(&self) -> &LeaseTable {

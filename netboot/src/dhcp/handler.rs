@@ -145,6 +145,19 @@ impl Handler {
         self.alloc.mark_booted(mac);
     }
 
+    /// Takes a reloaded plan (pool, pins, hostnames, lease time, options) and keeps the lease
+    /// table. What the sockets were bound for (interface, server address, mode) and the lease
+    /// file stay as they are: changing those needs a new server.
+    pub fn reconfigure(&mut self, mut cfg: DhcpConfig) {
+        cfg.interface = std::mem::take(&mut self.cfg.interface);
+        cfg.server = self.cfg.server;
+        cfg.prefix_len = self.cfg.prefix_len;
+        cfg.mode = self.cfg.mode;
+        cfg.lease_file = std::mem::take(&mut self.cfg.lease_file);
+        self.alloc.set_plan(cfg.pool.clone(), &cfg.pinned);
+        self.cfg = cfg;
+    }
+
     pub fn config(&self) -> &DhcpConfig {
         &self.cfg
     }

@@ -51,6 +51,18 @@ impl BootFetches {
     }
 }
 
+/// Hands a running DHCP server a reloaded plan (see [`Handler::reconfigure`]): a message to the
+/// server task, which applies it between two requests, so no request sees half of each plan.
+#[derive(Clone, Debug)]
+pub struct Reconfigure(tokio::sync::mpsc::Sender<DhcpConfig>);
+
+impl Reconfigure {
+    /// Queues `cfg`; false if the server has stopped.
+    pub async fn send(&self, cfg: DhcpConfig) -> bool {
+        self.0.send(cfg).await.is_ok()
+    }
+}
+
 /// A bound, ready-to-run DHCP server.
 pub struct DhcpServer {
     handler: Handler,
@@ -60,6 +72,8 @@ pub struct DhcpServer {
     events: Option<EventSender>,
     fetches_tx: tokio::sync::mpsc::Sender<Ipv4Addr>,
     fetches: tokio::sync::mpsc::Receiver<Ipv4Addr>,
+    reconfig_tx: tokio::sync::mpsc::Sender<DhcpConfig>,
+    reconfig: tokio::sync::mpsc::Receiver<DhcpConfig>,
 }
 
 impl DhcpServer {
@@ -91,12 +105,28 @@ impl DhcpServer {
         );
         let alloc = Allocator::new(cfg.pool.clone(), &cfg.pinned, table);
         let (fetches_tx, fetches) = tokio::sync::mpsc::channel(1024);
-        Ok(DhcpServer { handler: Handler::new(cfg, alloc), store, dhcp, pxe, events, fetches_tx, fetches })
+        let (reconfig_tx, reconfig) = tokio::sync::mpsc::channel(4);
+        Ok(DhcpServer {
+            handler: Handler::new(cfg, alloc),
+            store,
+            dhcp,
+            pxe,
+            events,
+            fetches_tx,
+            fetches,
+            reconfig_tx,
+            reconfig,
+        })
     }
 
     /// Where to report boot-file fetches (see [`BootFetches`]).
     pub fn boot_fetches(&self) -> BootFetches {
         BootFetches(self.fetches_tx.clone())
+    }
+
+    /// Where to send a reloaded plan while the server runs.
+    pub fn reconfigure(&self) -> Reconfigure {
+        Reconfigure(self.reconfig_tx.clone())
     }
 
     /// MACs known to have fetched a boot file before this start (e.g. from the stage log).
@@ -122,6 +152,10 @@ impl DhcpServer {
                 () = &mut shutdown => break,
                 Some(ip) = self.fetches.recv() => {
                     self.handler.fetched_by(ip);
+                    continue;
+                }
+                Some(cfg) = self.reconfig.recv() => {
+                    self.handler.reconfigure(cfg);
                     continue;
                 }
                 r = self.dhcp.recv(&mut buf67) => r.map(|(n, from)| (n, from, Port::Dhcp)),

@@ -501,3 +501,23 @@ fn port_4011_answers_only_plausible_pxe_sources() {
     }
     assert!(h.handle_datagram(&req, SocketAddrV4::new(ip(50), 68), Port::PxeService, NOW).is_some());
 }
+
+/// A reload (new pins and hostnames) keeps every lease and never moves what the sockets were
+/// bound for.
+#[test]
+fn reconfigure_keeps_leases_and_applies_new_pins() {
+    let mut h = handler_with(DhcpMode::Full, &[(mac(1), ip(3))]);
+    let mut next = cfg(DhcpMode::Full);
+    next.pinned.push((mac(7), ip(50)));
+    next.hosts.insert(ip(50), HostInfo { hostname: "newpin".into(), node: 60 });
+    next.interface = "other0".into();
+    h.reconfigure(next);
+    assert_eq!(h.config().interface, "lab0", "the bound interface stays");
+
+    let o = h.handle_datagram(&msg(1, mac(7), &[]), src(), Port::Dhcp, NOW).unwrap();
+    let (v, _, _) = reply(&o);
+    assert_eq!((v.yiaddr, v.options[&code::HOSTNAME].as_slice()), (ip(50), b"newpin".as_slice()));
+    // The earlier client still gets the address it holds.
+    let o = h.handle_datagram(&msg(1, mac(1), &[]), src(), Port::Dhcp, NOW).unwrap();
+    assert_eq!(reply(&o).0.yiaddr, ip(3));
+}
