@@ -13,28 +13,10 @@
 //!   mosboot-test-flood decline IF MAC IP SERVER a DECLINE of IP by MAC (no lease of its own)
 
 use std::net::{Ipv4Addr, UdpSocket};
-use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use netboot::dhcp::packet::{ReplyView, code, decode_reply, encode_request};
 use netboot::mac::MacAddr;
-
-fn dhcp_socket(iface: &str) -> UdpSocket {
-    let sock = UdpSocket::bind("0.0.0.0:68").expect("bind :68");
-    sock.set_broadcast(true).unwrap();
-    // SAFETY: setsockopt with a valid fd and a name buffer of the given length.
-    let rc = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_BINDTODEVICE,
-            iface.as_ptr().cast(),
-            iface.len() as u32,
-        )
-    };
-    assert_eq!(rc, 0, "SO_BINDTODEVICE {iface}");
-    sock
-}
 
 fn msg_type(v: &ReplyView) -> Option<u8> {
     v.options.get(&code::MESSAGE_TYPE).and_then(|t| t.first().copied())
@@ -64,7 +46,7 @@ fn select(mac: MacAddr, xid: u32, offer: &ReplyView) -> Vec<u8> {
 }
 
 fn flood_dhcp(iface: &str, count: u32, seed: u64) {
-    let sock = dhcp_socket(iface);
+    let sock = harness::dhcp_client_socket(iface);
     sock.set_nonblocking(true).unwrap();
     let mut rng = seed | 1;
     let mut macs = std::collections::HashMap::new();
@@ -113,7 +95,7 @@ fn flood_dhcp(iface: &str, count: u32, seed: u64) {
 }
 
 fn dora(iface: &str, mac: MacAddr, tries: u32) -> bool {
-    let sock = dhcp_socket(iface);
+    let sock = harness::dhcp_client_socket(iface);
     let mut buf = [0u8; 1500];
     let xid = std::process::id().wrapping_mul(2_654_435_761);
     let wait = |sock: &UdpSocket, buf: &mut [u8], want: &[u8]| -> Option<ReplyView> {
@@ -229,7 +211,7 @@ fn main() {
             }
         }
         "decline" => {
-            let sock = dhcp_socket(&arg(1));
+            let sock = harness::dhcp_client_socket(&arg(1));
             let mac: MacAddr = arg(2).parse().unwrap();
             let ip: Ipv4Addr = arg(3).parse().unwrap();
             let sid: Ipv4Addr = arg(4).parse().unwrap();
