@@ -58,7 +58,7 @@ set -e
 echo
 echo "== server log (boot stages)"
 # "<time> INFO <event>": keep the event, drop the timestamp.
-grep -E 'INFO (offered|acked|at=)' "$logs/server.log" | sed -E 's/^[^ ]+ +INFO //; s/^at=[0-9]+ //' | tail -n 30 || true
+grep -E 'INFO (offered|acked|at=)' "$logs/server.log" | sed -E 's/^[^ ]+ +INFO //; s/^at=[0-9.]+ //' | tail -n 30 || true
 echo
 if [ $rc = 0 ]; then
   echo "demo: all four nodes joined (three by PXE, one ISA 486 from the floppy). Consoles and server log: $logs"
