@@ -56,6 +56,8 @@ struct Running {
     abort: AbortHandle,
     /// What it serves: the same request again from the same port is a retransmission.
     request: Request,
+    /// Tells the transfer that its client repeated the request (it never got our OACK).
+    again: Arc<tokio::sync::Notify>,
 }
 
 impl TftpServer {
@@ -215,14 +217,15 @@ impl Shared {
         let old;
         {
             let mut map = self.lock_transfers();
-            if map.get(&peer).is_some_and(|r| r.request == req) {
+            if let Some(running) = map.get(&peer).filter(|r| r.request == req) {
                 // The same request again from the same port: the client's own retransmission
                 // (our first reply was lost or is late). The running transfer answers it with its
                 // own retransmission. Replacing it would change the TID under a client that may
                 // have accepted the first reply meanwhile (curl then ignores the new one and
                 // hangs). A PXE ROM's retry after its tsize probe asks differently, or after an
                 // ERROR that ended the old transfer.
-                tracing::debug!(%peer, file = %req.filename, "tftp: repeated request; the running transfer answers it");
+                tracing::debug!(%peer, file = ?req.filename, "tftp: repeated request; the running transfer answers it");
+                running.again.notify_one();
                 return;
             }
             old = map.remove(&peer);
@@ -247,12 +250,14 @@ impl Shared {
             let shared = Arc::clone(self);
             let main = Arc::clone(socket);
             let request = req.clone();
+            let again = Arc::new(tokio::sync::Notify::new());
+            let heard_again = Arc::clone(&again);
             // Spawning never polls inline, so the entry is in the map before the task can end.
             let task = tokio::spawn(async move {
                 let _deregister = Deregister { shared: Arc::clone(&shared), peer, id };
-                shared.serve(&main, peer, req).await;
+                shared.serve(&main, peer, req, heard_again).await;
             });
-            map.insert(peer, Running { id, abort: task.abort_handle(), request });
+            map.insert(peer, Running { id, abort: task.abort_handle(), request, again });
         }
         // Aborted outside the lock: the old task's Deregister takes the same lock.
         if let Some(old) = old {
@@ -261,7 +266,7 @@ impl Shared {
         }
     }
 
-    async fn serve(&self, main: &UdpSocket, peer: SocketAddr, req: Request) {
+    async fn serve(&self, main: &UdpSocket, peer: SocketAddr, req: Request, again: Arc<tokio::sync::Notify>) {
         let started = Instant::now();
         let (source, size, path) = match self.prepare(&req).await {
             Ok(prepared) => prepared,
@@ -301,7 +306,8 @@ impl Shared {
             }
         };
         tracing::debug!(%peer, ?path, size, blksize, windowsize, mode = %req.mode, oack = ?negotiated.oack, "tftp: sending");
-        let transfer = Transfer::new(socket, source, req.mode, negotiated, self.cfg.retries);
+        let transfer =
+            Transfer::new(socket, source, req.mode, negotiated, self.cfg.retries).with_again(again);
         let lifetime = self.cfg.lifetime + Duration::from_secs(size / MIN_RATE);
         let Ok(outcome) = tokio::time::timeout(lifetime, transfer.run()).await else {
             tracing::warn!(%peer, ?path, size, secs = lifetime.as_secs(), "tftp: transfer ended: too slow (hard lifetime)");

@@ -133,12 +133,10 @@ const STRICT_CLIENT_TIMER: Duration = Duration::from_secs(5);
 /// bound what that costs.
 const LINGER: Duration = Duration::from_secs(3 * STRICT_CLIENT_TIMER.as_secs() + 1);
 
-/// How long the OACK waits for its ACK 0 before the first retransmission: one round of the
-/// strict client's timer (see `handshake`).
-const OACK_FIRST_WAIT: Duration = Duration::from_secs(STRICT_CLIENT_TIMER.as_secs() + 1);
-
 /// What one wait for the client produced.
 enum Heard {
+    /// The client sent its read request again (it never got our OACK): see `handshake`.
+    Again,
     Ack(u16),
     Error(u16, String),
     Timeout,
@@ -152,6 +150,8 @@ pub struct Transfer {
     retries: u32,
     reader: BlockReader,
     recv_buf: Vec<u8>,
+    /// Signalled by the request socket when this client repeats its request.
+    again: Arc<tokio::sync::Notify>,
 }
 
 impl Transfer {
@@ -165,7 +165,14 @@ impl Transfer {
             retries,
             reader: BlockReader::new(source, mode, chunk),
             recv_buf: vec![0u8; 2048],
+            again: Arc::new(tokio::sync::Notify::new()),
         }
+    }
+
+    /// Where the request socket signals that the client repeated its request.
+    pub fn with_again(mut self, again: Arc<tokio::sync::Notify>) -> Self {
+        self.again = again;
+        self
     }
 
     /// Runs the transfer to its end. I/O errors other than a closed client port are returned.
@@ -179,28 +186,31 @@ impl Transfer {
         self.send_data().await
     }
 
-    /// Sends the OACK until the client acknowledges it with ACK 0. `Some` ends the transfer.
+    /// Sends the OACK and waits for the client's ACK 0. `Some` ends the transfer.
     ///
-    /// The first retransmission waits out [`OACK_FIRST_WAIT`], not the plain timeout: atftp (0.8.0, Debian
-    /// 12) aborts with "unexpected OACK" when an OACK arrives after it sent its ACK 0, so if that
-    /// ACK was lost a quick second OACK kills the transfer; waiting lets atftp's own timer resend
-    /// ACK 0 first. A client whose OACK was lost asks again with a new RRQ on its own timer, so
-    /// the wait costs nobody anything on a clean link.
+    /// The OACK is sent again only when the client repeats its request, which says it never got
+    /// the first one; never on our own timer. atftp (0.8.0, Debian 12) aborts with "unexpected
+    /// OACK" when an OACK arrives after it sent its ACK 0, so if that ACK (and its retry on the
+    /// client's 5 s timer) was lost, an OACK of ours would kill the transfer, while waiting lets
+    /// the client's next ACK 0 through. Every client retransmits its last packet: the RRQ when
+    /// it heard nothing, the ACK 0 when it heard the OACK. The wait is bounded like the linger.
     async fn handshake(&mut self, oack: &[u8]) -> io::Result<Option<Outcome>> {
         let mut tries = 0;
         if !self.send(oack).await? {
             return Ok(Some(gave_up(0, "client port closed")));
         }
-        let mut deadline = Instant::now() + self.negotiated.timeout.max(OACK_FIRST_WAIT);
+        let budget = (self.negotiated.timeout * (self.retries + 1)).max(LINGER);
+        let mut deadline = Instant::now() + budget;
+        let again = Arc::clone(&self.again);
         loop {
-            match self.hear(deadline).await? {
+            let heard = tokio::select! {
+                h = self.hear(deadline) => h?,
+                () = again.notified() => Heard::Again,
+            };
+            match heard {
                 Heard::Ack(0) => return Ok(None),
                 Heard::Ack(_) => {}
-                Heard::Error(code, message) => {
-                    return Ok(Some(Outcome::ClientError { code, message, bytes: 0 }));
-                }
-                Heard::PortClosed => return Ok(Some(gave_up(0, "client port closed"))),
-                Heard::Timeout => {
+                Heard::Again => {
                     if tries >= self.retries {
                         return Ok(Some(gave_up(0, "no ACK for OACK")));
                     }
@@ -208,8 +218,13 @@ impl Transfer {
                     if !self.send(oack).await? {
                         return Ok(Some(gave_up(0, "client port closed")));
                     }
-                    deadline = Instant::now() + self.negotiated.timeout;
+                    deadline = Instant::now() + budget;
                 }
+                Heard::Error(code, message) => {
+                    return Ok(Some(Outcome::ClientError { code, message, bytes: 0 }));
+                }
+                Heard::PortClosed => return Ok(Some(gave_up(0, "client port closed"))),
+                Heard::Timeout => return Ok(Some(gave_up(0, "no ACK for OACK"))),
             }
         }
     }
@@ -301,7 +316,7 @@ impl Transfer {
                         return Ok(Outcome::ClientError { code, message, bytes: acked_bytes });
                     }
                     Heard::PortClosed => true,
-                    Heard::Timeout => false,
+                    Heard::Timeout | Heard::Again => false,
                 };
                 let only_last_left = read_all && window.len() == 1;
                 if !closed && !only_last_left && tries >= self.retries && !lingered {
