@@ -9,7 +9,7 @@ for group in "$@"; do
     build) want+=(pxelinux syslinux-common syslinux mtools dosfstools cpio e2fsprogs) ;;
     test)  want+=(pxelinux syslinux-common syslinux mtools dosfstools cpio e2fsprogs
                   iproute2 bridge-utils nftables isc-dhcp-client udhcpc busybox
-                  tftp-hpa atftp curl dnsmasq-base isc-dhcp-server chromium) ;;
+                  tftp-hpa atftp curl dnsmasq-base isc-dhcp-server chromium nginx-light) ;;
     kit)   want+=(linux-source-6.1 build-essential bc flex bison libelf-dev xz-utils
                   dpkg-dev python3-pip qemu-user binutils file) ;;
     package) want+=(dpkg-dev binutils lintian mmdebstrap systemd-container udhcpc curl iproute2) ;;

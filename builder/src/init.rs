@@ -164,6 +164,8 @@ out = "{out}"
 # The status page of `mosboot serve` (loopback only; from your desktop: ssh -L 8067:127.0.0.1:8067):
 # [serve]
 # status = "127.0.0.1:8067"
+# http = "0.0.0.0:8080"            # kernel and initrd over HTTP for iPXE nodes (TFTP stays the fallback)
+# http_url = "http://web.example/lab/"  # or from a web server serving a copy of out/tftpboot/
 "#,
         name = i.name,
         pad = pad(&i.name, 24),

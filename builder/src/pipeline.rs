@@ -40,9 +40,35 @@ fn in_tftp(name: &str) -> String {
     format!("{TFTP_DIR}/{name}")
 }
 
-/// The boot-loader facts for the templates: the names above and the kernel command line.
-fn boot_ctx(append: String) -> BootCtx {
-    BootCtx { kernel: KERNEL_FILE.into(), initrd: INITRD_FILE.into(), append }
+/// The boot-loader facts for the templates: the names above, the kernel command line and where
+/// boot.ipxe fetches the kernel and initrd from.
+fn boot_ctx(cfg: &Config, plan: &Plan, append: String) -> BootCtx {
+    BootCtx {
+        kernel: KERNEL_FILE.into(),
+        initrd: INITRD_FILE.into(),
+        append,
+        sources: boot_sources(cfg, plan),
+    }
+}
+
+/// The one place that decides where iPXE nodes fetch the kernel and initrd, in the order boot.ipxe
+/// tries them: URL prefixes the file names are appended to; `""` is plain TFTP relative to the
+/// script (always last, the path every node can take). A new transport is one more entry.
+pub fn boot_sources(cfg: &Config, plan: &Plan) -> Vec<String> {
+    let mut sources = Vec::new();
+    // A site's own web server first: it is there because one boot server was not enough.
+    if let Some(url) = &cfg.serve.http_url {
+        sources.push(url.clone());
+    }
+    if let Some(addr) = cfg.serve.http {
+        let ip = if addr.ip().is_unspecified() { plan.server } else { *addr.ip() };
+        sources.push(match addr.port() {
+            80 => format!("http://{ip}/"),
+            port => format!("http://{ip}:{port}/"),
+        });
+    }
+    sources.push(String::new());
+    sources
 }
 
 /// The initrd format a build makes: the config's choice, or for `auto` what the kernel can boot
@@ -238,7 +264,7 @@ pub fn prepare(cfg: &Config, plan: &Plan, opts: &BuildOptions) -> Result<Prepare
     };
     if !d.is_empty() {
         // Still render, to report template problems in the same run.
-        let ctx = render::context(cfg, plan, &image_ctx, &boot_ctx(String::new()));
+        let ctx = render::context(cfg, plan, &image_ctx, &boot_ctx(cfg, plan, String::new()));
         for name in templates.names().map(str::to_string).collect::<Vec<_>>() {
             if let Err(e) = templates.render(&name, &ctx) {
                 d.extend(e);
@@ -248,7 +274,7 @@ pub fn prepare(cfg: &Config, plan: &Plan, opts: &BuildOptions) -> Result<Prepare
     }
 
     // The node root does not depend on the boot line, so render it with an empty one first.
-    let ctx = render::context(cfg, plan, &image_ctx, &boot_ctx(String::new()));
+    let ctx = render::context(cfg, plan, &image_ctx, &boot_ctx(cfg, plan, String::new()));
     let map_files = render::map_files(cfg.openmosix.version_parts);
     let root_inputs = RootInputs {
         busybox: &busybox,
@@ -292,7 +318,7 @@ pub fn prepare(cfg: &Config, plan: &Plan, opts: &BuildOptions) -> Result<Prepare
     if !img.cmdline.trim().is_empty() {
         append.push(img.cmdline.trim().to_string());
     }
-    let ctx = render::context(cfg, plan, &image_ctx, &boot_ctx(append.join(" ")));
+    let ctx = render::context(cfg, plan, &image_ctx, &boot_ctx(cfg, plan, append.join(" ")));
 
     let mut files: BTreeMap<String, (Vec<u8>, u32)> = BTreeMap::new();
     fn put(files: &mut BTreeMap<String, (Vec<u8>, u32)>, path: &str, bytes: Vec<u8>, mode: u32) {

@@ -31,6 +31,7 @@ pub struct Fixed {
     server: (Ipv4Addr, u8),
     dhcp: DhcpMode,
     status: Option<SocketAddr>,
+    http: Option<std::net::SocketAddrV4>,
     state: PathBuf,
     out: PathBuf,
 }
@@ -45,6 +46,7 @@ impl Fixed {
             server: (plan.server, plan.prefix_len),
             dhcp: plan.dhcp,
             status,
+            http: cfg.serve.http,
             state: args.state.clone().unwrap_or_else(|| crate::serve::default_state_dir(&plan.cluster)),
             out: args.out.clone().unwrap_or_else(|| cfg.image.out.clone()),
         })
@@ -67,6 +69,8 @@ impl Fixed {
         differ("cluster.dhcp", format!("{:?}", self.dhcp), format!("{:?}", new.dhcp));
         let addr = |a: Option<SocketAddr>| a.map_or("none".to_string(), |a| a.to_string());
         differ("serve.status", addr(self.status), addr(new.status));
+        let http = |a: Option<std::net::SocketAddrV4>| a.map_or("none".to_string(), |a| a.to_string());
+        differ("serve.http", http(self.http), http(new.http));
         differ(
             "cluster.name (the state folder)",
             self.state.display().to_string(),
@@ -192,6 +196,7 @@ mod tests {
             server: (Ipv4Addr::new(10, 0, 0, 254), 24),
             dhcp: DhcpMode::Full,
             status: None,
+            http: None,
             state: "/var/lib/mosboot/lab".into(),
             out: "/srv/out".into(),
         }
@@ -209,6 +214,8 @@ mod tests {
                 "cluster.dhcp changed from Full to Proxy: that needs a restart".to_string(),
             ]
         );
+        let c = Fixed { http: Some("0.0.0.0:8080".parse().unwrap()), ..fixed() };
+        assert_eq!(a.changes(&c), vec!["serve.http changed from none to 0.0.0.0:8080: that needs a restart"]);
     }
 
     #[test]

@@ -257,12 +257,15 @@ pub struct ImageCtx {
     pub kernel_release: String,
 }
 
-/// Boot-loader facts: file names on the TFTP server and the full kernel command line.
+/// Boot-loader facts: file names on the TFTP server, the full kernel command line and the URL
+/// prefixes boot.ipxe tries in turn (`""` = TFTP relative to the script; see
+/// [`crate::pipeline::boot_sources`]).
 #[derive(Clone, Serialize)]
 pub struct BootCtx {
     pub kernel: String,
     pub initrd: String,
     pub append: String,
+    pub sources: Vec<String>,
 }
 
 /// The map file names the node's openMosix userland looks for, by version: MOSIX-era kernels
@@ -347,6 +350,7 @@ mod tests {
             kernel: "vmlinuz".into(),
             initrd: "initrd.gz".into(),
             append: "console=tty0 console=ttyS0,115200n8".into(),
+            sources: vec!["http://192.168.0.254:8080/".into(), String::new()],
         };
         let ctx = context(&cfg, &plan, &image, &boot);
         let t = Templates::load(None, Path::new("c"), 0).expect("templates");

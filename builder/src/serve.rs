@@ -1,4 +1,5 @@
-//! `mosboot serve`: DHCP (full or proxy) and TFTP for the output tree, in the foreground.
+//! `mosboot serve`: DHCP (full or proxy), TFTP and (with `[serve] http`) HTTP for the output
+//! tree, in the foreground.
 //!
 //! Order matters for safety: load config and plan; bind every socket (the rival probe's and the
 //! status page's too) and open every state file (needs root or capabilities); then drop to an
@@ -23,6 +24,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use netboot::dhcp::{BootFiles, DhcpConfig, DhcpError, DhcpServer, HostInfo, RivalProbe};
 use netboot::events::{BootEvent, EventReceiver, Stage};
+use netboot::http::{HttpConfig, HttpServer};
 use netboot::mac::MacAddr;
 use netboot::node_report::NodeReport;
 use netboot::statedir::StateDir;
@@ -130,8 +132,9 @@ pub fn run(cfg_path: &Path, args: &ServeArgs) -> Result<(), Failure> {
         .enable_all()
         .build()
         .map_err(|e| Failure::runtime("start the async runtime", e))?;
+    let http = http_config(&cfg, &plan, &root);
     let reload = Reload { cfg_path: cfg_path.to_path_buf(), fixed, out };
-    rt.block_on(serve(plan, root, state_dir, status, args, reload))
+    rt.block_on(serve(plan, root, state_dir, (status, http), args, reload))
 }
 
 /// What a reload needs to know about how serve was started.
@@ -146,7 +149,7 @@ async fn serve(
     plan: Plan,
     root: PathBuf,
     state_dir: StateDir,
-    status: Option<SocketAddr>,
+    (status, http): (Option<SocketAddr>, Option<HttpConfig>),
     args: &ServeArgs,
     reload: Reload,
 ) -> Result<(), Failure> {
@@ -179,6 +182,12 @@ async fn serve(
         root: root.clone(),
         interface: Some(plan.interface.clone()),
         ..TftpConfig::default()
+    };
+    let http = match http {
+        None => None,
+        Some(cfg) => Some(HttpServer::bind(cfg, Some(tx.clone())).map_err(|e| {
+            Failure::Usage(format!("cannot start HTTP: {e} (check `http` in [serve] of cluster.toml)"))
+        })?),
     };
     let tftp = TftpServer::bind(tftp_cfg, Some(tx))
         .map_err(|e| Failure::Usage(format!("cannot start TFTP: {e}")))?;
@@ -276,8 +285,12 @@ async fn serve(
         plan.dhcp,
         root.display()
     );
+    if let Some(h) = &http {
+        eprintln!("mosboot serve: HTTP for iPXE on {} from {}", h.local_addr(), root.display());
+    }
     crate::sd_notify::notify(crate::sd_notify::READY);
 
+    let http_task = http.map(|h| tokio::spawn(h.run(stopped(stop_rx.clone()))));
     let tftp_task = tokio::spawn(tftp.run(stopped(stop_rx.clone())));
     let dhcp_result = match dhcp {
         Some(d) => d.run(stopped(stop_rx.clone())).await.map_err(|e| Failure::runtime("serve DHCP", e)),
@@ -292,12 +305,31 @@ async fn serve(
         Ok(r) => r.map_err(|e| Failure::runtime("serve TFTP", e)),
         Err(e) => Err(Failure::runtime("serve TFTP", e)),
     };
+    let http_result = match http_task {
+        None => Ok(()),
+        Some(t) => match t.await {
+            Ok(r) => r.map_err(|e| Failure::runtime("serve HTTP", e)),
+            Err(e) => Err(Failure::runtime("serve HTTP", e)),
+        },
+    };
     events.abort();
     if let Some(t) = status_task {
         // Open event streams never end by themselves; the page reconnects to the next serve.
         t.abort();
     }
-    dhcp_result.and(tftp_result)
+    dhcp_result.and(tftp_result).and(http_result)
+}
+
+/// The HTTP server for iPXE nodes (`[serve] http`), on the lab interface like TFTP; `None` when
+/// off. The file names boot.ipxe asks for are the TFTP tree's, so the root is the same.
+pub fn http_config(cfg: &Config, plan: &Plan, root: &Path) -> Option<HttpConfig> {
+    let addr = cfg.serve.http?;
+    Some(HttpConfig {
+        bind: SocketAddr::V4(addr),
+        root: root.to_path_buf(),
+        interface: Some(plan.interface.clone()),
+        ..HttpConfig::default()
+    })
 }
 
 /// Reloads on every SIGHUP and every swapped-in output tree, one at a time.

@@ -164,7 +164,7 @@ impl Walker<'_> {
     }
 
     pub(super) fn serve(&mut self, t: &DeTable<'_>) -> Option<ServeSection> {
-        self.unknown_keys(t, "serve", &["status", "status_public"]);
+        self.unknown_keys(t, "serve", &["status", "status_public", "http", "http_url"]);
         let status = match self.string(t, "status", "serve.status")? {
             None => None,
             Some((s, l)) => match s.parse::<std::net::SocketAddr>() {
@@ -176,7 +176,49 @@ impl Walker<'_> {
             },
         };
         let status_public = self.boolean(t, "status_public", "serve.status_public", false)?;
-        Some(ServeSection { status, status_public })
+        let http = match self.string(t, "http", "serve.http") {
+            None => None,
+            Some(None) => Some(None),
+            Some(Some((s, l))) => match s.parse::<std::net::SocketAddrV4>() {
+                Ok(a) if a.port() == 0 => {
+                    self.err(l, "serve.http", "needs a port (80, or 8080 and the like)");
+                    None
+                }
+                Ok(a) if a.ip().is_loopback() || a.ip().is_multicast() || a.ip().is_broadcast() => {
+                    self.err(
+                        l,
+                        "serve.http",
+                        format!(
+                            "{} cannot be reached by the nodes; use the server's address or 0.0.0.0",
+                            a.ip()
+                        ),
+                    );
+                    None
+                }
+                Ok(a) => Some(Some(a)),
+                Err(_) => {
+                    self.err(
+                        l,
+                        "serve.http",
+                        format!("'{s}' is not an IPv4 address:port like 0.0.0.0:8080 or 192.168.0.254:80"),
+                    );
+                    None
+                }
+            },
+        };
+        let http_url = match self.string(t, "http_url", "serve.http_url") {
+            None => None,
+            Some(None) => Some(None),
+            Some(Some((s, _))) if s.is_empty() => Some(None),
+            Some(Some((s, l))) => match check_http_url(&s) {
+                Ok(()) => Some(Some(s)),
+                Err(why) => {
+                    self.err(l, "serve.http_url", why);
+                    None
+                }
+            },
+        };
+        Some(ServeSection { status, status_public, http: http?, http_url: http_url? })
     }
 
     pub(super) fn openmosix(&mut self, t: &DeTable<'_>) -> Option<OpenMosixSection> {
@@ -328,6 +370,25 @@ impl Walker<'_> {
         }
         ok.then_some(out)
     }
+}
+
+/// A URL prefix for boot.ipxe: `http://HOST[:PORT]/[PATH/]`. Strict, because it is written into
+/// the iPXE script as is: a space would split the command, `$`/`{` would expand iPXE settings.
+pub fn check_http_url(s: &str) -> Result<(), String> {
+    let Some(rest) = s.strip_prefix("http://") else {
+        return Err(format!("'{s}' must start with http:// (the nodes' iPXE fetches it)"));
+    };
+    if !s.ends_with('/') {
+        return Err(format!("'{s}' must end with '/' (the file names are appended)"));
+    }
+    let host = rest.split('/').next().unwrap_or_default();
+    if host.is_empty() {
+        return Err(format!("'{s}' names no host"));
+    }
+    if let Some(c) = s.chars().find(|c| !(c.is_ascii_alphanumeric() || "-._~:/@%+=,;!*".contains(*c))) {
+        return Err(format!("'{s}' holds {c:?}, which iPXE would not pass through as part of a URL"));
+    }
+    Ok(())
 }
 
 /// `2.4.26` or `2.4.26-om1`: `MAJOR.MINOR[.PATCH]` of 1-3 digits each, then optionally `-` and

@@ -79,3 +79,29 @@ fn serve_status_is_off_unless_set_and_checked() {
     let err = Config::parse(&text, Path::new("c.toml")).expect_err("invalid").to_string();
     assert!(err.contains("serve.status") && err.contains("serve.statuss"), "{err}");
 }
+
+#[test]
+fn serve_http_and_http_url_are_checked_with_their_line() {
+    let cfg = Config::parse(SAMPLE, Path::new("c.toml")).expect("valid");
+    assert_eq!((cfg.serve.http, cfg.serve.http_url), (None, None));
+    let text =
+        format!("{SAMPLE}\n[serve]\nhttp = \"0.0.0.0:8080\"\nhttp_url = \"http://boot.example:81/lab/\"\n");
+    let cfg = Config::parse(&text, Path::new("c.toml")).expect("valid");
+    assert_eq!(cfg.serve.http, Some("0.0.0.0:8080".parse().unwrap()));
+    assert_eq!(cfg.serve.http_url.as_deref(), Some("http://boot.example:81/lab/"));
+    for (value, why) in [
+        ("http = \"8080\"", "not an IPv4 address:port"),
+        ("http = \"127.0.0.1:8080\"", "cannot be reached by the nodes"),
+        ("http = \"0.0.0.0:0\"", "needs a port"),
+        ("http_url = \"ftp://x/\"", "must start with http://"),
+        ("http_url = \"http://x/lab\"", "must end with '/'"),
+        ("http_url = \"http://x/${net0/ip}/\"", "which iPXE would not pass through"),
+        ("http_url = \"http://x/a b/\"", "which iPXE would not pass through"),
+        ("http_url = \"http:///\"", "names no host"),
+    ] {
+        let text = format!("{SAMPLE}\n[serve]\n{value}\n");
+        let err = Config::parse(&text, Path::new("c.toml")).expect_err(value).to_string();
+        let line = SAMPLE.lines().count() + 3;
+        assert!(err.contains(why) && err.contains(&format!("c.toml:{line}")), "{value}: {err}");
+    }
+}

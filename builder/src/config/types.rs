@@ -104,4 +104,10 @@ pub struct ServeSection {
     pub status: Option<std::net::SocketAddr>,
     /// Allow a status address other than loopback.
     pub status_public: bool,
+    /// Where mosboot's own HTTP server for the boot files listens (off when absent); boot.ipxe
+    /// then fetches the kernel and initrd over HTTP first.
+    pub http: Option<std::net::SocketAddrV4>,
+    /// A web server elsewhere that serves a copy of `out/tftpboot/` at this URL (ends in `/`);
+    /// boot.ipxe tries it before everything else.
+    pub http_url: Option<String>,
 }

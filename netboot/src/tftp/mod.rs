@@ -13,7 +13,7 @@
 
 mod options;
 mod packet;
-mod path;
+pub(crate) mod path;
 mod server;
 mod transfer;
 
