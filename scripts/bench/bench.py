@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -32,6 +33,8 @@ SERVER_CPU = "0"
 LOAD_CPU = "1"
 TFTP_FILE = "bench3m.bin"
 TFTP_SIZE = 3 * 1024 * 1024
+# Where the http series' serve listens ([serve] http in run.sh's http.toml).
+HTTP_PORT = 8080
 
 
 def log(*a):
@@ -641,6 +644,63 @@ def tftp_series(h, servers):
     return rows
 
 
+# ---- HTTP vs TFTP (issue 14) ----------------------------------------------------------------------
+def http_series(h):
+    """One 3 MiB fetch over the 1 ms link: curl over mosboot's HTTP against curl over its TFTP
+    (blksize 1468, lockstep: one round trip per block). Median of a few trials each."""
+    if not h.args.http_toml:
+        h.results.setdefault("skipped", []).append("HTTP vs TFTP: no --http-toml")
+        return []
+    delay = bool(h.args.delayfwd and os.path.exists(h.args.delayfwd))
+    h.link("delay" if delay else "veth")
+    rtt = None
+    if delay:
+        out = subprocess.run(["ip", "netns", "exec", h.cli, "busybox", "ping", "-c", "5", "-q",
+                              SERVER_IP], capture_output=True, text=True).stdout
+        m = re.search(r"= [0-9.]+/([0-9.]+)/", out)
+        rtt = float(m.group(1)) if m else None
+    d = os.path.join(h.tmp, "srv-mosboot-http")
+    shutil.rmtree(d, ignore_errors=True)
+    os.makedirs(d)
+    os.chmod(d, 0o777)
+    p = h.spawn(h.srv, [h.args.mosboot, "-c", h.args.http_toml, "serve", "--out", h.args.outtree,
+                        "--state", os.path.join(d, "state"), "--force"], "mosboot-http", SERVER_CPU)
+    rows = []
+    try:
+        if not h.wait_port(p, 69, 15):
+            raise RuntimeError("mosboot (http) did not start: " + h.tail("mosboot-http")[-400:])
+        urls = [("http", f"http://{SERVER_IP}:{HTTP_PORT}/{TFTP_FILE}", []),
+                ("tftp", f"tftp://{SERVER_IP}/{TFTP_FILE}", ["--tftp-blksize", "1468"])]
+        for proto, url, extra in urls:
+            times, sizes = [], []
+            for _ in range(h.args.http_trials):
+                r = subprocess.run(["ip", "netns", "exec", h.cli, "taskset", "-c", LOAD_CPU, "curl", "-sS",
+                                    "--retry", "3", "--retry-connrefused", "--max-time", "60",
+                                    "-o", "/dev/null", "-w", "%{time_total} %{size_download}", *extra, url],
+                                   capture_output=True, text=True, timeout=90)
+                try:
+                    t, n = r.stdout.split()
+                    times.append(float(t))
+                    sizes.append(int(n))
+                except ValueError:
+                    rows.append({"proto": proto, "error": (r.stderr or r.stdout)[-300:]})
+                    break
+            if times:
+                ok = all(n == TFTP_SIZE for n in sizes)
+                row = {"proto": proto, "link": "delay 1 ms" if delay else "veth", "rtt_ms": rtt,
+                       "trials": len(times), "median_s": round(statistics.median(times), 3),
+                       "min_s": round(min(times), 3), "max_s": round(max(times), 3),
+                       "bytes": sizes[0], "complete": ok}
+                log(f"http series {proto}: median {row['median_s']} s over {len(times)} trials "
+                    f"({'complete' if ok else 'SHORT'})")
+                rows.append(row)
+    finally:
+        h.stop(p)
+        h.unlink()
+        h.link("veth")
+    return rows
+
+
 # ---- build and boot ------------------------------------------------------------------------------
 def build_series(h):
     a = h.args
@@ -789,7 +849,9 @@ def main():
     ap.add_argument("--tftproot", required=True)
     ap.add_argument("--qemu-dir", default="")
     ap.add_argument("--out", required=True)
-    ap.add_argument("--series", default="dhcp,avalanche,loss,tftp,build,boot,floppy")
+    ap.add_argument("--series", default="dhcp,avalanche,loss,tftp,http,build,boot,floppy")
+    ap.add_argument("--http-toml", default="", help="cluster file with [serve] http for the http series")
+    ap.add_argument("--http-trials", type=int, default=3)
     ap.add_argument("--dhcp-rates", default="500,1000,2000,4000,6000")
     ap.add_argument("--dhcp-period", type=int, default=10)
     ap.add_argument("--dhcp-clients", type=int, default=4000)
@@ -843,6 +905,7 @@ def main():
     attempt("loss", lambda: lease_loss_series(h, [dhcp_servers[0], dhcp_servers[1], dhcp_servers[3]]))
     tftp_servers = [Server(h, "mosboot"), Server(h, "tftpd-hpa")]
     attempt("tftp", lambda: tftp_series(h, tftp_servers))
+    attempt("http", lambda: http_series(h))
     h.unlink()
     attempt("build", lambda: build_series(h))
     attempt("boot", lambda: boot_series(h))

@@ -8,7 +8,7 @@
 # non-zero only when the harness itself cannot run.
 #
 # Environment: MOSBOOT_RELEASE (binary; default $CARGO_TARGET_DIR/release/mosboot),
-#   BENCH_SERIES (default dhcp,avalanche,loss,tftp,build,boot,floppy,status), BENCH_ARGS (extra bench.py flags),
+#   BENCH_SERIES (default dhcp,avalanche,loss,tftp,http,build,boot,floppy,status), BENCH_ARGS (extra bench.py flags),
 #   BENCH_OUT (default BENCHMARKS.md in the repo), BENCH_KEEP=1 (keep the work dir with all logs).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -74,7 +74,11 @@ TOML
 sed -e 's/^name = "bench-dhcp"/name = "bench-tftp"/' -e 's/^lease_time = "12h"/lease_time = "12h"\ndhcp = "off"/' \
   "$work/dhcp.toml" > "$work/tftp.toml"
 
-for t in demo dhcp tftp; do
+# The http series: the TFTP cluster with mosboot's HTTP server on.
+sed -e 's/^name = "bench-tftp"/name = "bench-http"/' "$work/tftp.toml" > "$work/http.toml"
+printf '\n[serve]\nhttp = "0.0.0.0:8080"\n' >> "$work/http.toml"
+
+for t in demo dhcp tftp http; do
   "$mosboot" -c "$work/$t.toml" check >&2 || { echo "bench: mosboot check failed for $t.toml" >&2; exit 2; }
 done
 "$mosboot" -c "$work/demo.toml" build >&2 || { echo "bench: mosboot build failed" >&2; exit 2; }
@@ -89,13 +93,13 @@ if [ -f "$fkernel" ] && [ -f "$fbusybox" ] \
   floppy_img=$work/floppy.img
 fi
 
-series=${BENCH_SERIES:-dhcp,avalanche,loss,tftp,build,boot,floppy,status}
+series=${BENCH_SERIES:-dhcp,avalanche,loss,tftp,http,build,boot,floppy,status}
 keep=()
 [ "${BENCH_KEEP:-0}" = 1 ] && keep=(--keep)
 rc=0
 # shellcheck disable=SC2086
 python3 "$here/bench.py" --mosboot "$mosboot" --delayfwd "$delayfwd" \
-  --dhcp-toml "$work/dhcp.toml" --tftp-toml "$work/tftp.toml" --demo-toml "$work/demo.toml" \
+  --dhcp-toml "$work/dhcp.toml" --tftp-toml "$work/tftp.toml" --http-toml "$work/http.toml" --demo-toml "$work/demo.toml" \
   --demo-out "$work/demo-out" --outtree "$work/demo-out" --tftproot "$work/demo-out/tftpboot" \
   --qemu-dir "$qemu_dir" --floppy-img "$floppy_img" --out "$work/results.json" --series "$series" \
   "${keep[@]}" ${BENCH_ARGS:-} || rc=$?
