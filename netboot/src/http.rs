@@ -58,8 +58,10 @@ pub struct HttpConfig {
     pub max_per_source: usize,
     /// Time for a whole request head to arrive, and the longest idle keep-alive wait.
     pub header_timeout: Duration,
-    /// Base lifetime of a connection, extended for each answer by its size at [`MIN_RATE`].
+    /// Base lifetime of a connection, extended for each answer by its size at `min_rate`.
     pub lifetime: Duration,
+    /// Bytes per second an answer is allowed to be as slow as ([`MIN_RATE`]).
+    pub min_rate: u64,
     /// Bind the listener to this interface (SO_BINDTODEVICE), so nothing is answered elsewhere.
     pub interface: Option<String>,
 }
@@ -73,6 +75,7 @@ impl Default for HttpConfig {
             max_per_source: 8,
             header_timeout: Duration::from_secs(10),
             lifetime: Duration::from_secs(30),
+            min_rate: MIN_RATE,
             interface: None,
         }
     }
@@ -244,7 +247,10 @@ impl Drop for Slot {
 /// Serves one connection until the client closes it, a timeout ends it or the lifetime runs out.
 async fn connection(shared: Arc<Shared>, stream: tokio::net::TcpStream, peer: SocketAddr, _slot: Slot) {
     let _ = stream.set_nodelay(true);
-    let deadline = Arc::new(Mutex::new(Instant::now() + shared.cfg.header_timeout + shared.cfg.lifetime));
+    let deadline = Arc::new(Deadline {
+        at: Mutex::new(Instant::now() + shared.cfg.header_timeout + shared.cfg.lifetime),
+        moved: tokio::sync::Notify::new(),
+    });
     let svc = {
         let (shared, deadline) = (shared.clone(), deadline.clone());
         hyper::service::service_fn(move |req| {
@@ -259,8 +265,9 @@ async fn connection(shared: Arc<Shared>, stream: tokio::net::TcpStream, peer: So
         .serve_connection(hyper_util::rt::TokioIo::new(stream), svc);
     tokio::pin!(conn);
     loop {
-        let until = *deadline.lock().unwrap_or_else(|p| p.into_inner());
+        let until = deadline.get();
         tokio::select! {
+            () = deadline.moved.notified() => {}
             result = &mut conn => {
                 if let Err(e) = result {
                     if e.is_timeout() {
@@ -271,8 +278,7 @@ async fn connection(shared: Arc<Shared>, stream: tokio::net::TcpStream, peer: So
                 return;
             }
             _ = tokio::time::sleep_until(until.into()) => {
-                // An answer may have moved the deadline while we slept.
-                if *deadline.lock().unwrap_or_else(|p| p.into_inner()) <= Instant::now() {
+                if deadline.get() <= Instant::now() {
                     shared.stats.timed_out.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(%peer, "http: connection ended: too slow (lifetime)");
                     return;
@@ -282,12 +288,29 @@ async fn connection(shared: Arc<Shared>, stream: tokio::net::TcpStream, peer: So
     }
 }
 
+/// When a connection is ended; each answer sets it anew and wakes the connection's timer.
+struct Deadline {
+    at: Mutex<Instant>,
+    moved: tokio::sync::Notify,
+}
+
+impl Deadline {
+    fn get(&self) -> Instant {
+        *self.at.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn set(&self, at: Instant) {
+        *self.at.lock().unwrap_or_else(|p| p.into_inner()) = at;
+        self.moved.notify_one();
+    }
+}
+
 /// Answers one request; never fails (every problem is a status code).
 async fn answer(
     shared: &Arc<Shared>,
     peer: SocketAddr,
     req: Request<Incoming>,
-    deadline: &Mutex<Instant>,
+    deadline: &Deadline,
 ) -> Response<Body> {
     shared.stats.requests.fetch_add(1, Ordering::Relaxed);
     let head = req.method() == Method::HEAD;
@@ -336,10 +359,9 @@ async fn answer(
         Some(RangeAsk::Bytes(start, end)) => Some((start, end)),
     };
     let (start, len) = range.map_or((0, size), |(s, e)| (s, e - s + 1));
-    {
-        let mut d = deadline.lock().unwrap_or_else(|p| p.into_inner());
-        *d = (*d).max(Instant::now() + shared.cfg.lifetime + Duration::from_secs(len / MIN_RATE));
-    }
+    // This answer's own time (the head's wait is over); hyper's header timeout covers the next.
+    deadline
+        .set(Instant::now() + shared.cfg.lifetime + Duration::from_secs(len / shared.cfg.min_rate.max(1)));
     let mut response = Response::new(Body::Empty);
     if let Some((s, e)) = range {
         *response.status_mut() = StatusCode::PARTIAL_CONTENT;
@@ -688,6 +710,38 @@ mod tests {
         let huge = format!("GET /vmlinuz HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(64 * 1024));
         let got = raw(s.addr, huge.as_bytes()).await;
         assert!(!got.starts_with("HTTP/1.1 200"), "{got}");
+    }
+
+    /// A client that asks for a big file and never reads it is cut off at the lifetime, and its
+    /// slot is free again.
+    #[tokio::test]
+    async fn a_client_that_stops_reading_is_ended_at_its_lifetime() {
+        let s = start(|c| HttpConfig {
+            lifetime: Duration::from_millis(500),
+            min_rate: 1 << 40,
+            max_per_source: 1,
+            ..c
+        })
+        .await;
+        std::fs::write(s._root.path().join("root/big"), vec![7u8; 32 << 20]).unwrap();
+        let mut stuck = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+        stuck.write_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        let ended = wait(Duration::from_secs(5), || s.stats.timed_out.load(Ordering::Relaxed) >= 1).await;
+        assert!(ended, "a stalled reader was not ended");
+        let ok = raw(s.addr, b"HEAD /big HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+        assert!(ok.starts_with("HTTP/1.1 200"), "the slot was not given back: {ok}");
+        drop(stuck);
+    }
+
+    async fn wait(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+        let end = Instant::now() + limit;
+        while Instant::now() < end {
+            if cond() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        cond()
     }
 
     #[test]
