@@ -195,6 +195,29 @@ fn mosboot_and_nginx_serve_the_tree_to_curl() {
         stages.contains(&format!("ip={CLIENT} ")) && stages.contains("stage=fetched vmlinuz"),
         "{stages}"
     );
+
+    // Reload: a rebuild (here without http_url) is served over HTTP from the next request on...
+    std::fs::write(
+        &cfg,
+        harness::sample_cluster(&[("cluster.interface", "\"br0\"")], "\n[serve]\nhttp = \"0.0.0.0:8080\"\n"),
+    )
+    .unwrap();
+    let o = Command::new(harness::mosboot_bin()).arg("-c").arg(&cfg).arg("build").output().unwrap();
+    assert!(o.status.success(), "mosboot build: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(wait_until(Duration::from_secs(5), || read(&log).contains("reloaded: ")), "{}", read(&log));
+    let (code, _, body) = curl(&lab, &[], &format!("{mosboot_url}boot.ipxe"), "rebuilt");
+    let rebuilt = read(&tftpboot.join("boot.ipxe"));
+    assert!(code == 200 && read(&body) == rebuilt && !rebuilt.contains(WEB_URL), "{rebuilt}");
+    // ...and moving the HTTP server needs a restart: refused, the old one keeps serving.
+    std::fs::write(
+        &cfg,
+        harness::sample_cluster(&[("cluster.interface", "\"br0\"")], "\n[serve]\nhttp = \"0.0.0.0:8081\"\n"),
+    )
+    .unwrap();
+    srv.signal(libc::SIGHUP);
+    let refused = "serve.http changed from 0.0.0.0:8080 to 0.0.0.0:8081: that needs a restart";
+    assert!(wait_until(Duration::from_secs(5), || read(&log).contains(refused)), "{}", read(&log));
+    assert_eq!(curl(&lab, &["-I"], &format!("{mosboot_url}vmlinuz"), "after").0, 200);
     srv.signal(libc::SIGTERM);
     assert!(srv.wait_timeout(Duration::from_secs(10)).is_some_and(|s| s.success()), "{}", read(&log));
 }

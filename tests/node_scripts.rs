@@ -77,6 +77,7 @@ fn sample_context() -> Value {
         kernel: "vmlinuz".into(),
         initrd: "initrd.gz".into(),
         append: "console=tty0 console=ttyS0,115200 panic=1".into(),
+        sources: mosboot::pipeline::boot_sources(&cfg, &plan),
     };
     let ctx = context(&cfg, &plan, &image, &boot);
     let json = serde_json::to_value(&ctx).expect("the context is JSON");
@@ -828,11 +829,52 @@ fn boot_ipxe_loads_by_relative_path_and_retries() {
     let script = render(&sample_context(), "boot/boot.ipxe");
     assert!(script.starts_with("#!ipxe\n"));
     let lines: Vec<&str> = script.lines().map(str::trim).collect();
-    assert!(lines.contains(&":load"));
-    assert!(lines.contains(&"kernel vmlinuz console=tty0 console=ttyS0,115200 panic=1 || goto retry"));
-    assert!(lines.contains(&"initrd initrd.gz || goto retry"));
-    assert!(lines.contains(&"boot || goto retry"));
-    assert!(lines.contains(&"goto load"));
+    // Without [serve] http there is one source: TFTP, relative to the script.
+    let from = lines.iter().position(|l| *l == ":source1").expect(":source1");
+    assert_eq!(
+        lines[from..],
+        [
+            ":source1",
+            "kernel vmlinuz console=tty0 console=ttyS0,115200 panic=1 || goto failed1",
+            "initrd initrd.gz || goto failed1",
+            "boot || goto failed1",
+            ":failed1",
+            "echo mosboot: could not boot from TFTP",
+            "imgfree",
+            "echo mosboot: could not load vmlinuz and initrd.gz, retrying in 5 s",
+            "sleep 5",
+            "goto source1",
+        ],
+        "{script}"
+    );
+}
+
+/// Every source in order, each falling through to the next, the retry loop only after the last.
+#[test]
+fn boot_ipxe_tries_each_source_in_turn() {
+    let sources = json!(["http://web/lab/", "http://192.168.0.254:8080/", ""]);
+    let script = render(&with(sample_context(), "boot", "sources", sources), "boot/boot.ipxe");
+    let lines: Vec<&str> = script.lines().map(str::trim).collect();
+    let at =
+        |l: &str| lines.iter().position(|x| *x == l).unwrap_or_else(|| panic!("{l:?} missing:\n{script}"));
+    let k = "console=tty0 console=ttyS0,115200 panic=1";
+    let order = [
+        at(&format!("kernel http://web/lab/vmlinuz {k} || goto failed1")),
+        at("initrd http://web/lab/initrd.gz || goto failed1"),
+        at(":failed1"),
+        at(":source2"),
+        at(&format!("kernel http://192.168.0.254:8080/vmlinuz {k} || goto failed2")),
+        at(":failed2"),
+        at(":source3"),
+        at(&format!("kernel vmlinuz {k} || goto failed3")),
+        at("initrd initrd.gz || goto failed3"),
+        at(":failed3"),
+        at("sleep 5"),
+        at("goto source1"),
+    ];
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "{script}");
+    // A failed source frees what it loaded before the next one starts.
+    assert_eq!(lines[at(":failed1") + 2], "imgfree");
 }
 
 #[test]
