@@ -107,6 +107,7 @@ fn mosboot_and_nginx_serve_the_tree_to_curl() {
     let log = p.join("serve.log");
     let mut cmd = lab.srv.command(harness::mosboot_bin());
     cmd.arg("-c").arg(&cfg).arg("serve").arg("--state").arg(p.join("state")).arg("--force");
+    cmd.args(["--status", "127.0.0.1:8067"]);
     cmd.env("RUST_LOG", "info").stdout(Stdio::null()).stderr(std::fs::File::create(&log).unwrap());
     let mut srv = ChildGuard::spawn(&mut cmd);
     let up = wait_until(Duration::from_secs(15), || {
@@ -190,6 +191,10 @@ fn mosboot_and_nginx_serve_the_tree_to_curl() {
     });
     assert!(logged, "no fetched stages for the HTTP client:\n{}", read(&log));
     assert!(read(&log).contains("http: sent"), "{}", read(&log));
+    // The status page's stage list has them too.
+    let api = lab.srv.sh("curl -sS --max-time 5 http://127.0.0.1:8067/api/events");
+    let api = String::from_utf8_lossy(&api.stdout);
+    assert!(api.contains(&format!("\"ip\":\"{CLIENT}\"")) && api.contains("fetched initrd.gz"), "{api}");
     let stages = read(&p.join("state/stages.log"));
     assert!(
         stages.contains(&format!("ip={CLIENT} ")) && stages.contains("stage=fetched vmlinuz"),
