@@ -10,5 +10,6 @@ pub mod fuzzing;
 pub mod leases;
 pub mod mac;
 pub mod node_report;
+pub mod spool;
 pub mod statedir;
 pub mod tftp;
