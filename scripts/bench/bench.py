@@ -357,14 +357,18 @@ def kea_config(d):
 
 
 # ---- DHCP series -------------------------------------------------------------------------------
+def perfdhcp_blocks(text, heading):
+    """("DO" or "RA", text) for each exchange type's block under `***<heading>: ...***`."""
+    for b in re.split(r"\*{3}" + heading + ": ", text)[1:]:
+        key = "DO" if b.startswith("DISCOVER-OFFER") else "RA" if b.startswith("REQUEST-ACK") else None
+        if key:
+            yield key, b
+
+
 def parse_perfdhcp(text):
     """Pulls the DO and RA exchange statistics out of perfdhcp's final report."""
     res = {}
-    blocks = re.split(r"\*{3}Statistics for: ", text)
-    for b in blocks[1:]:
-        key = "DO" if b.startswith("DISCOVER-OFFER") else "RA" if b.startswith("REQUEST-ACK") else None
-        if not key:
-            continue
+    for key, b in perfdhcp_blocks(text, "Statistics for"):
 
         def num(label, cast=float):
             m = re.search(rf"{label}\s*:\s*([0-9.]+)", b)
@@ -418,7 +422,7 @@ def perfdhcp_step(h, s, rate, period, timers=False):
         log(str(e))
         return {"server": s.name, "rate": rate, "error": str(e)[:300]}
     cpu0 = h.cpu_seconds(s.p)
-    drops0 = udp_rcvbuf_errors(h.srv)
+    drops0 = (udp_rcvbuf_errors(h.srv), udp_rcvbuf_errors(h.cli))
     cmd = ["ip", "netns", "exec", h.cli, "taskset", "-c", LOAD_CPU, "perfdhcp", "-4", "-l", "vc",
            "-p", str(period), "-R", str(h.args.dhcp_clients), "-W", "1000000"]
     if rate:
@@ -429,14 +433,18 @@ def perfdhcp_step(h, s, rate, period, timers=False):
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=period + 30)
     wall = time.monotonic() - t0
     cpu1 = h.cpu_seconds(s.p)
-    drops1 = udp_rcvbuf_errors(h.srv)
+    drops1 = (udp_rcvbuf_errors(h.srv), udp_rcvbuf_errors(h.cli))
     alive = s.p.poll() is None
     s.stop()
+    with open(os.path.join(s.dir, f"perfdhcp-{rate or 'max'}.txt"), "w") as f:
+        f.write(p.stdout + p.stderr)  # kept with --keep
     st = parse_perfdhcp(p.stdout)
     row = {"server": s.name, "rate": rate, "period_s": period, "wall_s": round(wall, 2),
            "server_alive": alive, **env}
-    if drops0 is not None and drops1 is not None:
-        row["rcvbuf_drops"] = drops1 - drops0
+    if None not in drops0 and None not in drops1:
+        # the server's socket, and perfdhcp's (a starved client loses answers too)
+        row["rcvbuf_drops"] = drops1[0] - drops0[0]
+        row["client_rcvbuf_drops"] = drops1[1] - drops0[1]
     if "RA" in st and "DO" in st:
         do, ra = st["DO"], st["RA"]
         acks = ra["received"] or 0
@@ -461,14 +469,12 @@ def perfdhcp_step(h, s, rate, period, timers=False):
 
 def exchange_percentiles(text):
     """p99 of the DISCOVER-OFFER and REQUEST-ACK times from perfdhcp's -x t listing (one line
-    per exchange: two timestamps and the delay in seconds, per exchange type)."""
+    per exchange, `sent / received: S / R` in seconds, per exchange type)."""
     out = {}
-    blocks = re.split(r"\*{3}Timestamps for packets: ", text)
-    for b in blocks[1:]:
-        key = "do" if b.startswith("DISCOVER-OFFER") else "ra" if b.startswith("REQUEST-ACK") else None
-        if not key:
-            continue
-        delays = sorted(float(m) * 1000 for m in re.findall(r"delay:\s*([0-9.e+-]+)", b))
+    for key, b in perfdhcp_blocks(text, "Timestamps for packets"):
+        key = key.lower()
+        pairs = re.findall(r"sent / received:\s*([0-9.]+)\s*/\s*([0-9.]+)", b)
+        delays = sorted((float(r) - float(t)) * 1000 for t, r in pairs)
         if delays:
             out[f"{key}_p99_ms"] = round(delays[min(len(delays) - 1, int(len(delays) * 0.99))], 3)
             out[f"{key}_exchanges"] = len(delays)
@@ -889,7 +895,7 @@ def main():
     ap.add_argument("--tftproot", required=True)
     ap.add_argument("--qemu-dir", default="")
     ap.add_argument("--out", required=True)
-    ap.add_argument("--series", default="dhcp,avalanche,loss,tftp,build,boot,floppy")
+    ap.add_argument("--series", default="dhcp,avalanche,dhcp-disk,loss,tftp,build,boot,floppy")
     ap.add_argument("--dhcp-rates", default="500,1000,2000,3000,4000,6000,8000,12000,16000,max",
                     help="offered DISCOVERs/s per step; max: as fast as perfdhcp can")
     ap.add_argument("--dhcp-period", type=int, default=8)
@@ -897,7 +903,8 @@ def main():
     ap.add_argument("--dhcp-dnsmasq-max", type=int, default=2000, help="highest step for dnsmasq")
     ap.add_argument("--dhcp-disk-rates", default="1000,4000")
     ap.add_argument("--dhcp-disk-period", type=int, default=8)
-    ap.add_argument("--dhcp-clients", type=int, default=4000)
+    ap.add_argument("--dhcp-clients", type=int, default=250,
+                    help="perfdhcp -R: distinct clients (within the new-MAC flood burst of 256)")
     ap.add_argument("--avalanche-limit", type=float, default=30)
     ap.add_argument("--loss-trials", type=int, default=5)
     ap.add_argument("--loss-rate", type=float, default=1000)

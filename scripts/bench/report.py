@@ -78,18 +78,21 @@ def dhcp_section(res):
         best = best_peer(at, "leases_per_s", lambda r: True)
         for r in at:
             if "error" in r and "acks" not in r:
-                body.append([rate_label(rate), r["server"], "error", "", "", "", "", "", "", "", r["error"][:80]])
+                body.append([rate_label(rate), r["server"], "error", "", "", "", "", "", "", "", "", r["error"][:80]])
                 continue
             rat = ratio(r["leases_per_s"], best["leases_per_s"]) if r["server"] == "mosboot" and best else ""
             body.append([rate_label(rate), r["server"], fmt(r["leases_per_s"]), rat, fmt(r["drop_pct"], 2),
                          f'{fmt(r["do_avg_ms"], 2)} / {fmt(r["do_max_ms"], 1)}',
                          f'{fmt(r["ra_avg_ms"], 2)} / {fmt(r["ra_max_ms"], 1)}',
-                         fmt(r.get("server_cpu_s"), 2), fmt(r.get("rcvbuf_drops")),
+                         fmt(r.get("server_cpu_s"), 2),
+                         f'{fmt(r.get("rcvbuf_drops"))} / {fmt(r.get("client_rcvbuf_drops"))}',
+                         f'{fmt(r.get("offered_per_s"))}',
                          f'{fmt(r.get("load1"), 1)} / {fmt(r.get("fsync_ms_max"), 1)}',
                          "" if r.get("server_alive", True) else "server died"])
     out.append(table(["offered /s", "server", "leases/s (ACKs)", "vs best peer", "drop %",
                       "DISCOVER→OFFER avg / max ms", "REQUEST→ACK avg / max ms", "server CPU s",
-                      "UDP buffer overflows", "machine load / fsync max ms", "note"], body))
+                      "UDP buffer overflows server / client", "DISCOVERs sent /s",
+                      "machine load / fsync max ms", "note"], body))
     summ = []
     for s in servers:
         summ.append([s, fmt(clean_max(rows, s)), fmt(peak(rows, s))])

@@ -25,7 +25,7 @@ pub use handler::{
     Action, DECLINE_QUARANTINE_SECS, Dest, Handler, NEW_MAC_BURST, NEW_MACS_PER_SEC, Note, Port,
 };
 pub use probe::{RivalProbe, probe_rival};
-pub use socket::{check_interface, interface_addrs};
+pub use socket::{DHCP_RCVBUF, RcvBuf, check_interface, grow_rcvbuf, interface_addrs};
 
 use crate::events::{BootEvent, EventSender, Stage};
 use crate::leases::{LeaseStore, to_system_time, unix_now};
