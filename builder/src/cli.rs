@@ -109,8 +109,14 @@ pub enum Command {
     },
 }
 
-/// Logs go to stderr; `RUST_LOG` overrides the -v level.
-pub fn init_logging(verbose: u8) {
+/// Where `serve` queues its log lines (see [`init_logging`]); empty for other commands.
+static LOG_SPOOL: std::sync::OnceLock<netboot::spool::Spool> = std::sync::OnceLock::new();
+/// Log lines that may wait for stderr; beyond this they are dropped (and counted), not waited for.
+const LOG_QUEUE: usize = 16384;
+
+/// Logs go to stderr; `RUST_LOG` overrides the -v level. A daemon (`spooled`: serve) hands its
+/// lines to a writer thread, so no thread that answers DHCP or TFTP waits for the log's disk.
+pub fn init_logging(verbose: u8, spooled: bool) {
     let default = match verbose {
         0 => "warn",
         1 => "info",
@@ -119,12 +125,63 @@ pub fn init_logging(verbose: u8) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .try_init();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_target(false);
+    let spool = if spooled {
+        netboot::spool::Spool::start("log-writer", LOG_QUEUE, netboot::spool::Stderr).ok()
+    } else {
+        None
+    };
+    match spool {
+        Some(spool) => {
+            if builder.with_writer(SpoolWriter(spool.clone())).try_init().is_ok() {
+                let _ = LOG_SPOOL.set(spool);
+            }
+        }
+        None => {
+            let _ = builder.with_writer(std::io::stderr).try_init();
+        }
+    }
+}
+
+/// Writes out what the log spool still holds (before the process exits).
+pub fn flush_logs() {
+    if let Some(spool) = LOG_SPOOL.get() {
+        spool.flush(std::time::Duration::from_secs(2));
+    }
+}
+
+/// tracing's writer for a spool: each event is formatted into one buffer, queued when dropped.
+struct SpoolWriter(netboot::spool::Spool);
+
+/// One log event on its way to the spool.
+struct SpoolLine<'a> {
+    spool: &'a netboot::spool::Spool,
+    buf: Vec<u8>,
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for SpoolWriter {
+    type Writer = SpoolLine<'a>;
+    fn make_writer(&'a self) -> Self::Writer {
+        SpoolLine { spool: &self.0, buf: Vec::with_capacity(160) }
+    }
+}
+
+impl std::io::Write for SpoolLine<'_> {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for SpoolLine<'_> {
+    fn drop(&mut self) {
+        if !self.buf.is_empty() {
+            self.spool.write(std::mem::take(&mut self.buf));
+        }
+    }
 }
 
 /// Runs a parsed command line.

@@ -5,12 +5,12 @@ use clap::Parser;
 fn main() {
     let cli = mosboot::cli::Cli::parse();
     // serve is a foreground daemon whose log *is* its output: boot stages show without -v.
-    let verbose = match cli.command {
-        mosboot::cli::Command::Serve(_) => cli.verbose.max(1),
-        _ => cli.verbose,
-    };
-    mosboot::cli::init_logging(verbose);
-    match mosboot::cli::run(cli) {
+    let daemon = matches!(cli.command, mosboot::cli::Command::Serve(_));
+    let verbose = if daemon { cli.verbose.max(1) } else { cli.verbose };
+    mosboot::cli::init_logging(verbose, daemon);
+    let result = mosboot::cli::run(cli);
+    mosboot::cli::flush_logs();
+    match result {
         Ok(()) => {}
         Err(e) => {
             eprintln!("{}", render(&e));

@@ -94,3 +94,38 @@ pub fn drop_privileges(user: &str) -> Result<(), Failure> {
     tracing::info!(bounding_set_emptied = bounding_empty, "dropped every capability");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use netboot::dhcp::{DHCP_RCVBUF, RcvBuf, grow_rcvbuf};
+
+    const CAP_NET_ADMIN: u32 = 12;
+
+    fn udp() -> std::net::UdpSocket {
+        std::net::UdpSocket::bind("127.0.0.1:0").unwrap()
+    }
+
+    /// The DHCP socket's receive buffer is forced while serve still has CAP_NET_ADMIN (it binds
+    /// before the drop) and falls back to the `rmem_max`-capped size without it.
+    #[test]
+    fn dhcp_rcvbuf_is_forced_with_cap_net_admin_and_capped_without() {
+        if capget().unwrap()[0].effective & (1 << CAP_NET_ADMIN) != 0 {
+            let got = grow_rcvbuf(&udp(), DHCP_RCVBUF).unwrap();
+            assert!(matches!(got, RcvBuf::Forced { .. }), "{got:?}");
+            assert!(got.bytes() >= DHCP_RCVBUF, "{got:?}");
+        }
+        // Capabilities are per thread: this one gives up all of its own, as serve does.
+        let got = std::thread::spawn(|| {
+            clear_capability_sets().unwrap();
+            assert_eq!(capget().unwrap()[0].effective, 0);
+            grow_rcvbuf(&udp(), DHCP_RCVBUF).unwrap()
+        })
+        .join()
+        .unwrap();
+        let rmem_max: usize =
+            std::fs::read_to_string("/proc/sys/net/core/rmem_max").unwrap().trim().parse().unwrap();
+        assert!(matches!(got, RcvBuf::Capped { .. }), "{got:?}");
+        assert!(got.bytes() <= 2 * rmem_max, "{got:?} (rmem_max {rmem_max})");
+    }
+}

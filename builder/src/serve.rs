@@ -253,7 +253,10 @@ async fn serve(
     let (live_tx, _) = tokio::sync::broadcast::channel(256);
     let recorder =
         Recorder { plan: plan_rx.clone(), live: live.clone(), tx: live_tx.clone(), alive_file, fetches };
-    let events = tokio::spawn(recorder.run(rx, mac_of, stage_log));
+    let stage_log =
+        netboot::spool::Spool::start("stage-log", STAGE_QUEUE, StageLog { file: stage_log, failing: false })
+            .map_err(|e| Failure::runtime("start the stage log writer", e))?;
+    let events = tokio::spawn(recorder.run(rx, mac_of, stage_log.clone()));
     let status_task = status_listener.map(|listener| {
         let app = Arc::new(crate::status::http::App::new(plan_rx, state.clone(), live, live_tx));
         let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
@@ -313,6 +316,7 @@ async fn serve(
         },
     };
     events.abort();
+    stage_log.flush(Duration::from_secs(2));
     if let Some(t) = status_task {
         // Open event streams never end by themselves; the page reconnects to the next serve.
         t.abort();
@@ -409,6 +413,34 @@ fn trim_log(file: &mut File, max: u64) -> std::io::Result<()> {
     file.write_all(&tail[start..])
 }
 
+/// Stage log lines that may wait for the disk; beyond this they are dropped (and counted).
+const STAGE_QUEUE: usize = 4096;
+
+/// The stage log's end of its spool: appends and the size cap run on the spool's own thread,
+/// through the descriptor opened before the privilege drop.
+struct StageLog {
+    file: File,
+    /// In a failing stretch (one warning per stretch: a full disk would add one per event).
+    failing: bool,
+}
+
+impl netboot::spool::Sink for StageLog {
+    fn write(&mut self, data: &[u8]) {
+        match self.file.write_all(data).and_then(|_| trim_log(&mut self.file, STAGE_LOG_MAX)) {
+            Err(e) if !self.failing => {
+                tracing::warn!(error = %e, "cannot append to the stage log (lines are lost until it works again)");
+                self.failing = true;
+            }
+            Err(_) => {}
+            Ok(()) => self.failing = false,
+        }
+    }
+
+    fn dropped(&mut self, n: u64) {
+        tracing::warn!(dropped = n, "the stage log could not keep up (disk busy?); lines dropped");
+    }
+}
+
 /// Turns server events into stage log lines, live page updates and alive reports.
 struct Recorder {
     /// The plan being served (a reload sends the next one).
@@ -426,7 +458,7 @@ impl Recorder {
         mut self,
         mut rx: EventReceiver,
         (mut mac_of, leases): (HashMap<Ipv4Addr, MacAddr>, Vec<netboot::leases::Lease>),
-        mut stage_log: File,
+        stage_log: netboot::spool::Spool,
     ) {
         let first = self.plan.borrow_and_update().clone();
         let mut gate = Gate::new(&first, first.dhcp == DhcpMode::Full, &leases);
@@ -435,7 +467,6 @@ impl Recorder {
         // Alive reports go to the page once a second, together (254 nodes send 50 a second).
         let mut alive_batch: HashMap<Ipv4Addr, serde_json::Value> = HashMap::new();
         let mut last_refusal_log = 0u64;
-        let mut stage_failing = false;
         loop {
             let ev = tokio::select! {
                 ev = rx.recv() => match ev { Some(ev) => ev, None => break },
@@ -517,15 +548,7 @@ impl Recorder {
                 // DHCP logs its own events; TFTP fetches and joins are logged here.
                 tracing::info!("{}", line.trim_end());
             }
-            match stage_log.write_all(line.as_bytes()).and_then(|_| trim_log(&mut stage_log, STAGE_LOG_MAX)) {
-                // One warning per failing stretch (a full disk would otherwise add one per event).
-                Err(e) if !stage_failing => {
-                    tracing::warn!(error = %e, "cannot append to the stage log (lines are lost until it works again)");
-                    stage_failing = true;
-                }
-                Err(_) => {}
-                Ok(()) => stage_failing = false,
-            }
+            stage_log.write(line.into_bytes());
             if let Ok(data) = serde_json::to_string(&rec) {
                 let _ = self.tx.send(LiveEvent { kind: "stage", data });
             }

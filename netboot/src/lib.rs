@@ -11,5 +11,6 @@ pub mod http;
 pub mod leases;
 pub mod mac;
 pub mod node_report;
+pub mod spool;
 pub mod statedir;
 pub mod tftp;

@@ -360,14 +360,18 @@ def kea_config(d):
 
 
 # ---- DHCP series -------------------------------------------------------------------------------
+def perfdhcp_blocks(text, heading):
+    """("DO" or "RA", text) for each exchange type's block under `***<heading>: ...***`."""
+    for b in re.split(r"\*{3}" + heading + ": ", text)[1:]:
+        key = "DO" if b.startswith("DISCOVER-OFFER") else "RA" if b.startswith("REQUEST-ACK") else None
+        if key:
+            yield key, b
+
+
 def parse_perfdhcp(text):
     """Pulls the DO and RA exchange statistics out of perfdhcp's final report."""
     res = {}
-    blocks = re.split(r"\*{3}Statistics for: ", text)
-    for b in blocks[1:]:
-        key = "DO" if b.startswith("DISCOVER-OFFER") else "RA" if b.startswith("REQUEST-ACK") else None
-        if not key:
-            continue
+    for key, b in perfdhcp_blocks(text, "Statistics for"):
 
         def num(label, cast=float):
             m = re.search(rf"{label}\s*:\s*([0-9.]+)", b)
@@ -404,51 +408,153 @@ def environment(h):
             "fsync_ms_med": round(sorted(lat)[len(lat) // 2], 2) if lat else None}
 
 
+def parse_rate(r):
+    """A DHCP step's offered rate: a number, or "max" (perfdhcp without -r: as fast as it can)."""
+    return 0 if r == "max" else int(r)
+
+
+def perfdhcp_step(h, s, rate, period, timers=False):
+    """One perfdhcp run against server `s` (started fresh here, stopped after): a result row.
+    `rate` 0 means no -r (perfdhcp initiates exchanges as fast as it can); `timers` asks perfdhcp
+    for every exchange's times (-x t) and adds the 99th percentiles."""
+    env = environment(h)
+    s.fresh()
+    try:
+        s.start(dhcp=True)
+    except RuntimeError as e:
+        log(str(e))
+        return {"server": s.name, "rate": rate, "error": str(e)[:300]}
+    cpu0 = h.cpu_seconds(s.p)
+    drops0 = (udp_rcvbuf_errors(h.srv), udp_rcvbuf_errors(h.cli))
+    cmd = ["ip", "netns", "exec", h.cli, "taskset", "-c", LOAD_CPU, "perfdhcp", "-4", "-l", "vc",
+           "-p", str(period), "-R", str(h.args.dhcp_clients), "-W", "1000000"]
+    if rate:
+        cmd += ["-r", str(rate)]
+    if timers:
+        cmd += ["-x", "t"]
+    t0 = time.monotonic()
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=period + 30)
+    wall = time.monotonic() - t0
+    cpu1 = h.cpu_seconds(s.p)
+    drops1 = (udp_rcvbuf_errors(h.srv), udp_rcvbuf_errors(h.cli))
+    alive = s.p.poll() is None
+    s.stop()
+    with open(os.path.join(s.dir, f"perfdhcp-{rate or 'max'}.txt"), "w") as f:
+        f.write(p.stdout + p.stderr)  # kept with --keep
+    st = parse_perfdhcp(p.stdout)
+    row = {"server": s.name, "rate": rate, "period_s": period, "wall_s": round(wall, 2),
+           "server_alive": alive, **env}
+    if None not in drops0 and None not in drops1:
+        # the server's socket, and perfdhcp's (a starved client loses answers too)
+        row["rcvbuf_drops"] = drops1[0] - drops0[0]
+        row["client_rcvbuf_drops"] = drops1[1] - drops0[1]
+    if "RA" in st and "DO" in st:
+        do, ra = st["DO"], st["RA"]
+        acks = ra["received"] or 0
+        row.update({
+            "discovers": do["sent"], "offers": do["received"], "requests": ra["sent"],
+            "acks": acks, "leases_per_s": round(acks / period, 1),
+            "offered_per_s": round((do["sent"] or 0) / period, 1),
+            # drop % of the whole DORA: discovers that never ended in an ACK
+            "drop_pct": round(100.0 * (1 - acks / do["sent"]), 2) if do["sent"] else None,
+            "do_avg_ms": do["avg_ms"], "do_max_ms": do["max_ms"],
+            "ra_avg_ms": ra["avg_ms"], "ra_max_ms": ra["max_ms"],
+            "server_cpu_s": round(cpu1 - cpu0, 2) if cpu0 is not None and cpu1 is not None else None,
+        })
+        if timers:
+            row.update(exchange_percentiles(p.stdout))
+    else:
+        row["error"] = ("perfdhcp gave no statistics: " + (p.stderr or p.stdout)[-300:]).strip()
+    shown = rate or "max"
+    log(f"dhcp {s.name} @{shown}/s: {row.get('leases_per_s')} leases/s, drop {row.get('drop_pct')} %")
+    return row
+
+
+def exchange_percentiles(text):
+    """p99 of the DISCOVER-OFFER and REQUEST-ACK times from perfdhcp's -x t listing (one line
+    per exchange, `sent / received: S / R` in seconds, per exchange type)."""
+    out = {}
+    for key, b in perfdhcp_blocks(text, "Timestamps for packets"):
+        key = key.lower()
+        pairs = re.findall(r"sent / received:\s*([0-9.]+)\s*/\s*([0-9.]+)", b)
+        delays = sorted((float(r) - float(t)) * 1000 for t, r in pairs)
+        if delays:
+            out[f"{key}_p99_ms"] = round(delays[min(len(delays) - 1, int(len(delays) * 0.99))], 3)
+            out[f"{key}_exchanges"] = len(delays)
+    return out
+
+
 def dhcp_series(h, servers):
-    rates = [int(r) for r in h.args.dhcp_rates.split(",")]
+    rates = [parse_rate(r) for r in h.args.dhcp_rates.split(",")]
     period = h.args.dhcp_period
     rows = []
     # rate outside, server inside: load from other users of the machine then hits every server
     # at about the same time instead of spoiling one server's whole curve
+    for _ in range(h.args.dhcp_repeats):
+        for rate in rates:
+            for s in servers:
+                if s.kind == "dnsmasq" and (rate == 0 or rate > h.args.dhcp_dnsmasq_max):
+                    continue  # it fails at the lowest step already; higher ones only cost time
+                rows.append(perfdhcp_step(h, s, rate, period))
+    return rows
+
+
+class DiskLoad:
+    """Another process writing and fsyncing a file in the filesystem that holds the lease files,
+    as fast as it can (a busy disk: every fsync forces a journal commit that other writers wait
+    behind). Counts its fsyncs and their worst latency."""
+
+    def __init__(self, h):
+        self.h = h
+        self.path = os.path.join(h.tmp, "disk-load")
+        self.stats = os.path.join(h.tmp, "disk-load.json")
+        code = ("import os,sys,time,json,signal\n"
+                "p,st=sys.argv[1],sys.argv[2]\n"
+                "fd=os.open(p,os.O_WRONLY|os.O_CREAT|os.O_TRUNC,0o600);n=0;worst=0.0;buf=b'x'*65536\n"
+                "def end(*_):\n"
+                " json.dump({'fsyncs':n,'fsync_ms_max':round(worst*1000,2)},open(st,'w'));os._exit(0)\n"
+                "signal.signal(signal.SIGTERM,end)\n"
+                "while True:\n"
+                " os.write(fd,buf)\n"
+                " t=time.monotonic();os.fsync(fd);worst=max(worst,time.monotonic()-t);n+=1\n"
+                " if n%256==0: os.ftruncate(fd,0);os.lseek(fd,0,0)\n")
+        self.cmd = ["python3", "-c", code, self.path, self.stats]
+        self.p = None
+
+    def __enter__(self):
+        self.p = subprocess.Popen(self.cmd, start_new_session=True)
+        self.h.procs.append(self.p)
+        time.sleep(0.5)
+        return self
+
+    def __exit__(self, *exc):
+        self.h.stop(self.p)
+        self.p = None
+
+    def result(self):
+        try:
+            return json.load(open(self.stats))
+        except (OSError, ValueError):
+            return {}
+
+
+def dhcp_disk_series(h, servers):
+    """The DHCP steps while another process fsyncs the same disk continuously: OFFERs must not
+    wait for the disk (their latency stays as without load); ACKs wait for their own fsync."""
+    rates = [parse_rate(r) for r in h.args.dhcp_disk_rates.split(",")]
+    period = h.args.dhcp_disk_period
+    rows = []
     for rate in rates:
-        for s in servers:
-            env = environment(h)
-            s.fresh()
-            try:
-                s.start(dhcp=True)
-            except RuntimeError as e:
-                log(str(e))
-                rows.append({"server": s.name, "rate": rate, "error": str(e)[:300]})
-                continue
-            cpu0 = h.cpu_seconds(s.p)
-            cmd = ["ip", "netns", "exec", h.cli, "taskset", "-c", LOAD_CPU, "perfdhcp", "-4",
-                   "-l", "vc", "-r", str(rate), "-p", str(period), "-R", str(h.args.dhcp_clients),
-                   "-W", "1000000"]
-            t0 = time.monotonic()
-            p = subprocess.run(cmd, capture_output=True, text=True, timeout=period + 30)
-            wall = time.monotonic() - t0
-            cpu1 = h.cpu_seconds(s.p)
-            alive = s.p.poll() is None
-            s.stop()
-            st = parse_perfdhcp(p.stdout)
-            row = {"server": s.name, "rate": rate, "period_s": period, "wall_s": round(wall, 2),
-                   "server_alive": alive, **env}
-            if "RA" in st and "DO" in st:
-                do, ra = st["DO"], st["RA"]
-                acks = ra["received"] or 0
-                row.update({
-                    "discovers": do["sent"], "offers": do["received"], "requests": ra["sent"],
-                    "acks": acks, "leases_per_s": round(acks / period, 1),
-                    # drop % of the whole DORA: discovers that never ended in an ACK
-                    "drop_pct": round(100.0 * (1 - acks / do["sent"]), 2) if do["sent"] else None,
-                    "do_avg_ms": do["avg_ms"], "do_max_ms": do["max_ms"],
-                    "ra_avg_ms": ra["avg_ms"], "ra_max_ms": ra["max_ms"],
-                    "server_cpu_s": round(cpu1 - cpu0, 2) if cpu0 is not None and cpu1 is not None else None,
-                })
-            else:
-                row["error"] = ("perfdhcp gave no statistics: " + (p.stderr or p.stdout)[-300:]).strip()
-            log(f"dhcp {s.name} @{rate}/s: {row.get('leases_per_s')} leases/s, drop {row.get('drop_pct')} %")
-            rows.append(row)
+        for loaded in (False, True):
+            for s in servers:
+                if loaded:
+                    with DiskLoad(h) as load:
+                        row = perfdhcp_step(h, s, rate, period, timers=True)
+                    row["disk_load"] = load.result()
+                else:
+                    row = perfdhcp_step(h, s, rate, period, timers=True)
+                row["loaded"] = loaded
+                rows.append(row)
     return rows
 
 
@@ -849,12 +955,18 @@ def main():
     ap.add_argument("--tftproot", required=True)
     ap.add_argument("--qemu-dir", default="")
     ap.add_argument("--out", required=True)
-    ap.add_argument("--series", default="dhcp,avalanche,loss,tftp,http,build,boot,floppy")
+    ap.add_argument("--series", default="dhcp,avalanche,dhcp-disk,loss,tftp,http,build,boot,floppy")
+    ap.add_argument("--dhcp-rates", default="500,1000,2000,3000,4000,6000,8000,12000,16000,max",
+                    help="offered DISCOVERs/s per step; max: as fast as perfdhcp can")
+    ap.add_argument("--dhcp-period", type=int, default=8)
+    ap.add_argument("--dhcp-repeats", type=int, default=1, help="runs of the whole step list")
+    ap.add_argument("--dhcp-dnsmasq-max", type=int, default=2000, help="highest step for dnsmasq")
+    ap.add_argument("--dhcp-disk-rates", default="1000,4000")
+    ap.add_argument("--dhcp-disk-period", type=int, default=8)
+    ap.add_argument("--dhcp-clients", type=int, default=250,
+                    help="perfdhcp -R: distinct clients (within the new-MAC flood burst of 256)")
     ap.add_argument("--http-toml", default="", help="cluster file with [serve] http for the http series")
     ap.add_argument("--http-trials", type=int, default=3)
-    ap.add_argument("--dhcp-rates", default="500,1000,2000,4000,6000")
-    ap.add_argument("--dhcp-period", type=int, default=10)
-    ap.add_argument("--dhcp-clients", type=int, default=4000)
     ap.add_argument("--avalanche-limit", type=float, default=30)
     ap.add_argument("--loss-trials", type=int, default=5)
     ap.add_argument("--loss-rate", type=float, default=1000)
@@ -902,6 +1014,7 @@ def main():
                     Server(h, "dnsmasq", "tuned")]
     attempt("dhcp", lambda: dhcp_series(h, dhcp_servers))
     attempt("avalanche", lambda: avalanche_series(h, dhcp_servers))
+    attempt("dhcp-disk", lambda: dhcp_disk_series(h, dhcp_servers[:2]))
     attempt("loss", lambda: lease_loss_series(h, [dhcp_servers[0], dhcp_servers[1], dhcp_servers[3]]))
     tftp_servers = [Server(h, "mosboot"), Server(h, "tftpd-hpa")]
     attempt("tftp", lambda: tftp_series(h, tftp_servers))

@@ -17,8 +17,9 @@ use crate::mac::MacAddr;
 pub const DECLINE_QUARANTINE_SECS: u64 = 600;
 /// New MACs (no lease, no offer, not pinned) answered per second, on average...
 pub const NEW_MACS_PER_SEC: u64 = 20;
-/// ...and at once (a lab of 100 PCs switched on together is one burst).
-pub const NEW_MAC_BURST: u64 = 100;
+/// ...and at once: a whole /24 lab (254 PCs) switched on together is one burst, answered in one
+/// pass instead of 20 a second.
+pub const NEW_MAC_BURST: u64 = 256;
 /// At most one flood warning per this many seconds.
 const FLOOD_WARN_SECS: u64 = 10;
 /// Option 97 as PXE defines it: type 0 and a 16-byte GUID. Only this is echoed.

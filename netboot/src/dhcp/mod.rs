@@ -25,12 +25,12 @@ pub use handler::{
     Action, DECLINE_QUARANTINE_SECS, Dest, Handler, NEW_MAC_BURST, NEW_MACS_PER_SEC, Note, Port,
 };
 pub use probe::{RivalProbe, probe_rival};
-pub use socket::{check_interface, interface_addrs};
+pub use socket::{DHCP_RCVBUF, RcvBuf, check_interface, grow_rcvbuf, interface_addrs};
 
 use crate::events::{BootEvent, EventSender, Stage};
 use crate::leases::{LeaseStore, to_system_time, unix_now};
 use recv_error::{RecvError, RecvErrorLog};
-use socket::IfaceSocket;
+use socket::{IfaceSocket, RecvBatch};
 
 /// UDP port where PXE clients ask a proxyDHCP server for boot information after getting their
 /// address elsewhere.
@@ -91,6 +91,7 @@ impl DhcpServer {
             }
             DhcpMode::Full => None,
         };
+        log_rcvbuf(&cfg.interface, &dhcp);
         let (store, table, warnings) = LeaseStore::open(&cfg.lease_file)?;
         for w in &warnings {
             tracing::warn!("{w}");
@@ -140,13 +141,15 @@ impl DhcpServer {
     /// sent by their own task, so one slow fsync never stalls the receive loop.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<(), DhcpError> {
         tokio::pin!(shutdown);
-        let mut buf67 = vec![0u8; 2048];
-        let mut buf4011 = vec![0u8; 2048];
+        let mut batch67 = RecvBatch::default();
+        let mut batch4011 = RecvBatch::default();
         let pxe = self.pxe.clone();
         let interface = self.handler.config().interface.clone();
         let mut errors = RecvErrorLog::new();
-        let pending = Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_COMMITS));
-        let mut warned_full = false;
+        let mut commits = Commits {
+            pending: Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_COMMITS)),
+            warned_full: false,
+        };
         loop {
             let received = tokio::select! {
                 () = &mut shutdown => break,
@@ -158,10 +161,10 @@ impl DhcpServer {
                     self.handler.reconfigure(cfg);
                     continue;
                 }
-                r = self.dhcp.recv(&mut buf67) => r.map(|(n, from)| (n, from, Port::Dhcp)),
-                r = recv_opt(pxe.as_deref(), &mut buf4011) => r.map(|(n, from)| (n, from, Port::PxeService)),
+                r = self.dhcp.recv_batch(&mut batch67) => r.map(|n| (n, Port::Dhcp)),
+                r = recv_opt(pxe.as_deref(), &mut batch4011) => r.map(|n| (n, Port::PxeService)),
             };
-            let (n, from, port) = match received {
+            let (count, port) = match received {
                 Ok(got) => {
                     errors.received();
                     got
@@ -182,29 +185,18 @@ impl DhcpServer {
                 }
                 Err(source) => return Err(DhcpError::Io { interface: interface.clone(), source }),
             };
-            let data = if port == Port::Dhcp { &buf67[..n] } else { &buf4011[..n] };
-            let Some(action) = self.handler.handle_datagram(data, from, port, unix_now()) else { continue };
-            let sock =
-                if port == Port::Dhcp { self.dhcp.clone() } else { pxe.clone().unwrap_or(self.dhcp.clone()) };
-            let store = self.store.clone();
-            let events = self.events.clone();
-            if action.commit.is_some() {
-                let Ok(permit) = pending.clone().try_acquire_owned() else {
-                    if !std::mem::replace(&mut warned_full, true) {
-                        tracing::warn!(
-                            limit = MAX_PENDING_COMMITS,
-                            "lease log is not keeping up; requests that need a commit are dropped until it does"
-                        );
-                    }
-                    continue;
-                };
-                warned_full = false;
-                tokio::spawn(async move {
-                    complete(action, store, sock, events).await;
-                    drop(permit);
-                });
-            } else {
-                complete(action, store, sock, events).await;
+            let batch = if port == Port::Dhcp { &batch67 } else { &batch4011 };
+            let sock = if port == Port::Dhcp { &self.dhcp } else { pxe.as_ref().unwrap_or(&self.dhcp) };
+            let now = unix_now();
+            for i in 0..count {
+                let (data, from) = batch.get(i);
+                let Some(action) = self.handler.handle_datagram(data, from, port, now) else { continue };
+                let events = self.events.clone();
+                if action.commit.is_some() {
+                    commits.spawn(action, self.store.clone(), sock.clone(), events);
+                } else {
+                    complete(action, self.store.clone(), sock.clone(), events).await;
+                }
             }
         }
         tracing::info!("DHCP server stopped");
@@ -212,10 +204,59 @@ impl DhcpServer {
     }
 }
 
-async fn recv_opt(sock: Option<&IfaceSocket>, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddrV4)> {
+/// Replies that wait for their lease to reach the disk, each in its own task, at most
+/// [`MAX_PENDING_COMMITS`] at a time.
+struct Commits {
+    pending: Arc<tokio::sync::Semaphore>,
+    warned_full: bool,
+}
+
+impl Commits {
+    fn spawn(
+        &mut self,
+        action: Action,
+        store: LeaseStore,
+        sock: Arc<IfaceSocket>,
+        events: Option<EventSender>,
+    ) {
+        let Ok(permit) = self.pending.clone().try_acquire_owned() else {
+            if !std::mem::replace(&mut self.warned_full, true) {
+                tracing::warn!(
+                    limit = MAX_PENDING_COMMITS,
+                    "lease log is not keeping up; requests that need a commit are dropped until it does"
+                );
+            }
+            return;
+        };
+        self.warned_full = false;
+        tokio::spawn(async move {
+            complete(action, store, sock, events).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn recv_opt(sock: Option<&IfaceSocket>, batch: &mut RecvBatch) -> std::io::Result<usize> {
     match sock {
-        Some(s) => s.recv(buf).await,
+        Some(s) => s.recv_batch(batch).await,
         None => std::future::pending().await,
+    }
+}
+
+/// Says how big a burst the DHCP socket can queue; a warning when it could not be forced.
+fn log_rcvbuf(interface: &str, sock: &IfaceSocket) {
+    let kib = sock.rcvbuf.bytes() >> 10;
+    match sock.rcvbuf {
+        socket::RcvBuf::Forced { .. } => {
+            tracing::info!(%interface, kib, "DHCP receive buffer set (SO_RCVBUFFORCE)");
+        }
+        socket::RcvBuf::Capped { .. } => tracing::warn!(
+            %interface,
+            kib,
+            wanted_kib = socket::DHCP_RCVBUF >> 10,
+            "DHCP receive buffer could not be forced (no CAP_NET_ADMIN; SO_RCVBUF is capped by net.core.rmem_max): \
+             a burst of PCs switched on together may overflow it, and those wait for their retransmit"
+        ),
     }
 }
 
@@ -253,15 +294,40 @@ async fn complete(action: Action, store: LeaseStore, sock: Arc<IfaceSocket>, eve
     }
 }
 
-/// One plain-text line per event, greppable whatever the log formatter does with fields.
+/// One plain-text line per event, greppable whatever the log formatter does with fields. The
+/// line is formatted once, by the log writer's formatter, and queued (see `netboot::spool`).
 fn log_note(n: &Note) {
-    let node = n.node.map(|x| x.to_string()).unwrap_or_else(|| "-".into());
+    struct Node(Option<u16>);
+    impl std::fmt::Display for Node {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            match self.0 {
+                Some(x) => write!(f, "{x}"),
+                None => f.write_str("-"),
+            }
+        }
+    }
     let host = if n.hostname.is_empty() { "-" } else { n.hostname.as_str() };
-    let detail = if n.detail.is_empty() { String::new() } else { format!(" ({})", n.detail) };
-    let line = format!("{} mac={} ip={} host={} node={}{}", n.stage.label(), n.mac, n.ip, host, node, detail);
+    let (open, detail, close) =
+        if n.detail.is_empty() { ("", "", "") } else { (" (", n.detail.as_str(), ")") };
+    let node = Node(n.node);
+    macro_rules! line {
+        ($level:ident) => {
+            tracing::$level!(
+                "{} mac={} ip={} host={} node={}{}{}{}",
+                n.stage.label(),
+                n.mac,
+                n.ip,
+                host,
+                node,
+                open,
+                detail,
+                close
+            )
+        };
+    }
     match n.stage {
-        Stage::Nak | Stage::Declined => tracing::warn!("{line}"),
-        _ => tracing::info!("{line}"),
+        Stage::Nak | Stage::Declined => line!(warn),
+        _ => line!(info),
     }
 }
 

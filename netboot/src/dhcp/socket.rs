@@ -48,6 +48,41 @@ pub fn check_interface(interface: &str, server: Ipv4Addr) -> Result<u32, DhcpErr
     Ok(index)
 }
 
+/// Receive buffer asked for on the DHCP sockets: 250 PCs switched on together send their
+/// DISCOVERs within a millisecond, about 2.3 KiB of buffer each on a veth or Ethernet NIC, and
+/// the default (208 KiB) overflows after ~100 of them, so the rest wait for their retransmit
+/// (1-4 s). 4 MiB holds ~1800, and costs memory only while it is full.
+pub const DHCP_RCVBUF: usize = 4 << 20;
+
+/// How big a socket's receive buffer ended up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RcvBuf {
+    /// Set with `SO_RCVBUFFORCE` (needs CAP_NET_ADMIN): the size asked for; `bytes` is what the
+    /// kernel reports (it doubles the request for its bookkeeping).
+    Forced { bytes: usize },
+    /// Not permitted to force it: `SO_RCVBUF`, which the kernel caps at `net.core.rmem_max`.
+    Capped { bytes: usize },
+}
+
+impl RcvBuf {
+    pub fn bytes(self) -> usize {
+        match self {
+            RcvBuf::Forced { bytes } | RcvBuf::Capped { bytes } => bytes,
+        }
+    }
+}
+
+/// Grows `sock`'s receive buffer to `want` bytes: forced while the process still has
+/// CAP_NET_ADMIN (`serve` binds before it drops privileges), else as far as `rmem_max` allows.
+pub fn grow_rcvbuf(sock: &impl std::os::fd::AsFd, want: usize) -> std::io::Result<RcvBuf> {
+    let forced = setsockopt(sock, sockopt::RcvBufForce, &want).is_ok();
+    if !forced {
+        setsockopt(sock, sockopt::RcvBuf, &want)?;
+    }
+    let bytes = nix::sys::socket::getsockopt(sock, sockopt::RcvBuf)?;
+    Ok(if forced { RcvBuf::Forced { bytes } } else { RcvBuf::Capped { bytes } })
+}
+
 /// A UDP socket on one port of one interface.
 pub struct IfaceSocket {
     sock: UdpSocket,
@@ -55,6 +90,8 @@ pub struct IfaceSocket {
     ifindex: u32,
     /// Source address of replies; unspecified lets the kernel choose.
     source: Ipv4Addr,
+    /// The receive buffer it got (see [`grow_rcvbuf`]).
+    pub rcvbuf: RcvBuf,
 }
 
 impl IfaceSocket {
@@ -68,9 +105,10 @@ impl IfaceSocket {
         sock.bind_device(Some(interface.as_bytes())).map_err(bind_err)?;
         setsockopt(&sock, sockopt::Ipv4PacketInfo, &true).map_err(|e| bind_err(e.into()))?;
         sock.set_nonblocking(true).map_err(bind_err)?;
+        let rcvbuf = grow_rcvbuf(&sock, DHCP_RCVBUF).map_err(bind_err)?;
         sock.bind(&SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)).into()).map_err(bind_err)?;
         let sock = UdpSocket::from_std(sock.into()).map_err(bind_err)?;
-        Ok(IfaceSocket { sock, interface: interface.to_string(), ifindex, source })
+        Ok(IfaceSocket { sock, interface: interface.to_string(), ifindex, source, rcvbuf })
     }
 
     /// Next datagram that really arrived on our interface: (length, sender).
@@ -109,6 +147,20 @@ impl IfaceSocket {
         }
     }
 
+    /// Receives as many datagrams as are queued (up to the batch's size) with one `recvmmsg`,
+    /// waiting only while none is; keeps those that arrived on our interface. Under a storm this
+    /// costs one system call per batch instead of one per packet.
+    pub async fn recv_batch(&self, batch: &mut RecvBatch) -> std::io::Result<usize> {
+        loop {
+            let got = self.sock.async_io(Interest::READABLE, || batch.fill(self.sock.as_raw_fd())).await?;
+            batch.keep_from(self.ifindex, got);
+            if batch.len > 0 {
+                return Ok(batch.len);
+            }
+            tracing::debug!(interface = %self.interface, got, "dropped datagrams from another interface");
+        }
+    }
+
     /// Sends from our address out of our interface.
     pub async fn send_to(&self, data: &[u8], dest: SocketAddrV4) -> std::io::Result<()> {
         let info = libc::in_pktinfo {
@@ -127,4 +179,113 @@ impl IfaceSocket {
             .await
             .map(|_| ())
     }
+}
+
+/// Datagrams in one batch; more than a 100-PC burst needs several calls, none waits.
+pub const RECV_BATCH: usize = 64;
+/// Longest DHCP datagram read (the rest of a bigger one is cut off, as with `recv`).
+const DATAGRAM: usize = 2048;
+
+/// Buffers for [`IfaceSocket::recv_batch`]: after a call, datagrams `0..len` are valid.
+pub struct RecvBatch {
+    bufs: Vec<[u8; DATAGRAM]>,
+    /// (length, sender) of each kept datagram, in arrival order.
+    got: Vec<(usize, SocketAddrV4)>,
+    /// Which buffer each kept datagram is in.
+    slot: Vec<usize>,
+    names: Vec<libc::sockaddr_in>,
+    cmsgs: Vec<[u64; 8]>,
+    lens: Vec<(u32, u32, i32)>,
+    len: usize,
+}
+
+impl Default for RecvBatch {
+    fn default() -> Self {
+        RecvBatch {
+            bufs: vec![[0; DATAGRAM]; RECV_BATCH],
+            got: Vec::with_capacity(RECV_BATCH),
+            slot: Vec::with_capacity(RECV_BATCH),
+            // SAFETY: sockaddr_in is plain old data; all zeros is a valid value.
+            names: vec![unsafe { std::mem::zeroed() }; RECV_BATCH],
+            cmsgs: vec![[0; 8]; RECV_BATCH],
+            lens: vec![(0, 0, 0); RECV_BATCH],
+            len: 0,
+        }
+    }
+}
+
+impl RecvBatch {
+    /// Datagram `i` of the last batch and its sender.
+    pub fn get(&self, i: usize) -> (&[u8], SocketAddrV4) {
+        let (n, from) = self.got[i];
+        (&self.bufs[self.slot[i]][..n], from)
+    }
+
+    /// One non-blocking `recvmmsg` into every buffer: how many datagrams came.
+    fn fill(&mut self, fd: std::os::fd::RawFd) -> std::io::Result<usize> {
+        self.len = 0;
+        let mut iovs: Vec<libc::iovec> = self
+            .bufs
+            .iter_mut()
+            .map(|b| libc::iovec { iov_base: b.as_mut_ptr().cast(), iov_len: DATAGRAM })
+            .collect();
+        // SAFETY: mmsghdr is plain old data; every pointer field is set below.
+        let mut hdrs: Vec<libc::mmsghdr> = (0..RECV_BATCH).map(|_| unsafe { std::mem::zeroed() }).collect();
+        for (i, h) in hdrs.iter_mut().enumerate() {
+            h.msg_hdr.msg_name = (&mut self.names[i] as *mut libc::sockaddr_in).cast();
+            h.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as u32;
+            h.msg_hdr.msg_iov = &mut iovs[i];
+            h.msg_hdr.msg_iovlen = 1;
+            h.msg_hdr.msg_control = self.cmsgs[i].as_mut_ptr().cast();
+            h.msg_hdr.msg_controllen = std::mem::size_of::<[u64; 8]>();
+        }
+        // SAFETY: every header points into buffers owned by `self`/`iovs`, alive for the call.
+        let n = unsafe {
+            libc::recvmmsg(fd, hdrs.as_mut_ptr(), RECV_BATCH as u32, libc::MSG_DONTWAIT, std::ptr::null_mut())
+        };
+        if n < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let n = n as usize;
+        for (i, h) in hdrs.iter().take(n).enumerate() {
+            let ifindex = pktinfo_ifindex(&h.msg_hdr).unwrap_or(-1);
+            self.lens[i] = (h.msg_len, h.msg_hdr.msg_namelen, ifindex);
+        }
+        Ok(n)
+    }
+
+    /// Keeps, of the `n` datagrams just received, those from interface `ifindex`.
+    fn keep_from(&mut self, ifindex: u32, n: usize) {
+        self.got.clear();
+        self.slot.clear();
+        for i in 0..n {
+            let (len, namelen, from_if) = self.lens[i];
+            if from_if != ifindex as i32 || (namelen as usize) < std::mem::size_of::<libc::sockaddr_in>() {
+                continue;
+            }
+            let a = &self.names[i];
+            let from =
+                SocketAddrV4::new(Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)), u16::from_be(a.sin_port));
+            self.got.push(((len as usize).min(DATAGRAM), from));
+            self.slot.push(i);
+        }
+        self.len = self.got.len();
+    }
+}
+
+/// The ingress interface from a received message's IP_PKTINFO, if it has one.
+fn pktinfo_ifindex(msg: &libc::msghdr) -> Option<i32> {
+    // SAFETY: the CMSG_* macros walk the control buffer the kernel just filled, within
+    // msg_controllen; the data is read unaligned.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::IPPROTO_IP && (*c).cmsg_type == libc::IP_PKTINFO {
+                let info = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::in_pktinfo>());
+                return Some(info.ipi_ifindex);
+            }
+            c = libc::CMSG_NXTHDR(msg, c);
+        }
+    }
+    None
 }

@@ -301,19 +301,19 @@ fn requests_for_addresses_never_offered_are_not_bound() {
 #[test]
 fn new_macs_are_rate_limited_known_ones_are_not() {
     let c = cfg(DhcpMode::Full);
-    let pool: Vec<Ipv4Addr> = (1..=250).map(ip).collect();
+    let pool: Vec<Ipv4Addr> = (1..=400u32).map(|n| Ipv4Addr::from(0x0a00_0000 + n)).collect();
     let mut c2 = c.clone();
     c2.pool = pool.clone();
     let mut h = Handler::new(c2, Allocator::new(pool, &[], LeaseTable::default()));
     let flood_mac = |n: u64| MacAddr([2, 1, 0, 0, (n >> 8) as u8, n as u8]);
-    let answered = (0..300)
+    let answered = (0..350)
         .filter(|&n| h.handle_datagram(&msg(1, flood_mac(n), &[]), src(), Port::Dhcp, NOW).is_some())
         .count();
     assert_eq!(answered as u64, NEW_MAC_BURST);
     // A MAC that was offered an address is known: it is answered again.
     assert!(h.handle_datagram(&msg(1, flood_mac(0), &[]), src(), Port::Dhcp, NOW).is_some());
     // One second later the bucket has refilled a little.
-    let later = (300..400)
+    let later = (350..400)
         .filter(|&n| h.handle_datagram(&msg(1, flood_mac(n), &[]), src(), Port::Dhcp, NOW + 1).is_some())
         .count();
     assert_eq!(later as u64, NEW_MACS_PER_SEC);
