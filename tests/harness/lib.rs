@@ -373,15 +373,31 @@ impl Lab {
 
     /// Adds one client interface with the given MAC; returns its name.
     pub fn client(&mut self, mac: &str) -> String {
-        let (c, p) = (format!("c{}", self.clients), format!("p{}", self.clients));
+        let c = format!("c{}", self.clients);
+        self.wire(&self.cli.name.clone(), &c, mac);
+        c
+    }
+
+    /// A machine of its own on the bridge: a new namespace (name starting with `prefix`) whose
+    /// one NIC `eth0` has `mac`, for tests where each host must speak from its own address and
+    /// routes (fake nodes, a second PC next to an attacker). Deleted when the returned value drops.
+    pub fn host(&mut self, prefix: &str, mac: &str) -> Netns {
+        let ns = Netns::new(prefix);
+        self.wire(&ns.name, "eth0", mac);
+        ns
+    }
+
+    /// A veth pair: `ifname` (with `mac`, up) in namespace `ns`, its peer `p<n>` on br0.
+    fn wire(&mut self, ns: &str, ifname: &str, mac: &str) {
+        let p = format!("p{}", self.clients);
         self.clients += 1;
         run(&[
             "ip",
             "link",
             "add",
-            &c,
+            ifname,
             "netns",
-            &self.cli.name,
+            ns,
             "address",
             mac,
             "type",
@@ -392,9 +408,8 @@ impl Lab {
             "netns",
             &self.srv.name,
         ]);
-        self.cli.ip(&["link", "set", &c, "up"]);
+        run(&["ip", "-n", ns, "link", "set", ifname, "up"]);
         self.srv.ip(&["link", "set", &p, "master", "br0", "up"]);
-        c
     }
 
     /// Where [`Lab::udhcpc_script`] leaves `<interface>.<event>` environment dumps.
