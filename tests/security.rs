@@ -92,11 +92,7 @@ impl Lab {
         };
         cmd.arg("-c").arg(self.cfg()).arg("serve").arg("--state").arg(state).arg("--out").arg(self.out());
         cmd.arg("--force").env("RUST_LOG", "info");
-        cmd.stdout(Stdio::null()).stderr(std::fs::File::create(&log).unwrap());
-        let mut g = ChildGuard::spawn(&mut cmd);
-        wait_until(Duration::from_secs(15), || {
-            read(&log).contains("mosboot serve:") || matches!(g.child.try_wait(), Ok(Some(_)))
-        });
+        let g = harness::spawn_until_line(&mut cmd, &log, "mosboot serve:", Duration::from_secs(15));
         (g, log)
     }
 

@@ -20,13 +20,6 @@ struct Lab {
     net: harness::Lab,
 }
 
-impl std::ops::Deref for Lab {
-    type Target = harness::Lab;
-    fn deref(&self) -> &harness::Lab {
-        &self.net
-    }
-}
-
 /// A fake node: its own namespace with one NIC `eth0` on the lab bridge.
 struct FakeNode {
     ns: Netns,
@@ -44,7 +37,7 @@ impl Lab {
     }
 
     fn path(&self, rel: &str) -> PathBuf {
-        self.dir.path().join(rel)
+        self.net.dir.path().join(rel)
     }
 
     /// cluster.toml with the status page on, and a tree with the three boot files.
@@ -77,7 +70,7 @@ impl Lab {
 
     fn serve(&self, cfg: &Path) -> (ChildGuard, PathBuf) {
         let log = self.path("serve.log");
-        let mut cmd = self.srv.command(harness::mosboot_bin());
+        let mut cmd = self.net.srv.command(harness::mosboot_bin());
         cmd.arg("-c")
             .arg(cfg)
             .arg("serve")
@@ -85,22 +78,17 @@ impl Lab {
             .arg(self.path("state"))
             .arg("--out")
             .arg(self.path("out"))
-            .args(["--probe", "1s"])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap());
-        let mut g = ChildGuard::spawn(&mut cmd);
-        let up = wait_until(Duration::from_secs(15), || {
-            std::fs::read_to_string(&log).unwrap_or_default().contains("status page on")
-                || matches!(g.child.try_wait(), Ok(Some(_)))
-        });
+            .args(["--probe", "1s"]);
+        let g = harness::spawn_until_line(&mut cmd, &log, "status page on", Duration::from_secs(15));
         let text = std::fs::read_to_string(&log).unwrap_or_default();
-        assert!(up && text.contains(&format!("status page on http://{STATUS}/")), "{text}");
+        assert!(text.contains(&format!("status page on http://{STATUS}/")), "{text}");
         (g, log)
     }
 
     /// GET on the page's server, from inside its namespace.
     fn get(&self, path: &str) -> String {
         let o = self
+            .net
             .srv
             .command("curl")
             .args(["-sS", "--max-time", "5"])
@@ -125,8 +113,8 @@ impl Lab {
 
     /// Headless Chromium inside the server's namespace (the page is on its loopback).
     fn chromium(&self, args: &[&str]) -> Command {
-        let profile = tempfile::tempdir_in(self.dir.path()).unwrap().keep();
-        let mut c = self.srv.command("chromium");
+        let profile = tempfile::tempdir_in(self.net.dir.path()).unwrap().keep();
+        let mut c = self.net.srv.command("chromium");
         c.args([
             "--headless",
             "--no-sandbox",

@@ -202,16 +202,31 @@ pub fn wait_for_line(
     child: &mut ChildGuard,
     limit: Duration,
 ) -> String {
-    let seen = wait_until(limit, || {
-        std::fs::read_to_string(log).unwrap_or_default().contains(needle)
-            || matches!(child.child.try_wait(), Ok(Some(_)))
-    });
+    let seen = line_or_exit(log, needle, child, limit);
     let text = std::fs::read_to_string(log).unwrap_or_default();
     assert!(
         seen && text.contains(needle) && matches!(child.child.try_wait(), Ok(None)),
         "{what} did not start (waited for '{needle}'):\n{text}"
     );
     text
+}
+
+/// True once `log` contains `needle` or `child` has exited; false when `limit` passed first.
+fn line_or_exit(log: &Path, needle: &str, child: &mut ChildGuard, limit: Duration) -> bool {
+    wait_until(limit, || {
+        std::fs::read_to_string(log).unwrap_or_default().contains(needle)
+            || matches!(child.child.try_wait(), Ok(Some(_)))
+    })
+}
+
+/// Starts a server: `cmd` with stdout discarded and stderr into `log`, then waits until the log
+/// contains `needle` or the server exits (a refusal is what some tests want), at most `limit`.
+/// The caller asserts which it was, from the log and the guard.
+pub fn spawn_until_line(cmd: &mut Command, log: &Path, needle: &str, limit: Duration) -> ChildGuard {
+    let file = std::fs::File::create(log).unwrap_or_else(|e| panic!("create {}: {e}", log.display()));
+    let mut g = ChildGuard::spawn(cmd.stdout(Stdio::null()).stderr(file));
+    line_or_exit(log, needle, &mut g, limit);
+    g
 }
 
 /// Polls `cond` every 50 ms until it holds or `limit` passes.
