@@ -76,11 +76,12 @@ impl Lab {
 
     /// Starts `mosboot serve` (no rival probe) with `state`; waits until it is ready or exited.
     fn serve(&self, state: &Path, tag: &str) -> (ChildGuard, PathBuf) {
-        self.serve_via(&[], state, tag)
+        self.serve_via(&[], state, tag, "info")
     }
 
-    /// Like [`Lab::serve`], started through `wrapper` (e.g. setpriv with capabilities).
-    fn serve_via(&self, wrapper: &[&str], state: &Path, tag: &str) -> (ChildGuard, PathBuf) {
+    /// Like [`Lab::serve`], started through `wrapper` (e.g. setpriv with capabilities) and
+    /// logging at `rust_log`.
+    fn serve_via(&self, wrapper: &[&str], state: &Path, tag: &str, rust_log: &str) -> (ChildGuard, PathBuf) {
         let log = self.dir.path().join(format!("serve-{tag}.log"));
         let mut cmd = match wrapper.split_first() {
             Some((prog, rest)) => {
@@ -91,7 +92,7 @@ impl Lab {
             None => self.srv.command(harness::mosboot_bin()),
         };
         cmd.arg("-c").arg(self.cfg()).arg("serve").arg("--state").arg(state).arg("--out").arg(self.out());
-        cmd.arg("--force").env("RUST_LOG", "info");
+        cmd.arg("--force").env("RUST_LOG", rust_log);
         let g = harness::spawn_until_line(&mut cmd, &log, "mosboot serve:", Duration::from_secs(15));
         (g, log)
     }
@@ -358,7 +359,8 @@ fn spoofed_decline_and_4011_reflection_are_refused() {
     let mut lab = Lab::new("full");
     let atk = lab.port(None);
     let pc = lab.port(Some("52:54:00:aa:bb:05"));
-    let (srv, log) = lab.serve(&lab.state(), "decline");
+    // Debug for the handler: it says when it ignores a DECLINE, so the test knows it was handled.
+    let (srv, log) = lab.serve_via(&[], &lab.state(), "decline", "info,netboot::dhcp::handler=debug");
     assert!(read(&log).contains("mosboot serve:"), "{}", read(&log));
     let o = lab
         .cli
@@ -367,7 +369,8 @@ fn spoofed_decline_and_4011_reflection_are_refused() {
         .output()
         .unwrap();
     assert!(o.status.success());
-    std::thread::sleep(Duration::from_millis(300));
+    let ignored = "DECLINE from a MAC that does not hold the address ignored";
+    assert!(wait_until(Duration::from_secs(10), || read(&log).contains(ignored)), "{}", read(&log));
     let got = lab.dora(&pc, "52:54:00:aa:bb:05", 3);
     assert!(got.contains("ack 192.168.79.10"), "a spoofed DECLINE quarantined .10: {got}\n{}", read(&log));
     stop(srv);
@@ -448,7 +451,7 @@ fn serve_keeps_no_capability_after_binding() {
         "--inh-caps=+net_bind_service,+net_raw",
         "--ambient-caps=+net_bind_service,+net_raw",
     ];
-    let (srv, log) = lab.serve_via(&wrapper, &state, "caps");
+    let (srv, log) = lab.serve_via(&wrapper, &state, "caps", "info");
     assert!(read(&log).contains("mosboot serve:"), "{}", read(&log));
     assert_eq!(read(Path::new(&format!("/proc/{}/comm", srv.pid()))).trim(), "mosboot");
     let st = cap_status(srv.pid());
