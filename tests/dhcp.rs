@@ -54,15 +54,13 @@ fn server(lab: &Lab, extra: &[&str], tag: &str) -> (ChildGuard, PathBuf) {
     ])
     .arg("--leases")
     .arg(leases(lab))
-    .args(extra)
-    .stdout(Stdio::null())
-    .stderr(std::fs::File::create(&log).unwrap());
-    let mut g = ChildGuard::spawn(&mut cmd);
-    let ready = wait_until(Duration::from_secs(10), || {
-        std::fs::read_to_string(&log).unwrap_or_default().contains("READY")
-            || matches!(g.child.try_wait(), Ok(Some(_)))
-    });
-    assert!(ready, "server did not start: {}", std::fs::read_to_string(&log).unwrap_or_default());
+    .args(extra);
+    let mut g = harness::spawn_until_line(&mut cmd, &log, "READY", Duration::from_secs(10));
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        text.contains("READY") || matches!(g.child.try_wait(), Ok(Some(_))),
+        "server did not start: {text}"
+    );
     (g, log)
 }
 
@@ -401,12 +399,7 @@ fn mosboot_serve(lab: &Lab, cfg: &Path, out: &Path, state: &Path, tag: &str) -> 
         .arg("--out")
         .arg(out)
         .args(["--probe", "1s"]);
-    cmd.stdout(Stdio::null()).stderr(std::fs::File::create(&log).unwrap());
-    let mut g = ChildGuard::spawn(&mut cmd);
-    wait_until(Duration::from_secs(15), || {
-        std::fs::read_to_string(&log).unwrap_or_default().contains("mosboot serve:")
-            || matches!(g.child.try_wait(), Ok(Some(_)))
-    });
+    let g = harness::spawn_until_line(&mut cmd, &log, "mosboot serve:", Duration::from_secs(15));
     (g, log)
 }
 

@@ -154,19 +154,13 @@ fn cpio_t_lists_exactly_the_tree() {
 #[test]
 fn cpio_extraction_gives_back_the_tree() {
     let tree = sample_tree();
+    harness::require_root("cpio -i recreates device nodes and owners (mknod, chown)");
     let dir = tempfile::tempdir().unwrap();
-    let as_root = harness::is_root();
     let mut cmd = Command::new("cpio");
     cmd.args(["-idm", "--quiet", "--no-absolute-filenames"]).current_dir(dir.path());
-    if !as_root {
-        // mknod and chown need root; the archive bytes are checked by the other tests.
-        cmd.arg("--no-preserve-owner");
-    }
     let out = run_stdin(&mut cmd, &cpio_bytes(&tree));
-    if as_root {
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        assert_matches_tree(&tree, dir.path(), "cpio -i", true);
-    }
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_matches_tree(&tree, dir.path(), "cpio -i", true);
 }
 
 #[test]
@@ -258,7 +252,7 @@ fn ext2_superblock_has_the_2_4_friendly_geometry() {
 #[test]
 fn ext2_contents_read_back_with_debugfs() {
     let tree = sample_tree();
-    let (dir, path, _img) = write_image(&tree);
+    let (_dir, path, _img) = write_image(&tree);
 
     let listing = debugfs(&path, "ls -l /");
     for name in ["bin", "dev", "etc", "lost+found", "many", "sbin", "tmp", "usr"] {
@@ -269,34 +263,37 @@ fn ext2_contents_read_back_with_debugfs() {
     let many = debugfs(&path, "ls /many");
     assert_eq!(many.matches("entry-with-a-longish-name-").count(), 300);
 
-    let console = debugfs(&path, "stat /dev/console");
-    assert!(console.contains("Type: character"), "{console}");
-    assert!(console.contains("Device major/minor number: 05:01"), "{console}");
-    let tty = debugfs(&path, "stat /dev/ttyS0");
-    assert!(tty.contains("Device major/minor number: 04:64"), "{tty}");
-    let big = debugfs(&path, "stat /dev/bigdev");
-    assert!(big.contains("Device major/minor number: 300:70000"), "{big}");
-    let link = debugfs(&path, "stat /usr/long-link");
-    assert!(link.contains("Type: symlink"), "{link}");
-    assert!(link.contains(&format!("Size: {}", LONG_TARGET.len())), "{link}");
-    let busybox = debugfs(&path, "stat /bin/busybox");
-    assert!(busybox.contains("Mode:  04755"), "{busybox}");
-    let secret = debugfs(&path, "stat /etc/secret");
-    assert!(secret.contains("User:  1000   Group:   100"), "{secret}");
-    let tmp = debugfs(&path, "stat /tmp");
-    assert!(tmp.contains("Mode:  01777"), "{tmp}");
-    let root = debugfs(&path, "stat /");
-    assert!(root.contains("Links: 10"), "root links = 2 + 8 subdirs:\n{root}");
-
-    // Everything at once: rdump writes files, dirs and links to the host.
-    if harness::is_root() {
-        let out_dir = dir.path().join("dump");
-        fs::create_dir(&out_dir).unwrap();
-        let cmd = format!("rdump / {}", out_dir.display());
-        debugfs(&path, &cmd);
-        // Device nodes are not recreated by rdump; `stat` above checked them.
-        assert_matches_tree(&tree, &out_dir, "debugfs rdump", false);
+    // `debugfs stat` of a path shows each of these lines (root links = 2 + 8 subdirs).
+    let link_size = format!("Size: {}", LONG_TARGET.len());
+    let stats: &[(&str, &[&str])] = &[
+        ("/dev/console", &["Type: character", "Device major/minor number: 05:01"]),
+        ("/dev/ttyS0", &["Device major/minor number: 04:64"]),
+        ("/dev/bigdev", &["Device major/minor number: 300:70000"]),
+        ("/usr/long-link", &["Type: symlink", &link_size]),
+        ("/bin/busybox", &["Mode:  04755"]),
+        ("/etc/secret", &["User:  1000   Group:   100"]),
+        ("/tmp", &["Mode:  01777"]),
+        ("/", &["Links: 10"]),
+    ];
+    for (entry, wants) in stats {
+        let stat = debugfs(&path, &format!("stat {entry}"));
+        for want in *wants {
+            assert!(stat.contains(want), "{entry}: no {want:?} in\n{stat}");
+        }
     }
+}
+
+/// Everything at once: rdump writes files, dirs and links to the host (owners need root).
+#[test]
+fn ext2_dumps_back_to_the_tree_with_debugfs_rdump() {
+    harness::require_root("debugfs rdump restores owners (chown)");
+    let tree = sample_tree();
+    let (dir, path, _img) = write_image(&tree);
+    let out_dir = dir.path().join("dump");
+    fs::create_dir(&out_dir).unwrap();
+    debugfs(&path, &format!("rdump / {}", out_dir.display()));
+    // Device nodes are not recreated by rdump; `stat` in the test above checks them.
+    assert_matches_tree(&tree, &out_dir, "debugfs rdump", false);
 }
 
 #[test]
@@ -458,28 +455,34 @@ fn random_tree(seed: u64) -> Tree {
 }
 
 #[test]
-fn random_trees_survive_both_formats() {
+fn random_trees_make_ext2_images_e2fsck_accepts() {
+    for seed in 0..24 {
+        let tree = random_tree(seed);
+        let (_dir, path, _img) = write_image(&tree);
+        assert_e2fsck_clean(&path);
+    }
+}
+
+/// The random trees unpack to themselves from both formats (owners and device nodes need root).
+#[test]
+fn random_trees_unpack_to_themselves() {
+    harness::require_root("debugfs rdump and cpio -i restore owners and device nodes");
     for seed in 0..24 {
         let tree = random_tree(seed);
         let (dir, path, _img) = write_image(&tree);
-        assert_e2fsck_clean(&path);
-        if harness::is_root() {
-            let dump = dir.path().join("dump");
-            fs::create_dir(&dump).unwrap();
-            debugfs(&path, &format!("rdump / {}", dump.display()));
-            assert_matches_tree(&tree, &dump, &format!("seed {seed}: debugfs rdump"), false);
+        let dump = dir.path().join("dump");
+        fs::create_dir(&dump).unwrap();
+        debugfs(&path, &format!("rdump / {}", dump.display()));
+        assert_matches_tree(&tree, &dump, &format!("seed {seed}: debugfs rdump"), false);
 
-            let unpacked = dir.path().join("cpio");
-            fs::create_dir(&unpacked).unwrap();
-            let out = run_stdin(
-                Command::new("cpio")
-                    .args(["-idm", "--quiet", "--no-absolute-filenames"])
-                    .current_dir(&unpacked),
-                &cpio_bytes(&tree),
-            );
-            assert!(out.status.success(), "seed {seed}: {}", String::from_utf8_lossy(&out.stderr));
-            assert_matches_tree(&tree, &unpacked, &format!("seed {seed}: cpio -i"), true);
-        }
+        let unpacked = dir.path().join("cpio");
+        fs::create_dir(&unpacked).unwrap();
+        let out = run_stdin(
+            Command::new("cpio").args(["-idm", "--quiet", "--no-absolute-filenames"]).current_dir(&unpacked),
+            &cpio_bytes(&tree),
+        );
+        assert!(out.status.success(), "seed {seed}: {}", String::from_utf8_lossy(&out.stderr));
+        assert_matches_tree(&tree, &unpacked, &format!("seed {seed}: cpio -i"), true);
     }
 }
 

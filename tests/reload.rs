@@ -61,11 +61,8 @@ fn serve(lab: &Lab, notify: &Path) -> (ChildGuard, PathBuf) {
     let mut cmd = lab.srv.command(harness::mosboot_bin());
     cmd.arg("-c").arg(cfg(lab)).arg("serve").arg("--state").arg(lab.dir.path().join("state"));
     cmd.arg("--out").arg(out(lab)).arg("--force").env("RUST_LOG", "info").env("NOTIFY_SOCKET", notify);
-    cmd.stdout(Stdio::null()).stderr(std::fs::File::create(&log).unwrap());
-    let mut g = ChildGuard::spawn(&mut cmd);
-    let up = wait_until(Duration::from_secs(15), || {
-        read(&log).contains("mosboot serve:") || matches!(g.child.try_wait(), Ok(Some(_)))
-    });
+    let mut g = harness::spawn_until_line(&mut cmd, &log, "mosboot serve:", Duration::from_secs(15));
+    let up = read(&log).contains("mosboot serve:");
     assert!(up && g.child.try_wait().unwrap().is_none(), "serve did not start:\n{}", read(&log));
     (g, log)
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use harness::{ChildGuard, Netns, run, veth, wait_until};
+use harness::{ChildGuard, Netns, run, wait_until};
 
 const SERVER: &str = "192.168.79.254";
 
@@ -15,25 +15,28 @@ fn flood_bin() -> &'static str {
     env!("CARGO_BIN_EXE_mosboot-test-flood")
 }
 
-/// Server namespace (br0 = SERVER/24) and one attacker/client namespace wired to it by `c0`
-/// (extra veths via [`Lab::port`]), plus a cluster tree that `nobody` can read.
+/// The shared DHCP lab ([`harness::Lab`]: server namespace with br0 = SERVER/24, one
+/// attacker/client namespace) plus a cluster tree that `nobody` can read and the serve helpers.
 struct Lab {
-    srv: Netns,
-    cli: Netns,
-    dir: tempfile::TempDir,
-    ports: std::cell::Cell<u32>,
+    net: harness::Lab,
+}
+
+impl std::ops::Deref for Lab {
+    type Target = harness::Lab;
+    fn deref(&self) -> &harness::Lab {
+        &self.net
+    }
+}
+
+impl std::ops::DerefMut for Lab {
+    fn deref_mut(&mut self) -> &mut harness::Lab {
+        &mut self.net
+    }
 }
 
 impl Lab {
     fn new(dhcp: &str) -> Lab {
-        let srv = Netns::new("ssrv");
-        let cli = Netns::new("scli");
-        srv.add_bridge("br0");
-        srv.addr("br0", &format!("{SERVER}/24"));
-        let dir = tempfile::tempdir().unwrap();
-        // serve drops to `nobody`: the tree it serves must be reachable by that user.
-        run(&["chmod", "755", dir.path().to_str().unwrap()]);
-        let lab = Lab { srv, cli, dir, ports: std::cell::Cell::new(0) };
+        let lab = Lab { net: harness::Lab::new("s", &format!("{SERVER}/24")) };
         let out = lab.out();
         std::fs::create_dir_all(out.join("tftpboot")).unwrap();
         std::fs::write(
@@ -62,31 +65,23 @@ impl Lab {
         self.dir.path().join("state")
     }
 
-    /// A new interface in the client namespace on the bridge; returns its name.
-    fn port(&self, mac: Option<&str>) -> String {
-        self.port_in(&self.cli, mac)
-    }
-
-    /// A new interface in namespace `ns` on the bridge; returns its name.
-    fn port_in(&self, ns: &Netns, mac: Option<&str>) -> String {
-        let n = self.ports.get();
-        self.ports.set(n + 1);
-        let (c, p) = (format!("c{n}"), format!("p{n}"));
-        veth(ns, &c, &self.srv, &p);
-        if let Some(mac) = mac {
-            ns.ip(&["link", "set", &c, "address", mac]);
+    /// A new interface in the client namespace on the bridge (a MAC of the lab's numbering
+    /// unless given); returns its name.
+    fn port(&mut self, mac: Option<&str>) -> String {
+        match mac {
+            Some(mac) => self.net.client(mac),
+            None => self.net.clients(1).remove(0).0,
         }
-        self.srv.ip(&["link", "set", &p, "master", "br0", "up"]);
-        c
     }
 
     /// Starts `mosboot serve` (no rival probe) with `state`; waits until it is ready or exited.
     fn serve(&self, state: &Path, tag: &str) -> (ChildGuard, PathBuf) {
-        self.serve_via(&[], state, tag)
+        self.serve_via(&[], state, tag, "info")
     }
 
-    /// Like [`Lab::serve`], started through `wrapper` (e.g. setpriv with capabilities).
-    fn serve_via(&self, wrapper: &[&str], state: &Path, tag: &str) -> (ChildGuard, PathBuf) {
+    /// Like [`Lab::serve`], started through `wrapper` (e.g. setpriv with capabilities) and
+    /// logging at `rust_log`.
+    fn serve_via(&self, wrapper: &[&str], state: &Path, tag: &str, rust_log: &str) -> (ChildGuard, PathBuf) {
         let log = self.dir.path().join(format!("serve-{tag}.log"));
         let mut cmd = match wrapper.split_first() {
             Some((prog, rest)) => {
@@ -97,12 +92,8 @@ impl Lab {
             None => self.srv.command(harness::mosboot_bin()),
         };
         cmd.arg("-c").arg(self.cfg()).arg("serve").arg("--state").arg(state).arg("--out").arg(self.out());
-        cmd.arg("--force").env("RUST_LOG", "info");
-        cmd.stdout(Stdio::null()).stderr(std::fs::File::create(&log).unwrap());
-        let mut g = ChildGuard::spawn(&mut cmd);
-        wait_until(Duration::from_secs(15), || {
-            read(&log).contains("mosboot serve:") || matches!(g.child.try_wait(), Ok(Some(_)))
-        });
+        cmd.arg("--force").env("RUST_LOG", rust_log);
+        let g = harness::spawn_until_line(&mut cmd, &log, "mosboot serve:", Duration::from_secs(15));
         (g, log)
     }
 
@@ -203,7 +194,7 @@ fn udhcpc(lab: &Lab, iface: &str, secs: u32) -> std::process::Output {
 #[test]
 fn dhcp_flood_of_1000_macs_does_not_lock_out_a_new_pc() {
     harness::require_root("the attack runs in network namespaces");
-    let lab = Lab::new("full");
+    let mut lab = Lab::new("full");
     let attacker = lab.port(None);
     let pc = lab.port(Some("52:54:00:aa:bb:01"));
     let state = lab.state();
@@ -265,7 +256,7 @@ impl Drop for Tmpfs {
 #[test]
 fn full_disk_withholds_acks_and_recovers_without_restart() {
     harness::require_root("the attack runs in network namespaces");
-    let lab = Lab::new("full");
+    let mut lab = Lab::new("full");
     let pc = lab.port(Some("52:54:00:aa:bb:02"));
     lab.cli.addr(&pc, "192.168.79.200/24");
     let fs = Tmpfs::new(lab.dir.path().join("fs"), "512k");
@@ -312,12 +303,11 @@ fn tftp_get(ns: &Netns, file: &str, to: &Path) -> std::process::Output {
 #[test]
 fn tftp_rrq_flood_from_one_address_does_not_keep_others_out() {
     harness::require_root("the attack runs in network namespaces");
-    let lab = Lab::new("full");
+    let mut lab = Lab::new("full");
     let atk = lab.port(None);
     lab.cli.addr(&atk, "192.168.79.200/24");
-    let good_ns = Netns::new("sgood");
-    let good = lab.port_in(&good_ns, None);
-    good_ns.addr(&good, "192.168.79.201/24");
+    let good_ns = lab.host("sgood", "02:00:00:00:ff:01");
+    good_ns.addr("eth0", "192.168.79.201/24");
     let (_srv, log) = lab.serve(&lab.state(), "tftpflood");
     assert!(read(&log).contains("mosboot serve:"), "{}", read(&log));
     let mut cmd = lab.cli.command(flood_bin());
@@ -337,7 +327,7 @@ fn tftp_rrq_flood_from_one_address_does_not_keep_others_out() {
 #[test]
 fn tftp_names_cannot_forge_log_lines() {
     harness::require_root("the attack runs in network namespaces");
-    let lab = Lab::new("full");
+    let mut lab = Lab::new("full");
     let c = lab.port(None);
     lab.cli.addr(&c, "192.168.79.202/24");
     let (_srv, log) = lab.serve(&lab.state(), "forge");
@@ -366,10 +356,11 @@ fn tftp_names_cannot_forge_log_lines() {
 #[test]
 fn spoofed_decline_and_4011_reflection_are_refused() {
     harness::require_root("the attack runs in network namespaces");
-    let lab = Lab::new("full");
+    let mut lab = Lab::new("full");
     let atk = lab.port(None);
     let pc = lab.port(Some("52:54:00:aa:bb:05"));
-    let (srv, log) = lab.serve(&lab.state(), "decline");
+    // Debug for the handler: it says when it ignores a DECLINE, so the test knows it was handled.
+    let (srv, log) = lab.serve_via(&[], &lab.state(), "decline", "info,netboot::dhcp::handler=debug");
     assert!(read(&log).contains("mosboot serve:"), "{}", read(&log));
     let o = lab
         .cli
@@ -378,12 +369,13 @@ fn spoofed_decline_and_4011_reflection_are_refused() {
         .output()
         .unwrap();
     assert!(o.status.success());
-    std::thread::sleep(Duration::from_millis(300));
+    let ignored = "DECLINE from a MAC that does not hold the address ignored";
+    assert!(wait_until(Duration::from_secs(10), || read(&log).contains(ignored)), "{}", read(&log));
     let got = lab.dora(&pc, "52:54:00:aa:bb:05", 3);
     assert!(got.contains("ack 192.168.79.10"), "a spoofed DECLINE quarantined .10: {got}\n{}", read(&log));
     stop(srv);
 
-    let lab = Lab::new("proxy");
+    let mut lab = Lab::new("proxy");
     let atk = lab.port(None);
     lab.cli.addr(&atk, "192.168.79.203/24");
     let (_srv, log) = lab.serve(&lab.state(), "4011");
@@ -459,7 +451,7 @@ fn serve_keeps_no_capability_after_binding() {
         "--inh-caps=+net_bind_service,+net_raw",
         "--ambient-caps=+net_bind_service,+net_raw",
     ];
-    let (srv, log) = lab.serve_via(&wrapper, &state, "caps");
+    let (srv, log) = lab.serve_via(&wrapper, &state, "caps", "info");
     assert!(read(&log).contains("mosboot serve:"), "{}", read(&log));
     assert_eq!(read(Path::new(&format!("/proc/{}/comm", srv.pid()))).trim(), "mosboot");
     let st = cap_status(srv.pid());

@@ -9,17 +9,18 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use harness::{ChildGuard, Netns, run, veth, wait_until};
+use harness::{ChildGuard, Netns, run, wait_until};
 
 const SERVER: &str = "192.168.78.254";
 const STATUS: &str = "127.0.0.1:8067";
 
+/// The shared DHCP lab ([`harness::Lab`], server 192.168.78.254/24 on br0); each fake node is a
+/// [`harness::Lab::host`] of its own.
 struct Lab {
-    srv: Netns,
-    dir: tempfile::TempDir,
+    net: harness::Lab,
 }
 
-/// A fake node: its own namespace with one NIC on the lab bridge.
+/// A fake node: its own namespace with one NIC `eth0` on the lab bridge.
 struct FakeNode {
     ns: Netns,
     mac: String,
@@ -27,29 +28,16 @@ struct FakeNode {
 
 impl Lab {
     fn new() -> Lab {
-        let srv = Netns::new("ssrv");
-        srv.add_bridge("br0");
-        srv.addr("br0", &format!("{SERVER}/24"));
-        let dir = tempfile::tempdir().unwrap();
-        // serve drops to `nobody`: the tree it serves must be reachable by that user.
-        run(&["chmod", "755", dir.path().to_str().unwrap()]);
-        Lab { srv, dir }
+        Lab { net: harness::Lab::new("st", &format!("{SERVER}/24")) }
     }
 
-    fn node(&self, i: u8) -> FakeNode {
-        let ns = Netns::new("snod");
+    fn node(&mut self, i: u8) -> FakeNode {
         let mac = format!("02:00:00:00:01:{i:02x}");
-        let port = format!("sp{}", harness::unique_name("").replace('x', ""));
-        veth(&ns, "eth0", &self.srv, &port);
-        ns.ip(&["link", "set", "eth0", "down"]);
-        ns.ip(&["link", "set", "eth0", "address", &mac]);
-        ns.ip(&["link", "set", "eth0", "up"]);
-        self.srv.ip(&["link", "set", &port, "master", "br0"]);
-        FakeNode { ns, mac }
+        FakeNode { ns: self.net.host("snod", &mac), mac }
     }
 
     fn path(&self, rel: &str) -> PathBuf {
-        self.dir.path().join(rel)
+        self.net.dir.path().join(rel)
     }
 
     /// cluster.toml with the status page on, and a tree with the three boot files.
@@ -82,7 +70,7 @@ impl Lab {
 
     fn serve(&self, cfg: &Path) -> (ChildGuard, PathBuf) {
         let log = self.path("serve.log");
-        let mut cmd = self.srv.command(harness::mosboot_bin());
+        let mut cmd = self.net.srv.command(harness::mosboot_bin());
         cmd.arg("-c")
             .arg(cfg)
             .arg("serve")
@@ -90,22 +78,17 @@ impl Lab {
             .arg(self.path("state"))
             .arg("--out")
             .arg(self.path("out"))
-            .args(["--probe", "1s"])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap());
-        let mut g = ChildGuard::spawn(&mut cmd);
-        let up = wait_until(Duration::from_secs(15), || {
-            std::fs::read_to_string(&log).unwrap_or_default().contains("status page on")
-                || matches!(g.child.try_wait(), Ok(Some(_)))
-        });
+            .args(["--probe", "1s"]);
+        let g = harness::spawn_until_line(&mut cmd, &log, "status page on", Duration::from_secs(15));
         let text = std::fs::read_to_string(&log).unwrap_or_default();
-        assert!(up && text.contains(&format!("status page on http://{STATUS}/")), "{text}");
+        assert!(text.contains(&format!("status page on http://{STATUS}/")), "{text}");
         (g, log)
     }
 
     /// GET on the page's server, from inside its namespace.
     fn get(&self, path: &str) -> String {
         let o = self
+            .net
             .srv
             .command("curl")
             .args(["-sS", "--max-time", "5"])
@@ -130,8 +113,8 @@ impl Lab {
 
     /// Headless Chromium inside the server's namespace (the page is on its loopback).
     fn chromium(&self, args: &[&str]) -> Command {
-        let profile = tempfile::tempdir_in(self.dir.path()).unwrap().keep();
-        let mut c = self.srv.command("chromium");
+        let profile = tempfile::tempdir_in(self.net.dir.path()).unwrap().keep();
+        let mut c = self.net.srv.command("chromium");
         c.args([
             "--headless",
             "--no-sandbox",
@@ -296,7 +279,7 @@ fn dom_row(dom: &str, n: u64) -> String {
 #[test]
 fn status_page_shows_each_node_its_timeline_and_live_updates_in_chromium() {
     harness::require_root("the status page test (network namespaces, ports 67/69)");
-    let lab = Lab::new();
+    let mut lab = Lab::new();
     let cfg = lab.cluster();
     let (mut srv, log) = lab.serve(&cfg);
     let log_text = || std::fs::read_to_string(&log).unwrap_or_default();

@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use harness::{ChildGuard, Netns, is_root, random_bytes, veth, wait_until};
+use harness::{ChildGuard, Netns, random_bytes, veth, wait_until};
 
 const TFTPD: &str = env!("CARGO_BIN_EXE_mosboot-test-tftpd");
 
@@ -400,7 +400,7 @@ fn traversal_links_devices_directories_and_writes_are_refused() {
     let fifo = std::ffi::CString::new(root.join("fifo").to_str().unwrap()).unwrap();
     // SAFETY: plain mkfifo(3) on a path in our temp dir.
     assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
-    let mut cases: Vec<(&[u8], u16)> = vec![
+    let cases: [(&[u8], u16); 14] = [
         (b"../secret", 2),
         (b"..\\secret", 2),
         (b"/../secret", 2),
@@ -416,26 +416,10 @@ fn traversal_links_devices_directories_and_writes_are_refused() {
         (b"/", 2),
         (b"ok\xff", 4),
     ];
-    if is_root() {
-        let dev = std::ffi::CString::new(root.join("devnode").to_str().unwrap()).unwrap();
-        // SAFETY: mknod(2) of a character device (1,3 = /dev/null) in our temp dir.
-        let rc = unsafe { libc::mknod(dev.as_ptr(), libc::S_IFCHR | 0o666, libc::makedev(1, 3)) };
-        assert_eq!(rc, 0, "mknod");
-        cases.push((b"devnode", 2));
-    }
     let d = Tftpd::start("127.0.69.3", &root, &[]);
     let raw = Raw::new();
     assert_eq!(raw.fetch(d.addr, b"/ok"), Ok(b"fine".to_vec()));
-    for (name, code) in &cases {
-        raw.send(&rrq(name, &[("tsize", "0"), ("blksize", "1468")]), d.addr);
-        let got = raw.drain(Duration::from_millis(400));
-        let shown = String::from_utf8_lossy(name);
-        assert_eq!(got.len(), 1, "{shown}: exactly one reply, got {got:?}");
-        match &got[0].0 {
-            Pkt::Error(c, _) => assert_eq!(c, code, "{shown}"),
-            other => panic!("{shown}: {other:?}"),
-        }
-    }
+    assert_refused(&raw, d.addr, &cases);
     // A write request is refused and creates nothing.
     raw.send(&request(2, b"upload", &[]), d.addr);
     assert!(matches!(raw.recv(Duration::from_secs(1)), Some((Pkt::Error(2, _), _))));
@@ -466,6 +450,37 @@ fn traversal_links_devices_directories_and_writes_are_refused() {
         !d.lines.lock().unwrap().iter().any(|l| l.starts_with("fetched") && !l.ends_with(" ok")),
         "no refused file counts as fetched"
     );
+}
+
+/// Each request gets exactly one ERROR packet, of the given code.
+fn assert_refused(raw: &Raw, to: SocketAddr, cases: &[(&[u8], u16)]) {
+    for (name, code) in cases {
+        raw.send(&rrq(name, &[("tsize", "0"), ("blksize", "1468")]), to);
+        let got = raw.drain(Duration::from_millis(400));
+        let shown = String::from_utf8_lossy(name);
+        assert_eq!(got.len(), 1, "{shown}: exactly one reply, got {got:?}");
+        match &got[0].0 {
+            Pkt::Error(c, _) => assert_eq!(c, code, "{shown}"),
+            other => panic!("{shown}: {other:?}"),
+        }
+    }
+}
+
+/// A device node inside the root (mknod needs root) is refused like any non-regular file.
+#[test]
+fn device_node_in_the_root_is_refused() {
+    harness::require_root("mknod of a device node in the TFTP root");
+    let tree = Tree::new();
+    let root = tree.root();
+    tree.put("ok", b"fine");
+    let dev = std::ffi::CString::new(root.join("devnode").to_str().unwrap()).unwrap();
+    // SAFETY: mknod(2) of a character device (1,3 = /dev/null) in our temp dir.
+    let rc = unsafe { libc::mknod(dev.as_ptr(), libc::S_IFCHR | 0o666, libc::makedev(1, 3)) };
+    assert_eq!(rc, 0, "mknod");
+    let d = Tftpd::start("127.0.69.14", &root, &[]);
+    let raw = Raw::new();
+    assert_eq!(raw.fetch(d.addr, b"ok"), Ok(b"fine".to_vec()));
+    assert_refused(&raw, d.addr, &[(b"devnode", 2)]);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-//! Inputs the unit tests share: the SPEC's LTSP sample config and stand-ins for a kernel and a
+//! Inputs the unit tests share: the SPEC's LTSP sample config (tests/fixtures/cluster.toml) and stand-ins for a kernel and a
 //! busybox (the build reads only their headers).
 
 use std::path::Path;
@@ -6,23 +6,9 @@ use std::path::Path;
 use crate::config::Config;
 use crate::plan::Plan;
 
-/// The SPEC's LTSP sample: a /24 with 253 pool addresses named ws001..ws253.
-pub const SAMPLE: &str = r#"
-[cluster]
-name = "lab"
-interface = "eth1"
-server = "192.168.0.254/24"
-pool = "192.168.0.1-192.168.0.253"
-hostname = "ltsp"
-lease_time = "12h"
-
-[openmosix]
-version = "2.4.26"
-
-[image]
-kernel = "kernels/bzImage"
-busybox = "node-kit/busybox"
-"#;
+/// The SPEC's LTSP sample: a /24 with 253 pool addresses named ws001..ws253. The one sample
+/// file the integration tests, README checks, demo and bench start from too.
+pub const SAMPLE: &str = include_str!("../../tests/fixtures/cluster.toml");
 
 /// The pinned node the samples add: a P/133 with its own name.
 pub const PINNED_NODE: &str = r#"

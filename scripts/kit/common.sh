@@ -56,6 +56,29 @@ busybox_dir() {
 }
 ipxe_dir()    { echo "$KIT_DIR/ipxe-$IPXE_SUITE"; }
 
+# The tiny busybox root the kit's self-tests boot (smoke.sh, scripts/lab/pxe-selftest.sh):
+# busybox with its applet links and /dev/console (the kernel opens it before init runs); the
+# caller writes /init (and links /linuxrc to it). mknod needs root.
+busybox_root() {  # busybox_root ROOT BUSYBOX
+  local root=$1 busybox=$2 a
+  mkdir -p "$root"/{bin,dev,proc,sys,tmp}
+  cp "$busybox" "$root/bin/busybox"
+  for a in $(qemu-i386 -cpu 486 "$busybox" --list); do [ "$a" = busybox ] || ln -s busybox "$root/bin/$a"; done
+  mknod "$root/dev/console" c 5 1
+}
+
+# Packs ROOT as both initrd formats the nodes boot: a gzip'd newc cpio and a gzip'd ext2 image
+# (for /dev/ram0, the 2.4 format). Sets ROOT_KB, the ext2 size for ramdisk_size=.
+pack_initrds() {  # pack_initrds ROOT CPIO_GZ EXT2_GZ
+  local root=$1 raw=$3.raw
+  (cd "$root" && find . | LC_ALL=C sort | cpio -o -H newc --quiet) | gzip -9n > "$2"
+  ROOT_KB=$(( $(du -sk "$root" | cut -f1) + 256 ))
+  mke2fs -q -t ext2 -b 1024 -I 128 -m 0 -N $(( $(find "$root" | wc -l) + 64 )) -d "$root" "$raw" "$ROOT_KB" \
+    >"$raw.log" 2>&1 || die "mke2fs failed: $(cat "$raw.log")"
+  gzip -9n < "$raw" > "$3"
+  rm -f "$raw" "$raw.log"
+}
+
 # One build of a kit part at a time per KIT_DIR: a second caller (make kit in another shell, a
 # test) waits here and then finds the cache filled. The lock is held until the script exits.
 kit_lock() {

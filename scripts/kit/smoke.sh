@@ -17,10 +17,7 @@ work=$(mktemp -d /tmp/mosboot-smoke.XXXXXX)
 # A root with busybox, its applet links, /dev/console (the kernel opens it before init runs)
 # and an init script that reports and powers off.
 root=$work/root
-mkdir -p "$root"/{bin,dev,proc,sys,tmp}
-cp "$busybox" "$root/bin/busybox"
-for a in $(qemu-i386 -cpu 486 "$busybox" --list); do [ "$a" = busybox ] || ln -s busybox "$root/bin/$a"; done
-mknod "$root/dev/console" c 5 1
+busybox_root "$root" "$busybox"
 cat > "$root/init" <<'INIT'
 #!/bin/sh
 mount -t proc proc /proc
@@ -30,11 +27,7 @@ INIT
 chmod 755 "$root/init"
 ln -s init "$root/linuxrc"
 
-(cd "$root" && find . | LC_ALL=C sort | cpio -o -H newc --quiet) | gzip -9n > "$work/initrd.cpio.gz"
-kb=$(( $(du -sk "$root" | cut -f1) + 256 ))
-mke2fs -q -t ext2 -b 1024 -I 128 -m 0 -N $(( $(find "$root" | wc -l) + 64 )) -d "$root" "$work/initrd.ext2" "$kb" >"$work/mke2fs.log" 2>&1 \
-  || die "mke2fs failed: $(cat "$work/mke2fs.log")"
-gzip -9n < "$work/initrd.ext2" > "$work/initrd.ext2.gz"
+pack_initrds "$root" "$work/initrd.cpio.gz" "$work/initrd.ext2.gz"
 
 boot() {  # boot NAME INITRD APPEND
   local name=$1 initrd=$2 append=$3 start end
@@ -53,4 +46,4 @@ boot() {  # boot NAME INITRD APPEND
   fi
 }
 boot cpio "$work/initrd.cpio.gz" ""
-boot ext2 "$work/initrd.ext2.gz" "root=/dev/ram0 init=/linuxrc rw ramdisk_size=$kb"
+boot ext2 "$work/initrd.ext2.gz" "root=/dev/ram0 init=/linuxrc rw ramdisk_size=$ROOT_KB"

@@ -22,10 +22,7 @@ cp /usr/lib/PXELINUX/pxelinux.0 /usr/lib/syslinux/modules/bios/ldlinux.c32 "$tft
 cp "$kernel" "$tftp/vmlinuz"
 
 root=$work/root
-mkdir -p "$root"/{bin,dev,proc,sys,tmp}
-cp "$busybox" "$root/bin/busybox"
-for a in $(qemu-i386 -cpu 486 "$busybox" --list); do [ "$a" = busybox ] || ln -s busybox "$root/bin/$a"; done
-mknod "$root/dev/console" c 5 1
+busybox_root "$root" "$busybox"
 cat > "$root/init" <<'INIT'
 #!/bin/sh
 mount -t proc proc /proc
@@ -48,10 +45,7 @@ echo "$ip via $interface from ${serverid:-?}" > /tmp/lease
 DHCP
 chmod 755 "$root/init" "$root/dhcp.sh"
 ln -s init "$root/linuxrc"
-(cd "$root" && find . | LC_ALL=C sort | cpio -o -H newc --quiet) | gzip -9n > "$tftp/initrd.gz"
-kb=$(( $(du -sk "$root" | cut -f1) + 256 ))
-mke2fs -q -t ext2 -b 1024 -I 128 -m 0 -N $(( $(find "$root" | wc -l) + 64 )) -d "$root" "$work/root.ext2" "$kb"
-gzip -9n < "$work/root.ext2" > "$tftp/initrd-ext2.gz"
+pack_initrds "$root" "$tftp/initrd.gz" "$tftp/initrd-ext2.gz"
 
 # -nographic mirrors the screen to serial already, so no pxelinux SERIAL line.
 cat > "$tftp/pxelinux.cfg/default" <<EOF
@@ -71,7 +65,7 @@ TIMEOUT 0
 LABEL node
   KERNEL vmlinuz
   INITRD initrd-ext2.gz
-  APPEND console=ttyS0 panic=1 root=/dev/ram0 init=/linuxrc rw ramdisk_size=$kb
+  APPEND console=ttyS0 panic=1 root=/dev/ram0 init=/linuxrc rw ramdisk_size=$ROOT_KB
 EOF
 
 # Only inside the lab namespace, on its bridge; --port=0 turns off DNS.

@@ -202,16 +202,31 @@ pub fn wait_for_line(
     child: &mut ChildGuard,
     limit: Duration,
 ) -> String {
-    let seen = wait_until(limit, || {
-        std::fs::read_to_string(log).unwrap_or_default().contains(needle)
-            || matches!(child.child.try_wait(), Ok(Some(_)))
-    });
+    let seen = line_or_exit(log, needle, child, limit);
     let text = std::fs::read_to_string(log).unwrap_or_default();
     assert!(
         seen && text.contains(needle) && matches!(child.child.try_wait(), Ok(None)),
         "{what} did not start (waited for '{needle}'):\n{text}"
     );
     text
+}
+
+/// True once `log` contains `needle` or `child` has exited; false when `limit` passed first.
+fn line_or_exit(log: &Path, needle: &str, child: &mut ChildGuard, limit: Duration) -> bool {
+    wait_until(limit, || {
+        std::fs::read_to_string(log).unwrap_or_default().contains(needle)
+            || matches!(child.child.try_wait(), Ok(Some(_)))
+    })
+}
+
+/// Starts a server: `cmd` with stdout discarded and stderr into `log`, then waits until the log
+/// contains `needle` or the server exits (a refusal is what some tests want), at most `limit`.
+/// The caller asserts which it was, from the log and the guard.
+pub fn spawn_until_line(cmd: &mut Command, log: &Path, needle: &str, limit: Duration) -> ChildGuard {
+    let file = std::fs::File::create(log).unwrap_or_else(|e| panic!("create {}: {e}", log.display()));
+    let mut g = ChildGuard::spawn(cmd.stdout(Stdio::null()).stderr(file));
+    line_or_exit(log, needle, &mut g, limit);
+    g
 }
 
 /// Polls `cond` every 50 ms until it holds or `limit` passes.
@@ -373,15 +388,31 @@ impl Lab {
 
     /// Adds one client interface with the given MAC; returns its name.
     pub fn client(&mut self, mac: &str) -> String {
-        let (c, p) = (format!("c{}", self.clients), format!("p{}", self.clients));
+        let c = format!("c{}", self.clients);
+        self.wire(&self.cli.name.clone(), &c, mac);
+        c
+    }
+
+    /// A machine of its own on the bridge: a new namespace (name starting with `prefix`) whose
+    /// one NIC `eth0` has `mac`, for tests where each host must speak from its own address and
+    /// routes (fake nodes, a second PC next to an attacker). Deleted when the returned value drops.
+    pub fn host(&mut self, prefix: &str, mac: &str) -> Netns {
+        let ns = Netns::new(prefix);
+        self.wire(&ns.name, "eth0", mac);
+        ns
+    }
+
+    /// A veth pair: `ifname` (with `mac`, up) in namespace `ns`, its peer `p<n>` on br0.
+    fn wire(&mut self, ns: &str, ifname: &str, mac: &str) {
+        let p = format!("p{}", self.clients);
         self.clients += 1;
         run(&[
             "ip",
             "link",
             "add",
-            &c,
+            ifname,
             "netns",
-            &self.cli.name,
+            ns,
             "address",
             mac,
             "type",
@@ -392,9 +423,8 @@ impl Lab {
             "netns",
             &self.srv.name,
         ]);
-        self.cli.ip(&["link", "set", &c, "up"]);
+        run(&["ip", "-n", ns, "link", "set", ifname, "up"]);
         self.srv.ip(&["link", "set", &p, "master", "br0", "up"]);
-        c
     }
 
     /// Where [`Lab::udhcpc_script`] leaves `<interface>.<event>` environment dumps.
