@@ -559,6 +559,7 @@ def lease_loss_series(h, servers):
 # Each TFTP server of the series listens on its own address of the server's link, all of them
 # at once, so repetitions of a step can alternate between servers without restarts.
 TFTP_IPS = ("10.50.255.254", "10.50.255.252", "10.50.255.251")
+TFTP_CLIENTS = "10.50.254."  # + 1..250: one source address per simulated node
 TFTP_SMALL = "bench1m.bin"  # the shorter file of the slow rows (written by the series)
 TFTP_SMALL_SIZE = 1024 * 1024
 
@@ -568,7 +569,7 @@ def tftp_run(h, s, clients, blksize, max_time, client="curl", file=TFTP_FILE, si
     cmd = ["ip", "netns", "exec", h.cli, "taskset", "-c", LOAD_CPU, "python3",
            os.path.join(HERE, "tftpswarm.py"), "--url", f"tftp://{s.ip}/{file}",
            "--clients", str(clients), "--blksize", str(blksize), "--size", str(size),
-           "--max-time", str(max_time), "--client", client]
+           "--max-time", str(max_time), "--client", client, "--source-prefix", TFTP_CLIENTS]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=max_time + 60)
     time.sleep(0.3)  # let tftpd-hpa reap its children so their CPU time is counted
     cpu1 = h.cpu_seconds(s.p)
@@ -623,14 +624,19 @@ def tftp_summary(runs):
             "wall_s": median([x["wall_s"] for x in ok]),
             "failed": sum(x.get("failed", 0) for x in ok), "reps": len(runs),
             "errors": [x["error"][:200] for x in runs if "error" in x],
-            "runs": [{k: x.get(k) for k in ("mb_per_s", "cpu_s_per_mb", "wall_s", "failed", "load1")}
-                     for x in runs]}
+            "runs": [{k: x.get(k) for k in ("mb_per_s", "cpu_s_per_mb", "wall_s", "failed", "errors",
+                                            "load1")} for x in runs]}
 
 
 def tftp_link(h, kind):
     h.link(kind)
     for extra in TFTP_IPS[1:]:  # one address per TFTP server (see TFTP_IPS)
         run(["ip", "-n", h.srv, "addr", "add", f"{extra}/{PREFIX}", "dev", "vs"])
+    # the clients' addresses: mosboot limits transfers per source (8), as a lab's nodes each
+    # have their own address
+    batch = "".join(f"addr add {TFTP_CLIENTS}{i}/{PREFIX} dev vc\n" for i in range(1, 251))
+    subprocess.run(["ip", "-n", h.cli, "-batch", "-"], input=batch, text=True, check=True,
+                   capture_output=True)
 
 
 def tftp_series(h, servers):

@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::fs::{File, Metadata};
 use std::io;
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::sync::{Arc, Mutex, Weak};
 
 /// Largest file held in memory whole (a 2.4 kernel plus initrd is a few MB).
@@ -71,16 +71,8 @@ impl FileCache {
         }
         // Read outside the lock: other files are served meanwhile. Two transfers that miss at
         // once both read; the later copy replaces the earlier in the map, both are correct.
-        let mut data = vec![0u8; len];
-        let mut got = 0;
-        while got < len {
-            match file.read_at(&mut data[got..], got as u64) {
-                Ok(0) => break,
-                Ok(n) => got += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
+        let data = super::transfer::read_full_at(file, 0, len)?;
+        let got = data.len();
         if got != len || Identity::of(&file.metadata()?) != id {
             // Changed while being read: not a copy to share; this transfer reads in chunks.
             return Ok(None);
