@@ -257,11 +257,13 @@ class Harness:
 class Server:
     """One server under test: start() in the server namespace, lease file for the loss test."""
 
-    def __init__(self, h, kind, variant=""):
+    def __init__(self, h, kind, variant="", ip=SERVER_IP, binary=None):
         self.h, self.kind, self.variant = h, kind, variant
         self.name = kind + (f"-{variant}" if variant else "")
         self.dir = os.path.join(h.tmp, "srv-" + self.name)
         self.p = None
+        self.ip = ip  # where its TFTP server listens (the DHCP series uses SERVER_IP only)
+        self.binary = binary or h.args.mosboot
 
     def fresh(self):
         shutil.rmtree(self.dir, ignore_errors=True)
@@ -274,7 +276,12 @@ class Server:
             self.fresh()
         if self.kind == "mosboot":
             cfg = h.args.dhcp_toml if dhcp else h.args.tftp_toml
-            cmd = [h.args.mosboot, "-c", cfg, "serve", "--out", h.args.outtree, "--state",
+            if not dhcp and self.ip != SERVER_IP:
+                # the same cluster served from another address of the link
+                cfg = os.path.join(h.tmp, f"tftp-{self.name}.toml")
+                with open(h.args.tftp_toml) as src, open(cfg, "w") as dst:
+                    dst.write(src.read().replace(f'"{SERVER_IP}/', f'"{self.ip}/'))
+            cmd = [self.binary, "-c", cfg, "serve", "--out", h.args.outtree, "--state",
                    os.path.join(self.dir, "state"), "--force"]
             self.p = h.spawn(h.srv, cmd, self.name, SERVER_CPU)
             port = 67 if dhcp else 69
@@ -296,7 +303,7 @@ class Server:
             self.p = h.spawn(h.srv, cmd, self.name, SERVER_CPU)
             port = 67
         elif self.kind == "tftpd-hpa":
-            cmd = ["in.tftpd", "-L", "-s", h.args.tftproot, "-a", f"{SERVER_IP}:69", "-u", "root"]
+            cmd = ["in.tftpd", "-L", "-s", h.args.tftproot, "-a", f"{self.ip}:69", "-u", "root"]
             self.p = h.spawn(h.srv, cmd, self.name, SERVER_CPU)
             port = 69
         else:
@@ -658,12 +665,20 @@ def lease_loss_series(h, servers):
 
 
 # ---- TFTP series -------------------------------------------------------------------------------
-def tftp_run(h, s, clients, blksize, max_time, client="curl"):
+# Each TFTP server of the series listens on its own address of the server's link, all of them
+# at once, so repetitions of a step can alternate between servers without restarts.
+TFTP_IPS = ("10.50.255.254", "10.50.255.252", "10.50.255.251")
+TFTP_CLIENTS = "10.50.254."  # + 1..250: one source address per simulated node
+TFTP_SMALL = "bench1m.bin"  # the shorter file of the slow rows (written by the series)
+TFTP_SMALL_SIZE = 1024 * 1024
+
+
+def tftp_run(h, s, clients, blksize, max_time, client="curl", file=TFTP_FILE, size=TFTP_SIZE):
     cpu0 = h.cpu_seconds(s.p)
     cmd = ["ip", "netns", "exec", h.cli, "taskset", "-c", LOAD_CPU, "python3",
-           os.path.join(HERE, "tftpswarm.py"), "--url", f"tftp://{SERVER_IP}/{TFTP_FILE}",
-           "--clients", str(clients), "--blksize", str(blksize), "--size", str(TFTP_SIZE),
-           "--max-time", str(max_time), "--client", client]
+           os.path.join(HERE, "tftpswarm.py"), "--url", f"tftp://{s.ip}/{file}",
+           "--clients", str(clients), "--blksize", str(blksize), "--size", str(size),
+           "--max-time", str(max_time), "--client", client, "--source-prefix", TFTP_CLIENTS]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=max_time + 60)
     time.sleep(0.3)  # let tftpd-hpa reap its children so their CPU time is counted
     cpu1 = h.cpu_seconds(s.p)
@@ -678,19 +693,80 @@ def tftp_run(h, s, clients, blksize, max_time, client="curl"):
     return row
 
 
+def median(xs):
+    xs = sorted(x for x in xs if x is not None)
+    if not xs:
+        return None
+    n = len(xs)
+    return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
+
+
+def tftp_steps(cond, a):
+    """(clients, blksize, client, file, size, repetitions) per step of a condition. The slow rows
+    (delay, loss, and the client-bound 100/250 counts) use the 1 MiB file so that every row can
+    be repeated within the time budget; the 1-client rows, where per-packet cost shows, more."""
+    big, small = (TFTP_FILE, TFTP_SIZE), (TFTP_SMALL, TFTP_SMALL_SIZE)
+    r = a.tftp_reps
+    if cond == "clean":
+        return ([(1, 512, "curl", *big, r + 2), (1, 1468, "curl", *big, r + 2)]
+                + [(n, 1468, "curl", *big, r) for n in (10, 50)]
+                + [(n, 1468, "curl", *small, r) for n in (100, 250)])
+    if cond.startswith("delay"):
+        return [(1, 512, "curl", *small, r), (1, 1468, "curl", *small, r),
+                (10, 1468, "curl", *small, r), (50, 1468, "curl", *small, r)]
+    # atftp too: under loss, how a transfer recovers depends on the client as well. curl asks
+    # for a timeout of several seconds that tftpd-hpa grants, so tftpd-hpa's curl rows end at the
+    # time limit whatever the repetition: run once.
+    return [(1, 1468, "atftp", *small, r), (50, 1468, "curl", *small, 1)]
+
+
+def tftp_summary(runs):
+    """One row per server and step from its repetitions: medians, with min and max as spread."""
+    ok = [x for x in runs if "mb_per_s" in x]
+    if not ok:
+        return {"error": (runs[0].get("error", "") if runs else "no runs")[:300]}
+    mbs = [x["mb_per_s"] for x in ok]
+    cpus = [x.get("cpu_s_per_mb") for x in ok if x.get("cpu_s_per_mb") is not None]
+    return {"mb_per_s": median(mbs), "mb_per_s_min": min(mbs), "mb_per_s_max": max(mbs),
+            "cpu_s_per_mb": median(cpus), "cpu_s_per_mb_min": min(cpus, default=None),
+            "cpu_s_per_mb_max": max(cpus, default=None),
+            "wall_s": median([x["wall_s"] for x in ok]),
+            "failed": sum(x.get("failed", 0) for x in ok), "reps": len(runs),
+            "errors": [x["error"][:200] for x in runs if "error" in x],
+            "runs": [{k: x.get(k) for k in ("mb_per_s", "cpu_s_per_mb", "wall_s", "failed", "errors",
+                                            "load1")} for x in runs]}
+
+
+def tftp_link(h, kind):
+    h.link(kind)
+    for extra in TFTP_IPS[1:]:  # one address per TFTP server (see TFTP_IPS)
+        run(["ip", "-n", h.srv, "addr", "add", f"{extra}/{PREFIX}", "dev", "vs"])
+    # the clients' addresses: mosboot limits transfers per source (8), as a lab's nodes each
+    # have their own address
+    batch = "".join(f"addr add {TFTP_CLIENTS}{i}/{PREFIX} dev vc\n" for i in range(1, 251))
+    subprocess.run(["ip", "-n", h.cli, "-batch", "-"], input=batch, text=True, check=True,
+                   capture_output=True)
+
+
 def tftp_series(h, servers):
     rows = []
+    a = h.args
+    small = os.path.join(a.tftproot, TFTP_SMALL)
+    if not os.path.exists(small) or os.path.getsize(small) != TFTP_SMALL_SIZE:
+        with open(small, "wb") as f:
+            f.write(os.urandom(TFTP_SMALL_SIZE))
+        os.chmod(small, 0o644)
     conds = [("clean", "veth", 0)]
-    if h.args.delayfwd and os.path.exists(h.args.delayfwd):
+    if a.delayfwd and os.path.exists(a.delayfwd):
         conds.append(("delay 1 ms", "delay", 0))
     else:
         h.results.setdefault("skipped", []).append("TFTP with delay: no delay forwarder binary")
     conds.append(("loss 1 %", "veth", 10))
-    only = h.args.tftp_conds.split(",") if h.args.tftp_conds else None
+    only = a.tftp_conds.split(",") if a.tftp_conds else None
     for cond, link, loss in conds:
         if only and cond.split()[0] not in only:
             continue
-        h.link(link)
+        tftp_link(h, link)
         h.loss(loss)
         if link == "delay":
             # what the link really adds: 2 × the set delay plus the forwarder's own cost
@@ -698,37 +774,46 @@ def tftp_series(h, servers):
                                   SERVER_IP], capture_output=True, text=True).stdout
             m = re.search(r"= [0-9.]+/([0-9.]+)/", out)
             h.results["delay_rtt_ms"] = float(m.group(1)) if m else None
-        if cond == "clean":
-            steps = [(1, 512), (1, 1468)] + [(n, 1468) for n in (10, 50, 100, 250)]
-        elif cond.startswith("delay"):
-            steps = [(1, 512), (1, 1468), (10, 1468), (50, 1468)]
-        else:
-            # atftp too: under loss, how a transfer recovers depends on the client as well
-            steps = [(1, 1468, "atftp"), (250, 1468)]
-        max_time = 120 if cond == "clean" else h.args.tftp_lossy_max_time
-        for step in steps:
-            clients, blk = step[0], step[1]
-            client = step[2] if len(step) > 2 else "curl"
-            for s in servers:  # interleaved, as in the DHCP series
-                env = environment(h)
-                try:
-                    s.start(dhcp=False, tftp=True)
-                except RuntimeError as e:
-                    rows.append({"server": s.name, "cond": cond, "clients": clients, "blksize": blk,
-                                 "error": str(e)[:300]})
-                    continue
-                row = tftp_run(h, s, clients, blk, max_time, client)
+        up = []
+        for s in servers:
+            try:
+                s.start(dhcp=False, tftp=True)
+                up.append(s)
+            except RuntimeError as e:
+                rows.append({"server": s.name, "cond": cond, "error": str(e)[:300]})
+        max_time = 120 if cond == "clean" else a.tftp_lossy_max_time
+        for clients, blk, client, file, size, reps in tftp_steps(cond, a):
+            runs = {s.name: [] for s in up}
+            for rep in range(reps):
+                # interleaved, and the order flips every repetition so drift hits both alike
+                for s in (up if rep % 2 == 0 else up[::-1]):
+                    env = environment(h)
+                    r = tftp_run(h, s, clients, blk, max_time, client, file, size)
+                    r.update(env)
+                    runs[s.name].append(r)
+                    log(f"tftp {cond} {s.name} x{clients} bs{blk} {client} #{rep + 1}: "
+                        f"{r.get('mb_per_s')} MB/s, {r.get('failed')} failed, {r.get('cpu_s_per_mb')} s/MB")
+            base = runs.get(up[0].name) if up else None
+            for s in up:
+                row = tftp_summary(runs[s.name])
+                # per repetition: this server against the first (mosboot), paired in time
+                if base is not None and s is not up[0]:
+                    pairs = [(m, x) for m, x in zip(base, runs[s.name])
+                             if m.get("mb_per_s") and x.get("mb_per_s")]
+                    row["pair_speed"] = [round(m["mb_per_s"] / x["mb_per_s"], 3) for m, x in pairs]
+                    row["pair_cpu"] = [round(m["cpu_s_per_mb"] / x["cpu_s_per_mb"], 3) for m, x in pairs
+                                       if m.get("cpu_s_per_mb") and x.get("cpu_s_per_mb")]
                 row.update({"server": s.name, "cond": cond, "clients": clients, "blksize": blk,
-                            "client": client, **env})
-                log(f"tftp {cond} {s.name} x{clients} bs{blk} {client}: {row.get('mb_per_s')} MB/s, "
-                    f"{row.get('failed')} failed")
+                            "client": client, "file_bytes": size,
+                            "load1": median([x.get("load1") for x in runs[s.name]])})
                 rows.append(row)
-                s.stop()
+        for s in up:
+            s.stop()
         h.loss(0)
     # storm through a 100 Mbit/s limit
     if only and "storm" not in only:
         return rows
-    h.link("veth")
+    tftp_link(h, "veth")
     h.rate_limit("100mbit")
     for s in servers:
         try:
@@ -736,11 +821,11 @@ def tftp_series(h, servers):
         except RuntimeError as e:
             rows.append({"server": s.name, "cond": "storm 100 Mbit", "error": str(e)[:300]})
             continue
-        row = tftp_run(h, s, h.args.storm_clients, 1468, h.args.storm_max_time)
+        row = tftp_run(h, s, a.storm_clients, 1468, a.storm_max_time)
         blocks = -(-TFTP_SIZE // 1468) + (1 if TFTP_SIZE % 1468 == 0 else 0)
-        wire = h.args.storm_clients * (TFTP_SIZE + blocks * (4 + 8 + 20 + 14))
+        wire = a.storm_clients * (TFTP_SIZE + blocks * (4 + 8 + 20 + 14))
         bound = wire * 8 / 100e6
-        row.update({"server": s.name, "cond": "storm 100 Mbit", "clients": h.args.storm_clients,
+        row.update({"server": s.name, "cond": "storm 100 Mbit", "clients": a.storm_clients,
                     "blksize": 1468, "line_rate_bound_s": round(bound, 2),
                     "vs_bound": round(row.get("wall_s", 0) / bound, 3) if row.get("wall_s") else None})
         log(f"storm {s.name}: {row.get('wall_s')} s vs bound {bound:.1f} s, {row.get('failed')} failed")
@@ -972,7 +1057,10 @@ def main():
     ap.add_argument("--loss-rate", type=float, default=1000)
     ap.add_argument("--loss-kill-after", type=float, default=1.5)
     ap.add_argument("--delay-us", type=int, default=1000)
-    ap.add_argument("--tftp-lossy-max-time", type=int, default=100)
+    ap.add_argument("--tftp-lossy-max-time", type=int, default=40)
+    ap.add_argument("--tftp-reps", type=int, default=3, help="repetitions per TFTP step (1-client rows: +2)")
+    ap.add_argument("--mosboot-before", default="",
+                    help="an older mosboot binary, added to the TFTP series as server mosboot-before")
     ap.add_argument("--tftp-conds", default="", help="subset: clean,delay,loss,storm")
     ap.add_argument("--storm-clients", type=int, default=250)
     ap.add_argument("--storm-max-time", type=int, default=180)
@@ -1016,7 +1104,9 @@ def main():
     attempt("avalanche", lambda: avalanche_series(h, dhcp_servers))
     attempt("dhcp-disk", lambda: dhcp_disk_series(h, dhcp_servers[:2]))
     attempt("loss", lambda: lease_loss_series(h, [dhcp_servers[0], dhcp_servers[1], dhcp_servers[3]]))
-    tftp_servers = [Server(h, "mosboot"), Server(h, "tftpd-hpa")]
+    tftp_servers = [Server(h, "mosboot"), Server(h, "tftpd-hpa", ip=TFTP_IPS[1])]
+    if a.mosboot_before:
+        tftp_servers.append(Server(h, "mosboot", "before", ip=TFTP_IPS[2], binary=a.mosboot_before))
     attempt("tftp", lambda: tftp_series(h, tftp_servers))
     attempt("http", lambda: http_series(h))
     h.unlink()

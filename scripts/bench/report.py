@@ -181,30 +181,83 @@ def loss_section(res):
 
 
 # ---- TFTP --------------------------------------------------------------------------------------
+def tftp_key(r):
+    return (r["cond"], r.get("clients"), r.get("blksize"), r.get("client", "curl"))
+
+
+def tftp_rows(res):
+    """{step key: {server: row}} of the TFTP series (storm excluded), in run order."""
+    out = {}
+    for r in res.get("tftp") or []:
+        if not r.get("cond", "").startswith("storm") and "clients" in r:
+            out.setdefault(tftp_key(r), {})[r["server"]] = r
+    return out
+
+
+def tftp_peer(at):
+    """The best peer row of a step (not mosboot, nor an older mosboot)."""
+    return best_peer(list(at.values()), "mb_per_s", lambda r: not r["server"].startswith("mosboot"))
+
+
+def spread(r, key, nd):
+    lo, hi = r.get(key + "_min"), r.get(key + "_max")
+    if lo is None or hi is None or r.get("reps", 1) < 2:
+        return fmt(r.get(key), nd)
+    return f"{fmt(r.get(key), nd)} ({fmt(lo, nd)}–{fmt(hi, nd)})"
+
+
+def pair_range(vals):
+    if not vals:
+        return ""
+    return f" [{min(vals):.2f}–{max(vals):.2f}]" if len(vals) > 1 else ""
+
+
 def tftp_section(res):
-    rows = [r for r in (res.get("tftp") or []) if not r.get("cond", "").startswith("storm")]
-    if not rows:
+    steps = tftp_rows(res)
+    if not steps:
         return "_not run_\n"
     body = []
-    def key(r):
-        return (r["cond"], r.get("clients"), r.get("blksize"), r.get("client", "curl"))
-    keys = list(dict.fromkeys(key(r) for r in rows))
-    for cond, clients, blk, client in keys:
-        at = [r for r in rows if key(r) == (cond, clients, blk, client)]
-        if client != "curl":
-            clients = f"{clients} ({client})"
-        best = best_peer(at, "mb_per_s", lambda r: True)
-        for r in at:
+    for (cond, clients, blk, client), at in steps.items():
+        label = f"{clients} ({client})" if client != "curl" else clients
+        best = tftp_peer(at)
+        for name, r in at.items():
+            size = f'{(r.get("file_bytes") or 3 * 1024 * 1024) / 1048576:.0f} MiB'
             if "mb_per_s" not in r:
-                body.append([cond, clients, blk, r["server"], "error", "", "", "", r.get("error", "")[:80]])
+                body.append([cond, label, blk, size, name, "error", "", "", "", "", "", r.get("error", "")[:80]])
                 continue
-            rat = ratio(r["mb_per_s"], best["mb_per_s"]) if r["server"] == "mosboot" and best else ""
-            cpu_rat = ratio(r.get("cpu_s_per_mb"), best.get("cpu_s_per_mb")) if (
-                r["server"] == "mosboot" and best) else ""
-            body.append([cond, clients, blk, r["server"], fmt(r["mb_per_s"], 2), rat,
-                         f'{r["failed"]}', fmt(r.get("cpu_s_per_mb"), 4), cpu_rat, fmt(r.get("load1"), 1)])
-    return table(["link", "clients", "blksize", "server", "aggregate MB/s", "vs best peer", "failed",
-                  "server CPU s/MB", "CPU/MB vs peer", "machine load"], body)
+            mine = name.startswith("mosboot") and best
+            rat = ratio(r["mb_per_s"], best["mb_per_s"]) if mine else ""
+            cpu_rat = ratio(r.get("cpu_s_per_mb"), best.get("cpu_s_per_mb")) if mine else ""
+            if name == "mosboot" and best:
+                rat += pair_range(best.get("pair_speed"))
+                cpu_rat += pair_range(best.get("pair_cpu"))
+            body.append([cond, label, blk, size, name, spread(r, "mb_per_s", 2), rat, f'{r["failed"]}',
+                         spread(r, "cpu_s_per_mb", 4), cpu_rat, r.get("reps", 1), fmt(r.get("load1"), 1)])
+    return table(["link", "clients", "blksize", "file", "server", "MB/s median (min–max)",
+                  "vs best peer [per repetition]", "failed", "server CPU s/MB median (min–max)",
+                  "CPU/MB vs peer [per repetition]", "runs", "machine load"], body)
+
+
+def tftp_goal(res):
+    """Issue 14: mosboot ≥ the peer's MB/s in every row, at ≤ 0.8× its CPU per MB."""
+    steps = tftp_rows(res)
+    behind, costly, n = [], [], 0
+    for (cond, clients, blk, client), at in steps.items():
+        mo, best = at.get("mosboot"), tftp_peer(at)
+        if not mo or "mb_per_s" not in mo or not best:
+            continue
+        n += 1
+        label = f"{cond} {clients}{'' if client == 'curl' else ' ' + client} bs{blk}"
+        if mo["mb_per_s"] < best["mb_per_s"] or mo.get("failed"):
+            behind.append(f'{label} {mo["mb_per_s"] / best["mb_per_s"]:.2f}×' if best["mb_per_s"] else label)
+        if best.get("cpu_s_per_mb") and (mo.get("cpu_s_per_mb") or 0) > 0.8 * best["cpu_s_per_mb"]:
+            costly.append(f'{label} {mo["cpu_s_per_mb"] / best["cpu_s_per_mb"]:.2f}×')
+    if not n:
+        return None
+    return [f"{n - len(behind)} of {n} rows ≥ peer; CPU/MB > 0.8× in {len(costly)}",
+            "; ".join(["behind: " + ", ".join(behind)] if behind else []
+                      + (["CPU/MB: " + ", ".join(costly)] if costly else [])) or "–",
+            "met" if not behind and not costly else "not met"]
 
 
 def http_section(res):
@@ -327,6 +380,8 @@ def targets(res, dhcp_sum, loss_agg, boot_sum):
                   "met" if met else "not met"])
     else:
         t.append(["TFTP 250 clients vs tftpd-hpa", "–", "–", "not measured"])
+    g = tftp_goal(res)
+    t.append(["TFTP every row (issue 14): MB/s ≥ tftpd-hpa, CPU/MB ≤ 0.8× (medians)"] + (g or ["–", "–", "not measured"]))
     st = [r for r in (res.get("tftp") or []) if r.get("cond", "").startswith("storm")]
     ms = next((r for r in st if r["server"] == "mosboot" and r.get("vs_bound")), None)
     hs = next((r for r in st if r["server"] == "tftpd-hpa" and r.get("vs_bound")), None)
@@ -439,7 +494,11 @@ def main():
                  + avalanche_section(res))
     parts.append("\n## DHCP: perfdhcp while another process fsyncs the same disk\n\n" + dhcp_disk_section(res))
     parts.append("\n## DHCP: lease loss after kill -9 under load\n\n" + loss_txt)
-    parts.append("\n## TFTP: 3 MiB file\n\n" + tftp_section(res))
+    parts.append("\n## TFTP: 3 MiB and 1 MiB files, repeated, interleaved\n\n"
+                 "Each row is the median of its runs (min–max in brackets); the servers run side by side on "
+                 "addresses of the same link and take turns, the order flipping every repetition. "
+                 "[per repetition] is mosboot / peer for each pair of neighbouring runs.\n\n"
+                 + tftp_section(res))
     parts.append("\n## TFTP: 250-client storm through a 100 Mbit/s limit (tbf on the server's link)\n\n"
                  + storm_section(res))
     parts.append("\n## HTTP vs TFTP: one 3 MiB fetch at 1 ms one-way delay (`[serve] http`)\n\n"

@@ -23,6 +23,10 @@ def main():
     ap.add_argument("--size", type=int, required=True, help="expected file size in bytes")
     ap.add_argument("--max-time", type=int, default=120)
     ap.add_argument("--client", choices=("curl", "atftp"), default="curl")
+    ap.add_argument("--source-prefix", default="",
+                    help="client i binds to PREFIX<i+1> (a lab of nodes has one address each; "
+                         "servers limit transfers per source address)")
+    ap.add_argument("--sources", type=int, default=250)
     a = ap.parse_args()
 
     tmp = tempfile.mkdtemp(prefix="tftpswarm.")
@@ -30,7 +34,11 @@ def main():
         cmd = ["curl", "-s", "-o", "/dev/null", "-w", "%{size_download}", "--max-time", str(a.max_time)]
         if a.blksize != 512:
             cmd += ["--tftp-blksize", str(a.blksize)]
-        cmds = [cmd + [a.url]] * a.clients
+        if a.source_prefix and a.clients > 1:
+            cmds = [cmd + ["--interface", f"{a.source_prefix}{i % a.sources + 1}", a.url]
+                    for i in range(a.clients)]
+        else:
+            cmds = [cmd + [a.url]] * a.clients
     else:
         # atftp has no overall time limit and cannot report the size: timeout(1) + a file each
         host, _, path = a.url[len("tftp://"):].partition("/")

@@ -11,6 +11,7 @@
 //! confinement ([`path`]) and options were negotiated ([`options`]). Completed transfers and the
 //! nodes' `mosboot-report/...` requests become [`crate::events::BootEvent`]s.
 
+mod cache;
 mod options;
 mod packet;
 pub(crate) mod path;

@@ -18,8 +18,9 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
 use tokio::task::AbortHandle;
 
+use super::cache::FileCache;
 use super::options::{Limits, negotiate};
-use super::packet::{ErrorCode, OP_RRQ, OP_WRQ, Packet, PacketError, Request, error_packet};
+use super::packet::{ErrorCode, Mode, OP_RRQ, OP_WRQ, Packet, PacketError, Request, error_packet};
 use super::path::{Refusal, Root};
 use super::transfer::{Outcome, Source, Transfer};
 use super::{REPORT_PREFIX, TftpConfig, TftpError};
@@ -47,6 +48,8 @@ struct Shared {
     root: Root,
     events: Option<crate::events::EventSender>,
     transfers: Mutex<HashMap<SocketAddr, Running>>,
+    /// Shared copies of the files being sent (see `cache`).
+    cache: FileCache,
     next_id: AtomicU64,
     warned_bind_device: AtomicBool,
 }
@@ -79,6 +82,7 @@ impl TftpServer {
                 root,
                 events,
                 transfers: Mutex::new(HashMap::new()),
+                cache: FileCache::default(),
                 next_id: AtomicU64::new(1),
                 warned_bind_device: AtomicBool::new(false),
             }),
@@ -91,7 +95,41 @@ impl TftpServer {
     }
 
     /// Serves until `shutdown` completes; running transfers are then ended.
+    ///
+    /// TFTP runs on a thread of its own with a single-threaded runtime: a lock-step transfer is
+    /// one small packet each way per block, and on the shared multi-threaded runtime every ACK
+    /// woke a worker and often handed the task to the other one (a futex wake and a context
+    /// switch per block, more than the packet itself costs). One thread sends far more than a
+    /// lab link carries; DHCP and the status page keep the other runtime to themselves.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), TftpError> {
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new().name("mosboot-tftp".into()).spawn(move || {
+            let result = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(TftpError::from)
+                .and_then(|rt| {
+                    // A dropped sender (the caller went away) stops the server too.
+                    rt.block_on(self.serve_requests(async {
+                        let _ = stop_rx.await;
+                    }))
+                });
+            let _ = done_tx.send(result);
+        })?;
+        tokio::pin!(shutdown);
+        let mut done_rx = done_rx;
+        let finished = tokio::select! {
+            () = &mut shutdown => {
+                let _ = stop_tx.send(());
+                done_rx.await
+            }
+            r = &mut done_rx => r,
+        };
+        finished.unwrap_or_else(|_| Err(TftpError::Io(io::Error::other("the TFTP thread ended abnormally"))))
+    }
+
+    async fn serve_requests(self, shutdown: impl Future<Output = ()>) -> Result<(), TftpError> {
         let socket = Arc::new(UdpSocket::from_std(self.socket)?);
         let shared = self.shared;
         tracing::info!(addr = %self.local, root = %shared.root.path().display(), "tftp: serving");
@@ -266,7 +304,13 @@ impl Shared {
         }
     }
 
-    async fn serve(&self, main: &UdpSocket, peer: SocketAddr, req: Request, again: Arc<tokio::sync::Notify>) {
+    async fn serve(
+        self: &Arc<Self>,
+        main: &UdpSocket,
+        peer: SocketAddr,
+        req: Request,
+        again: Arc<tokio::sync::Notify>,
+    ) {
         let started = Instant::now();
         let (source, size, path) = match self.prepare(&req).await {
             Ok(prepared) => prepared,
@@ -331,15 +375,26 @@ impl Shared {
         }
     }
 
-    /// Opens the file a request names, under the root.
-    async fn prepare(&self, req: &Request) -> Result<(Source, u64, String), Refusal> {
+    /// Opens the file a request names, under the root; an octet-mode file small enough comes
+    /// as the shared in-memory copy of it (`cache`), read once for all concurrent transfers.
+    async fn prepare(self: &Arc<Self>, req: &Request) -> Result<(Source, u64, String), Refusal> {
         let relative = self.root.normalize(&req.filename)?;
-        let root = self.root.clone();
+        let shared = Arc::clone(self);
         let rel = relative.clone();
-        let opened = tokio::task::spawn_blocking(move || root.open(&rel))
-            .await
-            .map_err(|e| Refusal::Denied(format!("open task failed: {e}")))??;
-        Ok((Source::File(Arc::new(opened.file)), opened.size, relative))
+        let octet = req.mode == Mode::Octet;
+        let opened = tokio::task::spawn_blocking(move || {
+            let opened = shared.root.open(&rel)?;
+            let copy = if octet { shared.cache.get(&opened.file).ok().flatten() } else { None };
+            Ok::<_, Refusal>((opened, copy))
+        })
+        .await
+        .map_err(|e| Refusal::Denied(format!("open task failed: {e}")))?;
+        let (opened, copy) = opened?;
+        let source = match copy {
+            Some(copy) => Source::Memory(copy),
+            None => Source::File(Arc::new(opened.file)),
+        };
+        Ok((source, opened.size, relative))
     }
 
     /// A fresh socket on the server's address, connected to the client (RFC 1350's new TID).

@@ -5,22 +5,21 @@
 use std::collections::VecDeque;
 use std::io;
 use std::os::unix::fs::FileExt;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::UdpSocket;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 use super::options::Negotiated;
 use super::packet::{self, Mode, Packet};
 
-/// Where the bytes come from: a file under the root or a small in-memory reply.
+/// Where the bytes come from: a file under the root, read in chunks, or a whole copy in memory
+/// (the shared file cache, see `cache`).
 #[derive(Clone, Debug)]
 pub enum Source {
     File(Arc<std::fs::File>),
-    /// Node reports no longer run as transfers (server.rs answers them from port 69); kept for
-    /// small in-memory replies and the reader's tests.
-    #[cfg_attr(not(test), allow(dead_code))]
     Memory(Arc<[u8]>),
 }
 
@@ -61,8 +60,17 @@ impl BlockReader {
         }
     }
 
-    /// The next block of up to `blksize` bytes; shorter means it is the last one.
-    async fn next_block(&mut self, blksize: usize) -> io::Result<Vec<u8>> {
+    /// Appends the next block of up to `blksize` bytes to `out` and returns its length; shorter
+    /// than `blksize` means it is the last one. An octet-mode copy in memory (the shared file
+    /// cache) is sliced directly, without the chunk buffer.
+    async fn next_block_into(&mut self, blksize: usize, out: &mut Vec<u8>) -> io::Result<usize> {
+        if let (Source::Memory(data), false) = (&self.source, self.netascii) {
+            let start = usize::try_from(self.offset).unwrap_or(usize::MAX).min(data.len());
+            let end = start.saturating_add(blksize).min(data.len());
+            out.extend_from_slice(&data[start..end]);
+            self.offset = end as u64;
+            return Ok(end - start);
+        }
         while self.buf.len() - self.pos < blksize && !self.eof {
             self.buf.drain(..self.pos);
             self.pos = 0;
@@ -84,9 +92,17 @@ impl BlockReader {
             }
         }
         let end = (self.pos + blksize).min(self.buf.len());
-        let block = self.buf[self.pos..end].to_vec();
+        out.extend_from_slice(&self.buf[self.pos..end]);
+        let len = end - self.pos;
         self.pos = end;
-        Ok(block)
+        Ok(len)
+    }
+
+    #[cfg(test)]
+    async fn next_block(&mut self, blksize: usize) -> io::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        self.next_block_into(blksize, &mut out).await?;
+        Ok(out)
     }
 
     async fn read_raw(&mut self) -> io::Result<Vec<u8>> {
@@ -107,7 +123,8 @@ impl BlockReader {
     }
 }
 
-fn read_full_at(file: &std::fs::File, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+/// Up to `len` bytes from `offset`: fewer only at the end of the file.
+pub(super) fn read_full_at(file: &std::fs::File, offset: u64, len: usize) -> io::Result<Vec<u8>> {
     let mut v = vec![0u8; len];
     let mut got = 0;
     while got < len {
@@ -133,6 +150,46 @@ const STRICT_CLIENT_TIMER: Duration = Duration::from_secs(5);
 /// bound what that costs.
 const LINGER: Duration = Duration::from_secs(3 * STRICT_CLIENT_TIMER.as_secs() + 1);
 
+/// Floor of the early retransmission (see [`Rtt`]): a loaded host or a slow ROM may take tens of
+/// milliseconds to answer one block, and each early retransmission it did not need is a
+/// duplicate on the wire (strict test clients count them as strays).
+const MIN_RTO: Duration = Duration::from_millis(200);
+
+/// Round-trip estimate of one lock-step transfer (RFC 6298's smoothing), for one early
+/// retransmission of a block before the full timeout. In lock-step only the server's timer
+/// recovers a lost DATA or ACK, and with the usual 1 s timeout 1 % loss each way cost ~40 s per
+/// 3 MB at blksize 1468 (atftp, whose own timer is 5 s). Only the first retransmission is
+/// early; the timer rounds, the retry budget and the time to give up are unchanged. Samples come
+/// only from blocks sent once (Karn), and every early retransmission doubles the next one until a
+/// clean sample comes, so a client slower than the estimate costs a few duplicates, never a
+/// stream. Windows (RFC 7440) are left to their own recovery: the client's repeated ACK.
+#[derive(Debug, Default)]
+struct Rtt {
+    /// Smoothed round trip and its variation; `None` until the first sample.
+    srtt: Option<(Duration, Duration)>,
+    backoff: u32,
+}
+
+impl Rtt {
+    fn sample(&mut self, rtt: Duration) {
+        self.srtt = Some(match self.srtt {
+            None => (rtt, rtt / 2),
+            Some((srtt, var)) => {
+                let diff = srtt.abs_diff(rtt);
+                ((srtt * 7 + rtt) / 8, (var * 3 + diff) / 4)
+            }
+        });
+        self.backoff = 0;
+    }
+
+    /// When to retransmit early, if that is sooner than half the timeout.
+    fn early(&self, timeout: Duration) -> Option<Duration> {
+        let (srtt, var) = self.srtt?;
+        let rto = (srtt + var * 4).max(MIN_RTO).checked_mul(1 << self.backoff.min(16))?;
+        (rto < timeout / 2).then_some(rto)
+    }
+}
+
 /// What one wait for the client produced.
 enum Heard {
     /// The client sent its read request again (it never got our OACK): see `handshake`.
@@ -152,6 +209,12 @@ pub struct Transfer {
     recv_buf: Vec<u8>,
     /// Signalled by the request socket when this client repeats its request.
     again: Arc<tokio::sync::Notify>,
+    /// One timer for the whole transfer, moved lazily (see `hear`).
+    timer: Pin<Box<Sleep>>,
+    rtt: Rtt,
+    /// Whether the client chose the retransmit timeout itself (RFC 2349): then it is kept
+    /// exactly, without early retransmissions.
+    timeout_asked: bool,
 }
 
 impl Transfer {
@@ -159,6 +222,7 @@ impl Transfer {
     pub fn new(socket: UdpSocket, source: Source, mode: Mode, negotiated: Negotiated, retries: u32) -> Self {
         let window_bytes = usize::from(negotiated.blksize) * usize::from(negotiated.windowsize);
         let chunk = window_bytes.clamp(16 * 1024, 1024 * 1024);
+        let timeout_asked = negotiated.oack.iter().any(|(name, _)| name == "timeout");
         Transfer {
             socket,
             negotiated,
@@ -166,6 +230,9 @@ impl Transfer {
             reader: BlockReader::new(source, mode, chunk),
             recv_buf: vec![0u8; 2048],
             again: Arc::new(tokio::sync::Notify::new()),
+            timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
+            rtt: Rtt::default(),
+            timeout_asked,
         }
     }
 
@@ -199,8 +266,10 @@ impl Transfer {
         if !self.send(oack).await? {
             return Ok(Some(gave_up(0, "client port closed")));
         }
+        // The OACK's round trip is the first estimate, unless it had to be sent again.
+        let sent = Instant::now();
         let budget = (self.negotiated.timeout * (self.retries + 1)).max(LINGER);
-        let mut deadline = Instant::now() + budget;
+        let mut deadline = sent + budget;
         let again = Arc::clone(&self.again);
         loop {
             let heard = tokio::select! {
@@ -208,7 +277,12 @@ impl Transfer {
                 () = again.notified() => Heard::Again,
             };
             match heard {
-                Heard::Ack(0) => return Ok(None),
+                Heard::Ack(0) => {
+                    if tries == 0 {
+                        self.rtt.sample(sent.elapsed());
+                    }
+                    return Ok(None);
+                }
                 Heard::Ack(_) => {}
                 Heard::Again => {
                     if tries >= self.retries {
@@ -232,10 +306,14 @@ impl Transfer {
     async fn send_data(&mut self) -> io::Result<Outcome> {
         let blksize = usize::from(self.negotiated.blksize);
         let windowsize = usize::from(self.negotiated.windowsize);
-        // Encoded DATA packets not yet acknowledged; `base` is the sequence number (from 1,
-        // never wrapping) of the first. The wire block number is the sequence modulo 2^16, so a
-        // file of more than 65535 blocks rolls over to block 0 as most clients expect.
+        let timeout = self.negotiated.timeout;
+        // Encoded DATA packets not yet acknowledged, with their payload length; `base` is the
+        // sequence number (from 1, never wrapping) of the first. The wire block number is the
+        // sequence modulo 2^16, so a file of more than 65535 blocks rolls over to block 0 as
+        // most clients expect. Acknowledged packets' buffers are reused (`spare`): no
+        // allocation per block.
         let mut window: VecDeque<(Vec<u8>, usize)> = VecDeque::with_capacity(windowsize);
+        let mut spare: Vec<Vec<u8>> = Vec::with_capacity(windowsize);
         let mut base: u64 = 1;
         let mut read_all = false;
         let mut acked_bytes: u64 = 0;
@@ -244,29 +322,39 @@ impl Transfer {
         // Whether the window was already resent for a repeated ACK of the block before it since
         // the window last moved or the timer last fired (see the use).
         let mut resent_for_repeat = false;
+        // Whether the window moved since it was last sent (else its next send is a resend).
+        let mut window_moved = true;
         loop {
             while window.len() < windowsize && !read_all {
                 let seq = base + window.len() as u64;
-                let data = self.reader.next_block(blksize).await?;
-                read_all = data.len() < blksize;
-                let mut pkt = Vec::with_capacity(4 + data.len());
-                packet::encode_data_into(&mut pkt, wire(seq), &data);
-                window.push_back((pkt, data.len()));
+                let mut pkt = spare.pop().unwrap_or_else(|| Vec::with_capacity(4 + blksize));
+                packet::encode_data_into(&mut pkt, wire(seq), &[]);
+                let len = self.reader.next_block_into(blksize, &mut pkt).await?;
+                read_all = len < blksize;
+                window.push_back((pkt, len));
             }
             if window.is_empty() {
                 return Ok(Outcome::Complete { bytes: acked_bytes, final_ack: true });
             }
             // Every (re)start of the wait sends the whole window: it is either new, or the
             // client's ACK said it is missing from the first unacknowledged block on.
-            for (pkt, _) in &window {
-                if !self.send(pkt).await? {
-                    return Ok(gave_up(acked_bytes, "client port closed"));
-                }
+            if !self.send_window(&window).await? {
+                return Ok(gave_up(acked_bytes, "client port closed"));
             }
-            let mut deadline = Instant::now() + self.negotiated.timeout;
+            let sent = Instant::now();
+            let mut deadline = sent + timeout;
+            // The early retransmission still ahead for this window, and whether the window went
+            // out more than once (then its ACK says nothing about the round trip).
+            let mut early = if self.timeout_asked || windowsize > 1 {
+                None
+            } else {
+                self.rtt.early(timeout).map(|rto| sent + rto)
+            };
+            let mut resent = !window_moved;
+            window_moved = false;
             // Wait until the client moves the window (or we give up).
             loop {
-                let closed = match self.hear(deadline).await? {
+                let closed = match self.hear(early.map_or(deadline, |e| e.min(deadline))).await? {
                     Heard::Ack(block) => {
                         let moved = (0..=window.len()).find(|k| wire(base - 1 + *k as u64) == block);
                         match moved {
@@ -299,12 +387,17 @@ impl Transfer {
                                 break;
                             }
                             Some(k) => {
+                                if !resent {
+                                    self.rtt.sample(sent.elapsed());
+                                }
                                 for _ in 0..k {
-                                    if let Some((_, len)) = window.pop_front() {
+                                    if let Some((pkt, len)) = window.pop_front() {
                                         acked_bytes += len as u64;
+                                        spare.push(pkt);
                                     }
                                 }
                                 base += k as u64;
+                                window_moved = true;
                                 tries = 0;
                                 lingered = false;
                                 resent_for_repeat = false;
@@ -316,8 +409,20 @@ impl Transfer {
                         return Ok(Outcome::ClientError { code, message, bytes: acked_bytes });
                     }
                     Heard::PortClosed => true,
+                    Heard::Timeout if early.is_some_and(|e| e < deadline) => {
+                        // The early retransmission: not a retry, the timer round goes on.
+                        early = None;
+                        resent = true;
+                        self.rtt.backoff = self.rtt.backoff.saturating_add(1);
+                        if !self.send_window(&window).await? {
+                            return Ok(gave_up(acked_bytes, "client port closed"));
+                        }
+                        continue;
+                    }
                     Heard::Timeout | Heard::Again => false,
                 };
+                early = None;
+                resent = true;
                 let only_last_left = read_all && window.len() == 1;
                 if !closed && !only_last_left && tries >= self.retries && !lingered {
                     // Stay quiet but listening for a while before giving up: atftp answers a
@@ -325,7 +430,7 @@ impl Transfer {
                     // own timer saw silence. If that extra ACK was lost, our silence is what
                     // lets the transfer go on (and it lasts three of its rounds, see LINGER).
                     lingered = true;
-                    deadline = Instant::now() + self.negotiated.timeout.max(LINGER);
+                    deadline = Instant::now() + timeout.max(LINGER);
                     continue;
                 }
                 if closed || tries >= self.retries {
@@ -338,14 +443,22 @@ impl Transfer {
                 }
                 tries += 1;
                 resent_for_repeat = false;
-                for (pkt, _) in &window {
-                    if !self.send(pkt).await? {
-                        return Ok(gave_up(acked_bytes, "client port closed"));
-                    }
+                if !self.send_window(&window).await? {
+                    return Ok(gave_up(acked_bytes, "client port closed"));
                 }
-                deadline = Instant::now() + self.negotiated.timeout;
+                deadline = Instant::now() + timeout;
             }
         }
+    }
+
+    /// Sends every packet of the window; `false` when the client's port is known to be closed.
+    async fn send_window(&self, window: &VecDeque<(Vec<u8>, usize)>) -> io::Result<bool> {
+        for (pkt, _) in window {
+            if !self.send(pkt).await? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// Sends one packet; `false` when the client's port is known to be closed.
@@ -359,16 +472,33 @@ impl Transfer {
 
     /// Waits for a packet that matters until `deadline`. Malformed packets and packets that are
     /// neither ACK nor ERROR are dropped.
+    ///
+    /// The transfer's one timer is moved only when it would fire late. Deadlines mostly move
+    /// later (each ACK restarts the wait), so the timer is left where it is and, when it fires
+    /// early, set to the real deadline: a timer operation about once per timeout instead of
+    /// twice per block.
     async fn hear(&mut self, deadline: Instant) -> io::Result<Heard> {
         loop {
-            let received = tokio::time::timeout_at(deadline, self.socket.recv(&mut self.recv_buf));
-            let n = match received.await {
-                Err(_) => return Ok(Heard::Timeout),
-                Ok(Ok(n)) => n,
-                Ok(Err(e)) if e.kind() == io::ErrorKind::ConnectionRefused => {
+            if self.timer.deadline() > deadline {
+                self.timer.as_mut().reset(deadline);
+            }
+            let received = tokio::select! {
+                biased;
+                r = self.socket.recv(&mut self.recv_buf) => r,
+                () = self.timer.as_mut() => {
+                    if Instant::now() >= deadline {
+                        return Ok(Heard::Timeout);
+                    }
+                    self.timer.as_mut().reset(deadline);
+                    continue;
+                }
+            };
+            let n = match received {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
                     return Ok(Heard::PortClosed);
                 }
-                Ok(Err(e)) => return Err(e),
+                Err(e) => return Err(e),
             };
             match Packet::parse(&self.recv_buf[..n]) {
                 Ok(Packet::Ack { block }) => return Ok(Heard::Ack(block)),
@@ -416,6 +546,29 @@ mod tests {
             }
         }
         assert_eq!(got, content);
+    }
+
+    #[test]
+    fn early_retransmission_follows_the_round_trip_and_backs_off() {
+        let second = Duration::from_secs(1);
+        let mut rtt = Rtt::default();
+        assert_eq!(rtt.early(second), None, "no estimate, no early retransmission");
+        for _ in 0..20 {
+            rtt.sample(Duration::from_micros(100));
+        }
+        assert_eq!(rtt.early(second), Some(MIN_RTO), "a LAN round trip is floored");
+        rtt.backoff = 1;
+        assert_eq!(rtt.early(second), Some(MIN_RTO * 2));
+        rtt.backoff = 2;
+        assert_eq!(rtt.early(second), None, "never later than half the timeout");
+        rtt.sample(Duration::from_micros(100));
+        assert_eq!(rtt.early(second), Some(MIN_RTO), "a clean sample ends the backoff");
+        for _ in 0..50 {
+            rtt.sample(Duration::from_millis(300));
+        }
+        let slow = rtt.early(second).unwrap();
+        assert!(slow > Duration::from_millis(300) && slow < Duration::from_millis(450), "{slow:?}");
+        assert_eq!(rtt.early(Duration::from_millis(600)), None);
     }
 
     #[test]
