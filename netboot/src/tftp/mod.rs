@@ -11,6 +11,7 @@
 //! confinement ([`path`]) and options were negotiated ([`options`]). Completed transfers and the
 //! nodes' `mosboot-report/...` requests become [`crate::events::BootEvent`]s.
 
+mod multicast;
 mod options;
 mod packet;
 mod path;
@@ -22,6 +23,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use crate::node_report::{REPORT_DIR, REPORT_PREFIX};
+pub use multicast::{DEFAULT_PORT as MULTICAST_DEFAULT_PORT, MulticastConfig, MulticastLog, SessionStats};
 pub use server::TftpServer;
 
 /// Parses one datagram as the request socket does and, for a read request, negotiates its
@@ -73,6 +75,8 @@ pub struct TftpConfig {
     pub lifetime: Duration,
     /// Bind every socket to this interface (SO_BINDTODEVICE), so nothing is answered elsewhere.
     pub interface: Option<String>,
+    /// RFC 2090 multicast for clients that ask for it (off when `None`).
+    pub multicast: Option<MulticastConfig>,
 }
 
 impl Default for TftpConfig {
@@ -88,6 +92,7 @@ impl Default for TftpConfig {
             max_per_source: 8,
             lifetime: Duration::from_secs(30),
             interface: None,
+            multicast: None,
         }
     }
 }
