@@ -164,6 +164,7 @@ out = "{out}"
 # The status page of `mosboot serve` (loopback only; from your desktop: ssh -L 8067:127.0.0.1:8067):
 # [serve]
 # status = "127.0.0.1:8067"
+# multicast = "239.255.69.1"       # RFC 2090 multicast TFTP for boot storms (README: when to turn it on)
 "#,
         name = i.name,
         pad = pad(&i.name, 24),

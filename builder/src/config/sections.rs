@@ -164,7 +164,7 @@ impl Walker<'_> {
     }
 
     pub(super) fn serve(&mut self, t: &DeTable<'_>) -> Option<ServeSection> {
-        self.unknown_keys(t, "serve", &["status", "status_public"]);
+        self.unknown_keys(t, "serve", &["status", "status_public", "multicast"]);
         let status = match self.string(t, "status", "serve.status")? {
             None => None,
             Some((s, l)) => match s.parse::<std::net::SocketAddr>() {
@@ -176,7 +176,17 @@ impl Walker<'_> {
             },
         };
         let status_public = self.boolean(t, "status_public", "serve.status_public", false)?;
-        Some(ServeSection { status, status_public })
+        let multicast = match self.string(t, "multicast", "serve.multicast")? {
+            None => None,
+            Some((s, l)) => match super::types::parse_multicast(&s) {
+                Ok(a) => Some(a),
+                Err(why) => {
+                    self.err(l, "serve.multicast", why);
+                    return None;
+                }
+            },
+        };
+        Some(ServeSection { status, status_public, multicast })
     }
 
     pub(super) fn openmosix(&mut self, t: &DeTable<'_>) -> Option<OpenMosixSection> {
