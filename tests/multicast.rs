@@ -236,6 +236,13 @@ fn multicast_names_stay_in_the_root() {
     assert!(c.wait_timeout(Duration::from_secs(30)).is_some());
     assert_eq!(lab.got(0), b"fine\n");
     assert!(srv.wait_session("ok", Duration::from_secs(5))[1] == 1);
+    // A whole number of blocks: the last DATA is empty, and must be sent (and counted).
+    let exact = random_bytes(3 * BLKSIZE as usize, 24);
+    lab.put("exact", &exact);
+    let mut c = lab.fetch(0, "exact", false);
+    assert!(c.wait_timeout(Duration::from_secs(30)).is_some());
+    assert!(lab.got(0) == exact, "got {} bytes of {}", lab.got(0).len(), exact.len());
+    assert_eq!(srv.wait_session("exact", Duration::from_secs(5))[2..4], [4, 4]);
     assert!(srv.lines().iter().all(|l| !l.contains("secret") && !l.contains("link")), "{:?}", srv.lines());
 }
 

@@ -17,7 +17,6 @@
 use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::os::unix::fs::FileExt;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
@@ -28,6 +27,7 @@ use tokio::time::Instant;
 use super::options::Negotiated;
 use super::packet::{self, ErrorCode, Mode, Packet, Request, error_packet};
 use super::path::{Refusal, Root};
+use super::transfer::read_full_at;
 use super::{TftpConfig, TftpError};
 use crate::events::{BootEvent, EventSender, Stage};
 
@@ -595,7 +595,7 @@ impl Session {
         if !hit {
             let chunk_at = start / per_chunk * per_chunk;
             let file = Arc::clone(&self.file);
-            let read = tokio::task::spawn_blocking(move || read_at(&file, chunk_at, per_chunk as usize))
+            let read = tokio::task::spawn_blocking(move || read_full_at(&file, chunk_at, per_chunk as usize))
                 .await
                 .map_err(io::Error::other)??;
             self.chunk = Some((chunk_at, read));
@@ -605,19 +605,4 @@ impl Session {
         let to = from.saturating_add(self.blksize.into()).min(data.len());
         Ok(data[from..to].to_vec())
     }
-}
-
-fn read_at(file: &std::fs::File, offset: u64, len: usize) -> io::Result<Vec<u8>> {
-    let mut v = vec![0u8; len];
-    let mut got = 0;
-    while got < len {
-        match file.read_at(&mut v[got..], offset + got as u64) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    v.truncate(got);
-    Ok(v)
 }

@@ -107,7 +107,8 @@ impl BlockReader {
     }
 }
 
-fn read_full_at(file: &std::fs::File, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+/// Reads up to `len` bytes at `offset` (fewer only at the end of the file).
+pub(super) fn read_full_at(file: &std::fs::File, offset: u64, len: usize) -> io::Result<Vec<u8>> {
     let mut v = vec![0u8; len];
     let mut got = 0;
     while got < len {
