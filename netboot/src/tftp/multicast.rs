@@ -138,6 +138,7 @@ pub(super) struct Multicast {
 
 impl Multicast {
     pub(super) fn new(mc: MulticastConfig, cfg: TftpConfig, root: Root, events: Option<EventSender>) -> Self {
+        tracing::info!(group = %mc.group, port = mc.port, sessions = mc.max_sessions, "tftp: multicast on (RFC 2090)");
         Multicast {
             mc,
             cfg,
