@@ -942,7 +942,7 @@ def main():
     ap.add_argument("--tftproot", required=True)
     ap.add_argument("--qemu-dir", default="")
     ap.add_argument("--out", required=True)
-    ap.add_argument("--series", default="dhcp,avalanche,loss,tftp,build,boot,floppy")
+    ap.add_argument("--series", default="dhcp,avalanche,loss,tftp,multicast,build,boot,floppy")
     ap.add_argument("--dhcp-rates", default="500,1000,2000,4000,6000")
     ap.add_argument("--dhcp-period", type=int, default=10)
     ap.add_argument("--dhcp-clients", type=int, default=4000)
