@@ -166,6 +166,7 @@ out = "{out}"
 # status = "127.0.0.1:8067"
 # http = "0.0.0.0:8080"            # kernel and initrd over HTTP for iPXE nodes (TFTP stays the fallback)
 # http_url = "http://web.example/lab/"  # or from a web server serving a copy of out/tftpboot/
+# multicast = "239.255.69.1"       # RFC 2090 multicast TFTP for boot storms (README: when to turn it on)
 "#,
         name = i.name,
         pad = pad(&i.name, 24),

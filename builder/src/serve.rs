@@ -66,6 +66,9 @@ pub struct ServeArgs {
     /// Allow a status address other than loopback (the page shows the lab's MACs and addresses).
     #[arg(long)]
     pub status_public: bool,
+    /// RFC 2090 multicast TFTP to GROUP[:PORT] (239.x.y.z); overrides [serve] multicast.
+    #[arg(long, value_name = "GROUP", value_parser = crate::config::parse_multicast)]
+    pub multicast: Option<std::net::SocketAddrV4>,
 }
 
 fn parse_probe(s: &str) -> Result<Duration, String> {
@@ -134,7 +137,8 @@ pub fn run(cfg_path: &Path, args: &ServeArgs) -> Result<(), Failure> {
         .map_err(|e| Failure::runtime("start the async runtime", e))?;
     let http = http_config(&cfg, &plan, &root);
     let reload = Reload { cfg_path: cfg_path.to_path_buf(), fixed, out };
-    rt.block_on(serve(plan, root, state_dir, (status, http), args, reload))
+    let multicast = args.multicast.or(cfg.serve.multicast);
+    rt.block_on(serve(plan, root, state_dir, (status, http), multicast, args, reload))
 }
 
 /// What a reload needs to know about how serve was started.
@@ -150,6 +154,7 @@ async fn serve(
     root: PathBuf,
     state_dir: StateDir,
     (status, http): (Option<SocketAddr>, Option<HttpConfig>),
+    multicast: Option<SocketAddrV4>,
     args: &ServeArgs,
     reload: Reload,
 ) -> Result<(), Failure> {
@@ -181,6 +186,10 @@ async fn serve(
         bind: SocketAddr::V4(SocketAddrV4::new(plan.server, 69)),
         root: root.clone(),
         interface: Some(plan.interface.clone()),
+        multicast: multicast.map(|g| netboot::tftp::MulticastConfig {
+            max_sessions: usize::from(crate::config::MULTICAST_PORTS),
+            ..netboot::tftp::MulticastConfig::new(*g.ip(), g.port())
+        }),
         ..TftpConfig::default()
     };
     let http = match http {

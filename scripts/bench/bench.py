@@ -892,6 +892,159 @@ def http_series(h):
     return rows
 
 
+# ---- multicast storm -----------------------------------------------------------------------------
+MC_GROUP = "239.255.69.1"
+
+
+def atftpd_binary(h):
+    """Debian's atftpd (the one RFC 2090 server among the peers). Its package conflicts with
+    tftpd-hpa, which the TFTP series needs, so the .deb is fetched with apt-get download and
+    unpacked into a cache instead of being installed."""
+    found = shutil.which("atftpd") or (os.path.exists("/usr/sbin/atftpd") and "/usr/sbin/atftpd")
+    if found:
+        return found
+    cache = "/var/cache/mosboot-kit/atftpd"
+    binary = os.path.join(cache, "usr", "sbin", "atftpd")
+    if not os.path.exists(binary):
+        os.makedirs(cache, exist_ok=True)
+        run(["apt-get", "download", "atftpd"], cwd=cache)
+        debs = sorted(f for f in os.listdir(cache) if f.startswith("atftpd_") and f.endswith(".deb"))
+        run(["dpkg-deb", "-x", os.path.join(cache, debs[-1]), cache])
+    return binary
+
+
+class McLab:
+    """The server namespace's `vs` as a bridge (a hub) with one namespace per client: atftp binds
+    the multicast port without SO_REUSEADDR, so two atftp clients cannot share a namespace."""
+
+    def __init__(self, h, n):
+        self.h, self.ns = h, []
+        run(["ip", "-n", h.srv, "link", "add", "vs", "type", "bridge", "stp_state", "0",
+             "forward_delay", "0", "mcast_snooping", "0"])
+        run(["ip", "-n", h.srv, "addr", "add", f"{SERVER_IP}/{PREFIX}", "dev", "vs"])
+        run(["ip", "-n", h.srv, "link", "set", "vs", "up"])
+        run(["ip", "-n", h.srv, "route", "add", "224.0.0.0/4", "dev", "vs"])
+        for i in range(n):
+            ns = f"{h.tag}-m{i}"
+            run(["ip", "netns", "add", ns])
+            self.ns.append(ns)
+            h.namespaces.append(ns)
+            run(["ip", "-n", h.srv, "link", "add", f"m{i}", "type", "veth", "peer", "name", "eth0",
+                 "netns", ns])
+            run(["ip", "-n", h.srv, "link", "set", f"m{i}", "master", "vs", "up"])
+            ip = f"10.50.{100 + i // 250}.{i % 250 + 1}"
+            for cmd in (["addr", "add", f"{ip}/{PREFIX}", "dev", "eth0"], ["link", "set", "eth0", "up"],
+                        ["link", "set", "lo", "up"], ["route", "add", "224.0.0.0/4", "dev", "eth0"]):
+                run(["ip", "-n", ns] + cmd)
+        time.sleep(0.5)
+
+    def rate(self, rate):
+        subprocess.run(["ip", "netns", "exec", self.h.srv, "tc", "qdisc", "del", "dev", "vs", "root"],
+                       capture_output=True)
+        if rate:
+            run(["ip", "netns", "exec", self.h.srv, "tc", "qdisc", "add", "dev", "vs", "root", "tbf",
+                 "rate", rate, "burst", "64kb", "latency", "400ms"])
+
+    def swarm(self, n, max_time, multicast):
+        """n clients, one per namespace (as n PCs; mosboot also limits transfers per address),
+        each waiting on its stdin so all start within a few ms, like nodes powered on at once:
+        atftp with `--option multicast`, or curl (unicast). Wall time from the start signal to
+        the last exit; a client counts as ok with exit 0 and the whole file."""
+        tmp = tempfile.mkdtemp(prefix="mcswarm.", dir=self.h.tmp)
+        outs = [os.path.join(tmp, f"c{i}") for i in range(n)]
+        url = f"tftp://{SERVER_IP}/{TFTP_FILE}"
+        procs = []
+        for i in range(n):
+            if multicast:
+                client = ["atftp", "--option", "multicast", "--option", "blksize 1468", "-g", "-r",
+                          TFTP_FILE, "-l", outs[i], SERVER_IP]
+            else:
+                client = ["curl", "-s", "--tftp-blksize", "1468", "-o", outs[i], url]
+            argv = ["ip", "netns", "exec", self.ns[i], "sh", "-c", 'read go; exec "$@"', "client",
+                    "timeout", str(max_time)] + client
+            procs.append(subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.DEVNULL))
+        time.sleep(0.5 + n * 0.004)  # every shell is in its namespace, waiting
+        t0 = time.monotonic()
+        for p in procs:
+            p.stdin.write(b"go\n")
+            p.stdin.close()
+        ok = 0
+        for i, p in enumerate(procs):
+            p.wait()
+            if p.returncode == 0 and os.path.exists(outs[i]) and os.path.getsize(outs[i]) == TFTP_SIZE:
+                ok += 1
+        wall = time.monotonic() - t0
+        shutil.rmtree(tmp, ignore_errors=True)
+        return {"clients": n, "ok": ok, "failed": n - ok, "wall_s": round(wall, 3),
+                "mb_per_s": round(ok * TFTP_SIZE / 1e6 / wall, 2) if wall > 0 else 0.0}
+
+    def close(self):
+        for ns in self.ns:
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+            if ns in self.h.namespaces:
+                self.h.namespaces.remove(ns)
+        subprocess.run(["ip", "-n", self.h.srv, "link", "del", "vs"], capture_output=True)
+
+
+def multicast_series(h):
+    """250 nodes fetch the 3 MiB file through 100 and 10 Mbit/s: mosboot multicast (RFC 2090,
+    atftp clients), atftpd's multicast, mosboot unicast (curl); each as time / one client alone.
+    Unicast time grows linearly with the clients (250 would need ~100 s at 100 Mbit/s, ~11 min at
+    10), so it runs with --mc-unicast-fast / --mc-unicast-slow clients, to stay in the budget."""
+    rows = []
+    n = h.args.mc_clients
+    t_setup = time.monotonic()
+    lab = McLab(h, n)
+    h.results["multicast_setup_s"] = round(time.monotonic() - t_setup, 1)
+    mosboot = Server(h, "mosboot")  # for its state folder
+    peer = h.args.mc_peer or atftpd_binary(h)
+    try:
+        for rate, label in (("100mbit", "100 Mbit"), ("10mbit", "10 Mbit")):
+            lab.rate(rate)
+            # mosboot multicast and atftpd multicast: 1 client, then n
+            for name in ("mosboot-mc", "atftpd-mc", "mosboot-unicast"):
+                if name == "atftpd-mc":
+                    cmd = [peer, "--daemon", "--no-fork", "--port", "69", "--bind-address", SERVER_IP,
+                           "--mcast-port", "1758", "--mcast-addr", "239.255.70.0-255", "--mcast-ttl", "1",
+                           "--maxthread", str(n + 50), "--user", "root", "--group", "root",
+                           "--logfile", "/dev/null", "--verbose=1", h.args.tftproot]
+                else:
+                    if not os.path.isdir(mosboot.dir):
+                        mosboot.fresh()
+                    cmd = [h.args.mosboot, "-c", h.args.tftp_toml, "serve", "--out", h.args.outtree,
+                           "--state", os.path.join(mosboot.dir, "state"), "--force"]
+                    if name == "mosboot-mc":
+                        cmd += ["--multicast", MC_GROUP, "-v"]  # -v: the session's counters line
+                p = h.spawn(h.srv, cmd, name, SERVER_CPU)
+                if not h.wait_port(p, 69, 15):
+                    rows.append({"server": name, "cond": label, "error": h.tail(name)[-300:]})
+                    h.stop(p)
+                    continue
+                unicast = name == "mosboot-unicast"
+                many = n if not unicast else (h.args.mc_unicast_fast if rate == "100mbit"
+                                              else h.args.mc_unicast_slow)
+                one = lab.swarm(1, h.args.storm_max_time, not unicast)
+                row = lab.swarm(many, h.args.storm_max_time, not unicast)
+                h.stop(p)
+                ratio = round(row["wall_s"] / one["wall_s"], 2) if one.get("wall_s") and row.get("wall_s") else None
+                row.update({"server": name, "cond": label, "single_s": one.get("wall_s"),
+                            "single_ok": one.get("ok"), "vs_single": ratio})
+                if name == "mosboot-mc":
+                    m = re.findall(r"multicast \S+: (\d+) clients, (\d+) blocks, (\d+) DATA sent",
+                                   h.tail(name, 50))
+                    if m:
+                        c, b, d = (int(x) for x in m[-1])
+                        row.update({"mc_blocks": b, "mc_data_sent": d, "mc_sends_per_block": round(d / b, 3)})
+                log(f"multicast {label} {name} x{many}: {row.get('wall_s')} s, one alone {one.get('wall_s')} s "
+                    f"({ratio}x), {row.get('failed')} failed")
+                rows.append(row)
+    finally:
+        lab.rate(None)
+        lab.close()
+    return rows
+
+
 # ---- build and boot ------------------------------------------------------------------------------
 def build_series(h):
     a = h.args
@@ -1040,7 +1193,7 @@ def main():
     ap.add_argument("--tftproot", required=True)
     ap.add_argument("--qemu-dir", default="")
     ap.add_argument("--out", required=True)
-    ap.add_argument("--series", default="dhcp,avalanche,dhcp-disk,loss,tftp,http,build,boot,floppy")
+    ap.add_argument("--series", default="dhcp,avalanche,dhcp-disk,loss,tftp,multicast,http,build,boot,floppy")
     ap.add_argument("--dhcp-rates", default="500,1000,2000,3000,4000,6000,8000,12000,16000,max",
                     help="offered DISCOVERs/s per step; max: as fast as perfdhcp can")
     ap.add_argument("--dhcp-period", type=int, default=8)
@@ -1064,6 +1217,12 @@ def main():
     ap.add_argument("--tftp-conds", default="", help="subset: clean,delay,loss,storm")
     ap.add_argument("--storm-clients", type=int, default=250)
     ap.add_argument("--storm-max-time", type=int, default=180)
+    ap.add_argument("--mc-clients", type=int, default=250)
+    ap.add_argument("--mc-unicast-fast", type=int, default=50,
+                    help="unicast clients through 100 Mbit/s in the multicast series")
+    ap.add_argument("--mc-unicast-slow", type=int, default=10,
+                    help="unicast clients through 10 Mbit/s in the multicast series")
+    ap.add_argument("--mc-peer", default="", help="atftpd binary (default: found or unpacked)")
     ap.add_argument("--build-runs", type=int, default=3)
     ap.add_argument("--boot-trials", type=int, default=2)
     ap.add_argument("--boot-timeout", type=int, default=120)
@@ -1110,6 +1269,7 @@ def main():
     attempt("tftp", lambda: tftp_series(h, tftp_servers))
     attempt("http", lambda: http_series(h))
     h.unlink()
+    attempt("multicast", lambda: multicast_series(h))
     attempt("build", lambda: build_series(h))
     attempt("boot", lambda: boot_series(h))
     attempt("floppy", lambda: floppy_series(h))

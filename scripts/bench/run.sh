@@ -8,7 +8,7 @@
 # non-zero only when the harness itself cannot run.
 #
 # Environment: MOSBOOT_RELEASE (binary; default $CARGO_TARGET_DIR/release/mosboot),
-#   BENCH_SERIES (default dhcp,avalanche,dhcp-disk,loss,tftp,http,build,boot,floppy,status), BENCH_ARGS (extra bench.py flags),
+#   BENCH_SERIES (default dhcp,avalanche,dhcp-disk,loss,tftp,multicast,http,build,boot,floppy,status), BENCH_ARGS (extra bench.py flags),
 #   BENCH_OUT (default BENCHMARKS.md in the repo), BENCH_KEEP=1 (keep the work dir with all logs).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -93,7 +93,7 @@ if [ -f "$fkernel" ] && [ -f "$fbusybox" ] \
   floppy_img=$work/floppy.img
 fi
 
-series=${BENCH_SERIES:-dhcp,avalanche,dhcp-disk,loss,tftp,http,build,boot,floppy,status}
+series=${BENCH_SERIES:-dhcp,avalanche,dhcp-disk,loss,tftp,multicast,http,build,boot,floppy,status}
 keep=()
 [ "${BENCH_KEEP:-0}" = 1 ] && keep=(--keep)
 rc=0

@@ -4,14 +4,16 @@
 //!
 //! Usage: mosboot-test-tftpd --bind ADDR --root DIR [--timeout-ms N] [--retries N]
 //!        [--max-blksize N] [--max-windowsize N] [--max-transfers N] [--max-per-source N]
-//!        [--lifetime-ms N]
+//!        [--lifetime-ms N] [--multicast GROUP:PORT]
+//! With --multicast, each finished session prints
+//! `multicast FILE clients=N completed=N blocks=N sent=N passes=N`.
 
 use std::io::Write;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use netboot::events::Stage;
-use netboot::tftp::{TftpConfig, TftpServer};
+use netboot::tftp::{MulticastConfig, TftpConfig, TftpServer};
 
 fn parse_args() -> anyhow::Result<TftpConfig> {
     // The test daemon's clients all share one loopback address: no per-source limit unless asked.
@@ -29,6 +31,10 @@ fn parse_args() -> anyhow::Result<TftpConfig> {
             "--max-transfers" => cfg.max_transfers = value.parse()?,
             "--max-per-source" => cfg.max_per_source = value.parse()?,
             "--lifetime-ms" => cfg.lifetime = Duration::from_millis(value.parse()?),
+            "--multicast" => {
+                let addr: std::net::SocketAddrV4 = value.parse().context("--multicast GROUP:PORT")?;
+                cfg.multicast = Some(MulticastConfig::new(*addr.ip(), addr.port()));
+            }
             other => bail!("unknown flag {other}"),
         }
     }
@@ -49,6 +55,20 @@ async fn main() -> anyhow::Result<()> {
     let (tx, mut rx) = netboot::events::channel();
     let server = TftpServer::bind(cfg, Some(tx))?;
     println!("listening {}", server.local_addr());
+    if let Some(log) = server.multicast_log() {
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                for s in log.take() {
+                    println!(
+                        "multicast {} clients={} completed={} blocks={} sent={} passes={}",
+                        s.file, s.clients, s.completed, s.blocks, s.data_sent, s.passes
+                    );
+                }
+                let _ = std::io::stdout().flush();
+            }
+        });
+    }
     std::io::stdout().flush()?;
     tokio::spawn(async move {
         while let Some(ev) = rx.recv().await {

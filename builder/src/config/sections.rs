@@ -164,7 +164,7 @@ impl Walker<'_> {
     }
 
     pub(super) fn serve(&mut self, t: &DeTable<'_>) -> Option<ServeSection> {
-        self.unknown_keys(t, "serve", &["status", "status_public", "http", "http_url"]);
+        self.unknown_keys(t, "serve", &["status", "status_public", "http", "http_url", "multicast"]);
         let status = match self.string(t, "status", "serve.status")? {
             None => None,
             Some((s, l)) => match s.parse::<std::net::SocketAddr>() {
@@ -218,7 +218,18 @@ impl Walker<'_> {
                 }
             },
         };
-        Some(ServeSection { status, status_public, http: http?, http_url: http_url? })
+        let multicast = match self.string(t, "multicast", "serve.multicast") {
+            None => None,
+            Some(None) => Some(None),
+            Some(Some((s, l))) => match super::types::parse_multicast(&s) {
+                Ok(a) => Some(Some(a)),
+                Err(why) => {
+                    self.err(l, "serve.multicast", why);
+                    None
+                }
+            },
+        };
+        Some(ServeSection { status, status_public, http: http?, http_url: http_url?, multicast: multicast? })
     }
 
     pub(super) fn openmosix(&mut self, t: &DeTable<'_>) -> Option<OpenMosixSection> {

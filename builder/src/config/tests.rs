@@ -75,6 +75,18 @@ fn serve_status_is_off_unless_set_and_checked() {
     let text = format!("{SAMPLE}\n[serve]\nstatus = \"127.0.0.1:8067\"\n");
     let cfg = Config::parse(&text, Path::new("/lab/cluster.toml")).expect("valid");
     assert_eq!(cfg.serve.status, Some("127.0.0.1:8067".parse().unwrap()));
+    assert_eq!(cfg.serve.multicast, None);
+    let text = format!("{SAMPLE}\n[serve]\nmulticast = \"239.255.69.1\"\n");
+    let cfg = Config::parse(&text, Path::new("/lab/cluster.toml")).expect("valid");
+    assert_eq!(cfg.serve.multicast, Some("239.255.69.1:1758".parse().unwrap()));
+    let text = format!("{SAMPLE}\n[serve]\nmulticast = \"239.1.2.3:5000\"\n");
+    let cfg = Config::parse(&text, Path::new("/lab/cluster.toml")).expect("valid");
+    assert_eq!(cfg.serve.multicast, Some("239.1.2.3:5000".parse().unwrap()));
+    for bad in ["224.0.0.1", "192.168.0.1", "239.1.2.3:80", "239.1.2.3:65530", "nope"] {
+        let text = format!("{SAMPLE}\n[serve]\nmulticast = \"{bad}\"\n");
+        let err = Config::parse(&text, Path::new("c.toml")).expect_err(bad).to_string();
+        assert!(err.contains("c.toml:18: serve.multicast"), "{bad}: {err}");
+    }
     let text = format!("{SAMPLE}\n[serve]\nstatus = \"localhost\"\nstatuss = 1\n");
     let err = Config::parse(&text, Path::new("c.toml")).expect_err("invalid").to_string();
     assert!(err.contains("serve.status") && err.contains("serve.statuss"), "{err}");

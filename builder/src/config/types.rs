@@ -110,4 +110,44 @@ pub struct ServeSection {
     /// A web server elsewhere that serves a copy of `out/tftpboot/` at this URL (ends in `/`);
     /// boot.ipxe tries it before everything else.
     pub http_url: Option<String>,
+    /// RFC 2090 multicast TFTP: the group and first port (off when absent).
+    pub multicast: Option<std::net::SocketAddrV4>,
+}
+
+/// Ports a multicast config reserves from its first one: one per session at once (the TFTP
+/// server's `MulticastConfig::max_sessions`).
+pub const MULTICAST_PORTS: u16 = 16;
+
+/// Parses `[serve] multicast` / `--multicast`: `GROUP[:PORT]`, the group administratively
+/// scoped (239.0.0.0/8, RFC 2365: never routed off the site, never a well-known group), the
+/// port 1758 when left out. The error says what is wrong, for the config's located error.
+pub fn parse_multicast(s: &str) -> Result<std::net::SocketAddrV4, String> {
+    let (ip, port) = match s.split_once(':') {
+        Some((ip, port)) => (ip, Some(port)),
+        None => (s, None),
+    };
+    let ip: std::net::Ipv4Addr = ip
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{s}' is not an IPv4 multicast group like 239.255.69.1[:1758]"))?;
+    if ip.octets()[0] != 239 {
+        let what =
+            if ip.is_multicast() { "a multicast group outside 239.0.0.0/8" } else { "not a multicast group" };
+        return Err(format!(
+            "'{ip}' is {what}: use an administratively scoped group (239.0.0.0/8, e.g. 239.255.69.1), which stays on the site"
+        ));
+    }
+    let port = match port {
+        None => netboot::tftp::MULTICAST_DEFAULT_PORT,
+        Some(p) => match p.trim().parse::<u16>() {
+            Ok(p) if (1024..=u16::MAX - MULTICAST_PORTS).contains(&p) => p,
+            _ => {
+                return Err(format!(
+                    "port '{p}' must be a number from 1024 to {}",
+                    u16::MAX - MULTICAST_PORTS
+                ));
+            }
+        },
+    };
+    Ok(std::net::SocketAddrV4::new(ip, port))
 }

@@ -12,6 +12,7 @@
 //! nodes' `mosboot-report/...` requests become [`crate::events::BootEvent`]s.
 
 mod cache;
+mod multicast;
 mod options;
 mod packet;
 pub(crate) mod path;
@@ -23,6 +24,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use crate::node_report::{REPORT_DIR, REPORT_PREFIX};
+pub use multicast::{DEFAULT_PORT as MULTICAST_DEFAULT_PORT, MulticastConfig, MulticastLog, SessionStats};
 pub use server::TftpServer;
 
 /// Parses one datagram as the request socket does and, for a read request, negotiates its
@@ -74,6 +76,8 @@ pub struct TftpConfig {
     pub lifetime: Duration,
     /// Bind every socket to this interface (SO_BINDTODEVICE), so nothing is answered elsewhere.
     pub interface: Option<String>,
+    /// RFC 2090 multicast for clients that ask for it (off when `None`).
+    pub multicast: Option<MulticastConfig>,
 }
 
 impl Default for TftpConfig {
@@ -89,6 +93,7 @@ impl Default for TftpConfig {
             max_per_source: 8,
             lifetime: Duration::from_secs(30),
             interface: None,
+            multicast: None,
         }
     }
 }

@@ -34,7 +34,7 @@ const REPORT_REPLY: &[u8] = b"ok\n";
 const MIN_TIMEOUT: Duration = Duration::from_millis(10);
 /// Slowest transfer kept alive (bytes/s) beyond [`TftpConfig::lifetime`]; a 486 with an ISA NIC
 /// does 20 times that.
-const MIN_RATE: u64 = 16 * 1024;
+pub(super) const MIN_RATE: u64 = 16 * 1024;
 
 /// A bound TFTP server, ready to [`run`](TftpServer::run).
 pub struct TftpServer {
@@ -52,6 +52,8 @@ struct Shared {
     cache: FileCache,
     next_id: AtomicU64,
     warned_bind_device: AtomicBool,
+    /// RFC 2090 sessions, when `[serve] multicast` is on.
+    multicast: Option<Arc<super::multicast::Multicast>>,
 }
 
 struct Running {
@@ -74,6 +76,9 @@ impl TftpServer {
         let _ = socket.set_recv_buffer_size(1 << 20);
         let socket: std::net::UdpSocket = socket.into();
         let local = socket.local_addr()?;
+        let multicast = cfg.multicast.clone().map(|mc| {
+            Arc::new(super::multicast::Multicast::new(mc, cfg.clone(), root.clone(), events.clone()))
+        });
         Ok(TftpServer {
             socket,
             local,
@@ -85,6 +90,7 @@ impl TftpServer {
                 cache: FileCache::default(),
                 next_id: AtomicU64::new(1),
                 warned_bind_device: AtomicBool::new(false),
+                multicast,
             }),
         })
     }
@@ -92,6 +98,11 @@ impl TftpServer {
     /// The address requests are taken on (useful when bound to port 0 in tests).
     pub fn local_addr(&self) -> SocketAddr {
         self.local
+    }
+
+    /// Counters of finished multicast sessions (None when multicast is off).
+    pub fn multicast_log(&self) -> Option<super::multicast::MulticastLog> {
+        self.shared.multicast.as_ref().map(|m| m.log())
     }
 
     /// Serves until `shutdown` completes; running transfers are then ended.
@@ -159,7 +170,11 @@ impl TftpServer {
 }
 
 /// Creates a non-blocking UDP socket bound to `addr` (and the interface, when given).
-fn udp_socket(addr: SocketAddr, interface: Option<&str>, device_required: bool) -> Result<Socket, TftpError> {
+pub(super) fn udp_socket(
+    addr: SocketAddr,
+    interface: Option<&str>,
+    device_required: bool,
+) -> Result<Socket, TftpError> {
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     let device_error =
         interface.and_then(|iface| socket.bind_device(Some(iface.as_bytes())).err().map(|e| (iface, e)));
@@ -202,6 +217,9 @@ impl Shared {
             Ok(Packet::Rrq(req)) => {
                 match req.filename.replace('\\', "/").trim_start_matches('/').strip_prefix(REPORT_PREFIX) {
                     Some(report) => self.report(socket, peer, report),
+                    None if self.multicast.is_some() && super::multicast::wants(&req) => {
+                        self.multicast(socket, peer, req)
+                    }
                     None => self.start(socket, peer, req),
                 }
             }
@@ -248,6 +266,26 @@ impl Shared {
         tracing::debug!(%peer, report, "tftp: node report");
         self.emit(peer, Stage::Joined(report.to_string()));
         let _ = socket.try_send_to(&Packet::Data { block: 1, data: REPORT_REPLY.to_vec() }.encode(), peer);
+    }
+
+    /// Hands a request with the `multicast` option to the multicast sessions, with the same
+    /// negotiation as unicast and unicast as the fallback.
+    fn multicast(self: &Arc<Self>, socket: &Arc<UdpSocket>, peer: SocketAddr, req: Request) {
+        let Some(mc) = &self.multicast else { return self.start(socket, peer, req) };
+        let limits = Limits {
+            max_blksize: self.cfg.max_blksize,
+            max_windowsize: self.cfg.max_windowsize,
+            default_timeout: self.cfg.timeout.max(MIN_TIMEOUT),
+        };
+        let (mode, options) = (req.mode, req.options.clone());
+        let (shared, main) = (Arc::clone(self), Arc::clone(socket));
+        mc.request(
+            socket,
+            peer,
+            req,
+            move |size| negotiate(&options, limits, mode, size),
+            move |req| shared.start(&main, peer, req),
+        );
     }
 
     /// Starts a transfer task for a read request, ending any older one of the same peer.

@@ -1,0 +1,609 @@
+//! RFC 2090 multicast TFTP: one copy of a boot file for every node that asks at once.
+//!
+//! A read request with the `multicast` option joins the file's session (one per file and block
+//! size). The session sends every DATA block once to the multicast group; one member, the master
+//! (OACK `addr,port,1`), ACKs in lock-step, the others (`addr,port,0`) only listen and collect.
+//! When the master has everything, leaves (ERROR) or stops answering, the next member is sent an
+//! OACK with mc=1 and ACKs from its first missing block, so late joiners and clients that missed
+//! blocks fill their gaps one pass at a time; a member that has everything ACKs the last block
+//! at once and is done. Clients that do not ask for the option keep getting unicast.
+//!
+//! Bounds: memory per session is its member list plus one read chunk (never the file); sessions
+//! and members are limited, each member also counts against the per-source limit and has the
+//! same hard lifetime as a unicast transfer. Names pass the same root confinement as unicast.
+//! Files of more than 65535 blocks, netascii and anything else unusual fall back to unicast (the
+//! option is then simply not granted).
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::options::Negotiated;
+use super::packet::{self, ErrorCode, Mode, Packet, Request, error_packet};
+use super::path::{Refusal, Root};
+use super::transfer::read_full_at;
+use super::{TftpConfig, TftpError};
+use crate::events::{BootEvent, EventSender, Stage};
+
+/// The option's name (RFC 2090).
+pub const OPTION: &str = "multicast";
+/// The port sessions start from when none is configured (atftpd's default, IANA's "mtftp").
+pub const DEFAULT_PORT: u16 = 1758;
+/// Bytes read from the file at once (a whole number of blocks is served from it).
+const CHUNK: usize = 64 * 1024;
+/// Finished sessions kept for [`MulticastLog::finished`].
+const KEEP_FINISHED: usize = 64;
+
+/// Where and how much multicast the server does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MulticastConfig {
+    /// The group DATA goes to; administratively scoped (239.0.0.0/8) in practice.
+    pub group: Ipv4Addr,
+    /// Session N (0-based) sends to `port + N`.
+    pub port: u16,
+    /// Files served by multicast at once; more requests fall back to unicast.
+    pub max_sessions: usize,
+    /// Members of one session; more requests fall back to unicast.
+    pub max_members: usize,
+}
+
+impl MulticastConfig {
+    pub fn new(group: Ipv4Addr, port: u16) -> Self {
+        MulticastConfig { group, port, max_sessions: 16, max_members: 512 }
+    }
+}
+
+/// What one session did, from its first member to its last; logged and kept for tests.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SessionStats {
+    /// The root-relative file name.
+    pub file: String,
+    /// Members that joined.
+    pub clients: usize,
+    /// Members that got the whole file.
+    pub completed: usize,
+    /// Blocks in the file.
+    pub blocks: u64,
+    /// DATA packets sent to the group (retransmissions included).
+    pub data_sent: u64,
+    /// Masters that had at least one block sent for them.
+    pub passes: u64,
+}
+
+/// Finished sessions' counters, shared with whoever wants to read them (tests, the log).
+#[derive(Clone, Debug, Default)]
+pub struct MulticastLog(Arc<Mutex<VecDeque<SessionStats>>>);
+
+impl MulticastLog {
+    /// Takes the sessions finished since the last call.
+    pub fn take(&self) -> Vec<SessionStats> {
+        lock(&self.0).drain(..).collect()
+    }
+
+    fn push(&self, stats: SessionStats) {
+        let mut q = lock(&self.0);
+        if q.len() >= KEEP_FINISHED {
+            q.pop_front();
+        }
+        q.push_back(stats);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Whether a request asks for multicast.
+pub fn wants(req: &Request) -> bool {
+    req.options.iter().any(|(name, _)| name == OPTION)
+}
+
+type Key = (String, u16);
+
+struct Join {
+    peer: SocketAddr,
+    /// The OACK's other options (blksize, tsize) as negotiated for this client.
+    oack: Vec<(String, String)>,
+}
+
+struct Handle {
+    tx: mpsc::UnboundedSender<Join>,
+    members: usize,
+}
+
+#[derive(Default)]
+struct Registry {
+    sessions: HashMap<Key, Handle>,
+    /// Which session slots (ports) are taken.
+    slots: Vec<bool>,
+    per_source: HashMap<IpAddr, usize>,
+    members: usize,
+}
+
+/// The multicast side of one TFTP server.
+pub(super) struct Multicast {
+    mc: MulticastConfig,
+    cfg: TftpConfig,
+    root: Root,
+    events: Option<EventSender>,
+    registry: Mutex<Registry>,
+    log: MulticastLog,
+}
+
+impl Multicast {
+    pub(super) fn new(mc: MulticastConfig, cfg: TftpConfig, root: Root, events: Option<EventSender>) -> Self {
+        tracing::info!(group = %mc.group, port = mc.port, sessions = mc.max_sessions, "tftp: multicast on (RFC 2090)");
+        Multicast {
+            mc,
+            cfg,
+            root,
+            events,
+            registry: Mutex::new(Registry::default()),
+            log: MulticastLog::default(),
+        }
+    }
+
+    pub(super) fn log(&self) -> MulticastLog {
+        self.log.clone()
+    }
+
+    /// Takes a read request with the option: joins or starts the file's session. `negotiated`
+    /// holds what unicast would have granted (blksize, tsize); `unicast` runs the request as a
+    /// plain transfer when multicast cannot take it.
+    pub(super) fn request(
+        self: &Arc<Self>,
+        main: &Arc<UdpSocket>,
+        peer: SocketAddr,
+        req: Request,
+        negotiated: impl FnOnce(u64) -> Negotiated + Send + 'static,
+        unicast: impl FnOnce(Request) + Send + 'static,
+    ) {
+        let relative = match self.root.normalize(&req.filename) {
+            Ok(r) => r,
+            Err(refusal) => return refuse(main, peer, &req, &refusal),
+        };
+        let this = Arc::clone(self);
+        let main = Arc::clone(main);
+        tokio::spawn(async move {
+            let root = this.root.clone();
+            let rel = relative.clone();
+            let opened = match tokio::task::spawn_blocking(move || root.open(&rel)).await {
+                Ok(Ok(opened)) => opened,
+                Ok(Err(refusal)) => return refuse(&main, peer, &req, &refusal),
+                Err(e) => {
+                    return refuse(&main, peer, &req, &Refusal::Denied(format!("open task failed: {e}")));
+                }
+            };
+            let n = negotiated(opened.size);
+            let blocks = opened.size / u64::from(n.blksize) + 1;
+            if req.mode != Mode::Octet || blocks > u64::from(u16::MAX) {
+                tracing::debug!(%peer, file = relative, blocks, "tftp: multicast not granted (netascii or > 65535 blocks)");
+                return unicast(without_multicast(req));
+            }
+            let oack: Vec<(String, String)> =
+                n.oack.into_iter().filter(|(k, _)| k == "blksize" || k == "tsize").collect();
+            if let Err(why) = this.join(&relative, n.blksize, blocks, opened.file, peer, oack) {
+                tracing::info!(%peer, file = relative, why, "tftp: multicast refused; unicast instead");
+                unicast(without_multicast(req));
+            }
+        });
+    }
+
+    /// Adds `peer` to the session of `(file, blksize)`, starting it if there is none.
+    fn join(
+        self: &Arc<Self>,
+        file: &str,
+        blksize: u16,
+        blocks: u64,
+        opened: std::fs::File,
+        peer: SocketAddr,
+        oack: Vec<(String, String)>,
+    ) -> Result<(), &'static str> {
+        let key = (file.to_string(), blksize);
+        let mut reg = lock(&self.registry);
+        let from_source = reg.per_source.get(&peer.ip()).copied().unwrap_or(0);
+        if from_source >= self.cfg.max_per_source {
+            return Err("too many transfers from this address");
+        }
+        if reg.members >= self.cfg.max_transfers {
+            return Err("server busy");
+        }
+        let mut oack = oack;
+        if let Some(handle) = reg.sessions.get_mut(&key) {
+            if handle.members >= self.mc.max_members {
+                return Err("multicast session full");
+            }
+            // A session that just ended hands the join back; a new one is started below.
+            match handle.tx.send(Join { peer, oack }) {
+                Ok(()) => {
+                    handle.members += 1;
+                    *reg.per_source.entry(peer.ip()).or_default() += 1;
+                    reg.members += 1;
+                    return Ok(());
+                }
+                Err(mpsc::error::SendError(join)) => oack = join.oack,
+            }
+        }
+        if reg.sessions.len() >= self.mc.max_sessions {
+            return Err("too many multicast sessions");
+        }
+        let slots = self.mc.max_sessions;
+        reg.slots.resize(slots, false);
+        let Some(slot) = reg.slots.iter().position(|taken| !taken) else {
+            return Err("too many multicast sessions");
+        };
+        let Some(port) = u16::try_from(usize::from(self.mc.port) + slot).ok() else {
+            return Err("no multicast port left");
+        };
+        let socket = self.session_socket().map_err(|e| {
+            tracing::warn!(error = %e, "tftp: cannot open a multicast socket");
+            "cannot open a multicast socket"
+        })?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let _ = tx.send(Join { peer, oack });
+        reg.slots[slot] = true;
+        reg.sessions.insert(key.clone(), Handle { tx, members: 1 });
+        *reg.per_source.entry(peer.ip()).or_default() += 1;
+        reg.members += 1;
+        drop(reg);
+        let session = Session {
+            owner: Arc::clone(self),
+            key,
+            slot,
+            socket,
+            group: SocketAddr::V4(SocketAddrV4::new(self.mc.group, port)),
+            file: Arc::new(opened),
+            blksize,
+            blocks,
+            members: VecDeque::new(),
+            master: Master::None,
+            chunk: None,
+            stats: SessionStats { file: file.to_string(), blocks, ..SessionStats::default() },
+        };
+        tokio::spawn(session.run(rx));
+        Ok(())
+    }
+
+    /// The session's own socket (its TID): on the server's address, DATA to the group through
+    /// the lab interface only, TTL 1 (never routed off the segment), no loopback copies.
+    fn session_socket(&self) -> Result<UdpSocket, TftpError> {
+        let local = SocketAddr::new(self.cfg.bind.ip(), 0);
+        let socket = super::server::udp_socket(local, self.cfg.interface.as_deref(), false)?;
+        if let IpAddr::V4(ip) = self.cfg.bind.ip()
+            && !ip.is_unspecified()
+        {
+            socket.set_multicast_if_v4(&ip)?;
+        }
+        socket.set_multicast_ttl_v4(1)?;
+        socket.set_multicast_loop_v4(false)?;
+        Ok(UdpSocket::from_std(socket.into())?)
+    }
+
+    fn left(&self, key: &Key, peer: SocketAddr) {
+        let mut reg = lock(&self.registry);
+        if let Some(h) = reg.sessions.get_mut(key) {
+            h.members = h.members.saturating_sub(1);
+        }
+        reg.members = reg.members.saturating_sub(1);
+        if let Some(n) = reg.per_source.get_mut(&peer.ip()) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                reg.per_source.remove(&peer.ip());
+            }
+        }
+    }
+
+    fn emit(&self, peer: SocketAddr, stage: Stage) {
+        if let (Some(tx), IpAddr::V4(ip)) = (&self.events, peer.ip()) {
+            crate::events::emit(tx, BootEvent { at: SystemTime::now(), ip, mac: None, stage });
+        }
+    }
+}
+
+fn without_multicast(mut req: Request) -> Request {
+    req.options.retain(|(name, _)| name != OPTION);
+    req
+}
+
+fn refuse(main: &UdpSocket, peer: SocketAddr, req: &Request, refusal: &Refusal) {
+    let (code, text) = match refusal {
+        Refusal::NotFound(why) => {
+            tracing::debug!(%peer, file = ?req.filename, reason = ?why, "tftp: multicast: file not found");
+            (ErrorCode::FileNotFound, "file not found")
+        }
+        Refusal::Denied(why) => {
+            tracing::warn!(%peer, file = ?req.filename, reason = ?why, "tftp: multicast: refused");
+            (ErrorCode::AccessViolation, "access violation")
+        }
+    };
+    let _ = main.try_send_to(&error_packet(code, text), peer);
+}
+
+struct Member {
+    peer: SocketAddr,
+    oack: Vec<(String, String)>,
+    /// Hard end of this member, like a unicast transfer's lifetime.
+    until: Instant,
+}
+
+/// The master's state.
+enum Master {
+    None,
+    /// OACK mc=1 sent; waiting for its first ACK.
+    Offered {
+        tries: u32,
+        deadline: Instant,
+    },
+    /// Block `next` sent; waiting for its ACK.
+    Active {
+        next: u64,
+        tries: u32,
+        deadline: Instant,
+    },
+}
+
+struct Session {
+    owner: Arc<Multicast>,
+    key: Key,
+    slot: usize,
+    socket: UdpSocket,
+    group: SocketAddr,
+    file: Arc<std::fs::File>,
+    blksize: u16,
+    blocks: u64,
+    /// Front: the master (when there is one).
+    members: VecDeque<Member>,
+    master: Master,
+    /// Byte offset and contents of the chunk last read.
+    chunk: Option<(u64, Vec<u8>)>,
+    stats: SessionStats,
+}
+
+impl Session {
+    async fn run(mut self, mut joins: mpsc::UnboundedReceiver<Join>) {
+        let mut buf = vec![0u8; 2048];
+        loop {
+            while let Ok(join) = joins.try_recv() {
+                self.add(join).await;
+            }
+            self.expire().await;
+            if self.members.is_empty() {
+                // Under the registry lock, so no join can slip in between the check and removal.
+                let mut reg = lock(&self.owner.registry);
+                if joins.is_empty() {
+                    reg.sessions.remove(&self.key);
+                    if let Some(s) = reg.slots.get_mut(self.slot) {
+                        *s = false;
+                    }
+                    break;
+                }
+                continue;
+            }
+            let deadline = match self.master {
+                Master::Offered { deadline, .. } | Master::Active { deadline, .. } => deadline,
+                Master::None => Instant::now() + self.owner.cfg.timeout,
+            };
+            let wake = self.members.iter().map(|m| m.until).min().map_or(deadline, |u| u.min(deadline));
+            tokio::select! {
+                join = joins.recv() => if let Some(join) = join { self.add(join).await },
+                got = tokio::time::timeout_at(wake, self.socket.recv_from(&mut buf)) => match got {
+                    Ok(Ok((n, from))) => {
+                        let packet = Packet::parse(&buf[..n]).ok();
+                        self.heard(from, packet).await;
+                    }
+                    Ok(Err(e)) => {
+                        // ICMP for one member (its port closed); the timer handles it.
+                        tracing::debug!(error = %e, "tftp: multicast socket");
+                    }
+                    Err(_) => self.timer().await,
+                },
+            }
+        }
+        let s = std::mem::take(&mut self.stats);
+        tracing::info!(
+            file = s.file,
+            clients = s.clients,
+            completed = s.completed,
+            blocks = s.blocks,
+            data_sent = s.data_sent,
+            passes = s.passes,
+            "multicast {}: {} clients, {} blocks, {} DATA sent",
+            s.file,
+            s.clients,
+            s.blocks,
+            s.data_sent
+        );
+        self.owner.log.push(s);
+    }
+
+    async fn add(&mut self, join: Join) {
+        if let Some(pos) = self.members.iter().position(|m| m.peer == join.peer) {
+            // Its request again: our OACK was lost.
+            let master = pos == 0 && !matches!(self.master, Master::None);
+            let oack = self.oack(&self.members[pos].oack, master);
+            self.send_to(&oack, join.peer).await;
+            self.owner.left(&self.key, join.peer);
+            return;
+        }
+        self.stats.clients += 1;
+        let lifetime = self.owner.cfg.lifetime
+            + Duration::from_secs(self.blocks * u64::from(self.blksize) / super::server::MIN_RATE);
+        self.members.push_back(Member { peer: join.peer, oack: join.oack, until: Instant::now() + lifetime });
+        if matches!(self.master, Master::None) {
+            self.promote().await;
+        } else {
+            let oack = self.oack(&self.members[self.members.len() - 1].oack, false);
+            self.send_to(&oack, join.peer).await;
+        }
+    }
+
+    fn oack(&self, options: &[(String, String)], master: bool) -> Vec<u8> {
+        let mut options = options.to_vec();
+        let value = match self.group {
+            SocketAddr::V4(g) => format!("{},{},{}", g.ip(), g.port(), u8::from(master)),
+            SocketAddr::V6(_) => String::new(),
+        };
+        options.push((OPTION.to_string(), value));
+        Packet::Oack { options }.encode()
+    }
+
+    /// Makes the front member the master (OACK mc=1), if there is one.
+    async fn promote(&mut self) {
+        self.master = Master::None;
+        let Some(front) = self.members.front() else { return };
+        let (peer, oack) = (front.peer, self.oack(&front.oack, true));
+        self.send_to(&oack, peer).await;
+        self.master = Master::Offered { tries: 0, deadline: Instant::now() + self.owner.cfg.timeout };
+    }
+
+    /// Removes the master (done, gone or erroring) and hands over to the next member.
+    async fn drop_master(&mut self, complete: bool, why: &str) {
+        if let Some(m) = self.members.pop_front() {
+            self.owner.left(&self.key, m.peer);
+            if complete {
+                self.stats.completed += 1;
+                self.owner.emit(m.peer, Stage::Fetched(self.key.0.clone()));
+                tracing::debug!(peer = %m.peer, file = self.key.0, "tftp: multicast: sent");
+            } else {
+                tracing::info!(peer = %m.peer, file = self.key.0, why, "tftp: multicast: member dropped");
+            }
+        }
+        self.promote().await;
+    }
+
+    async fn heard(&mut self, from: SocketAddr, packet: Option<Packet>) {
+        let is_master =
+            self.members.front().is_some_and(|m| m.peer == from) && !matches!(self.master, Master::None);
+        match packet {
+            Some(Packet::Ack { block }) if is_master => {
+                let acked = u64::from(block);
+                if acked >= self.blocks {
+                    return self.drop_master(true, "done").await;
+                }
+                let next = acked + 1;
+                if let Master::Active { next: sent, .. } = self.master
+                    && next <= sent
+                {
+                    // A repeated ACK for the block in flight (or an older one): the timer
+                    // resends it; answering here too would double every later block
+                    // (Sorcerer's Apprentice).
+                    return;
+                }
+                if !matches!(self.master, Master::Active { .. }) {
+                    self.stats.passes += 1;
+                }
+                self.send_block(next).await;
+                self.master =
+                    Master::Active { next, tries: 0, deadline: Instant::now() + self.owner.cfg.timeout };
+            }
+            Some(Packet::Error { code, message }) => {
+                let Some(pos) = self.members.iter().position(|m| m.peer == from) else { return };
+                tracing::debug!(peer = %from, code, message, "tftp: multicast: client left");
+                if pos == 0 && !matches!(self.master, Master::None) {
+                    self.drop_master(false, "client sent ERROR").await;
+                } else if let Some(m) = self.members.remove(pos) {
+                    self.owner.left(&self.key, m.peer);
+                }
+            }
+            // Passive members' ACKs, strangers, garbage: nothing to do.
+            _ => {}
+        }
+    }
+
+    async fn timer(&mut self) {
+        let retries = self.owner.cfg.retries;
+        let deadline = Instant::now() + self.owner.cfg.timeout;
+        match self.master {
+            Master::Offered { tries, .. } if tries >= retries => {
+                self.drop_master(false, "no ACK for OACK").await
+            }
+            Master::Offered { tries, .. } => {
+                if let Some(front) = self.members.front() {
+                    let (peer, oack) = (front.peer, self.oack(&front.oack, true));
+                    self.send_to(&oack, peer).await;
+                }
+                self.master = Master::Offered { tries: tries + 1, deadline };
+            }
+            Master::Active { tries, .. } if tries >= retries => {
+                self.drop_master(false, "master stopped answering").await
+            }
+            Master::Active { next, tries, .. } => {
+                self.send_block(next).await;
+                self.master = Master::Active { next, tries: tries + 1, deadline };
+            }
+            Master::None => {}
+        }
+    }
+
+    /// Ends members past their lifetime.
+    async fn expire(&mut self) {
+        let now = Instant::now();
+        if self.members.front().is_some_and(|m| m.until <= now) && !matches!(self.master, Master::None) {
+            self.drop_master(false, "too slow (hard lifetime)").await;
+        }
+        let before = self.members.len();
+        let (owner, key) = (Arc::clone(&self.owner), self.key.clone());
+        self.members.retain(|m| {
+            let keep = m.until > now;
+            if !keep {
+                owner.left(&key, m.peer);
+            }
+            keep
+        });
+        if self.members.len() != before && matches!(self.master, Master::None) {
+            self.promote().await;
+        }
+    }
+
+    async fn send_to(&self, pkt: &[u8], to: SocketAddr) {
+        if let Err(e) = self.socket.send_to(pkt, to).await {
+            tracing::debug!(peer = %to, error = %e, "tftp: multicast: send failed");
+        }
+    }
+
+    /// Sends block `seq` (1-based) to the group.
+    async fn send_block(&mut self, seq: u64) {
+        let data = match self.block(seq).await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(file = self.key.0, error = %e, "tftp: multicast: read failed");
+                return;
+            }
+        };
+        let mut pkt = Vec::with_capacity(4 + data.len());
+        packet::encode_data_into(&mut pkt, (seq & 0xFFFF) as u16, &data);
+        self.stats.data_sent += 1;
+        if let Err(e) = self.socket.send_to(&pkt, self.group).await {
+            tracing::debug!(error = %e, "tftp: multicast: DATA send failed");
+        }
+    }
+
+    async fn block(&mut self, seq: u64) -> io::Result<Vec<u8>> {
+        let blksize = u64::from(self.blksize);
+        let start = (seq - 1) * blksize;
+        // A whole number of blocks, so no block straddles two chunks.
+        let per_chunk = (CHUNK as u64 / blksize).max(1) * blksize;
+        let hit = self.chunk.as_ref().is_some_and(|(at, data)| {
+            let len = data.len() as u64;
+            start >= *at && (start + blksize <= at + len || len < per_chunk)
+        });
+        if !hit {
+            let chunk_at = start / per_chunk * per_chunk;
+            let file = Arc::clone(&self.file);
+            let read = tokio::task::spawn_blocking(move || read_full_at(&file, chunk_at, per_chunk as usize))
+                .await
+                .map_err(io::Error::other)??;
+            self.chunk = Some((chunk_at, read));
+        }
+        let Some((at, data)) = &self.chunk else { return Ok(Vec::new()) };
+        let from = usize::try_from(start - at).unwrap_or(usize::MAX).min(data.len());
+        let to = from.saturating_add(self.blksize.into()).min(data.len());
+        Ok(data[from..to].to_vec())
+    }
+}
