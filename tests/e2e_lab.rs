@@ -428,9 +428,7 @@ fn isa_486s_boot_one_floppy_and_pick_up_a_rebuilt_image() {
 /// iPXE has no download timeout to fall back to TFTP; the TFTP runs keep pcnet covered.
 #[test]
 fn ipxe_nodes_boot_over_http() {
-    if skipped() {
-        return;
-    }
+    harness::require_root("the virtual lab (namespaces, taps)");
     let kernel = kit("KIT_KERNEL");
     let busybox = kit("KIT_BUSYBOX");
     let work = tempfile::tempdir().expect("tempdir");
