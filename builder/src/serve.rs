@@ -558,7 +558,10 @@ impl Recorder {
                 tracing::info!("{}", line.trim_end());
             }
             stage_log.write(line.into_bytes());
-            if let Ok(data) = serde_json::to_string(&rec) {
+            // Only an open page listens; a boot storm without one pays no JSON per event.
+            if self.tx.receiver_count() > 0
+                && let Ok(data) = serde_json::to_string(&rec)
+            {
                 let _ = self.tx.send(LiveEvent { kind: "stage", data });
             }
             self.live.lock().unwrap_or_else(|p| p.into_inner()).push_stage(rec);
