@@ -627,7 +627,8 @@ impl Session {
             if complete {
                 self.stats.completed += 1;
                 self.owner.emit(m.peer, Stage::Fetched(self.key.0.clone()));
-                tracing::debug!(peer = %m.peer, file = self.key.0, "tftp: multicast: sent");
+                // One line per node and file, like the stage log: the lab test reads it.
+                tracing::info!(peer = %m.peer, file = self.key.0, protocol = self.stats.protocol, "tftp: multicast: sent");
             } else {
                 tracing::info!(peer = %m.peer, file = self.key.0, why, "tftp: multicast: member dropped");
             }
