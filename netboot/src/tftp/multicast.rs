@@ -38,7 +38,7 @@ use tokio::time::Instant;
 
 use super::options::{DEFAULT_BLKSIZE, Negotiated};
 use super::packet::{self, ErrorCode, Mode, Packet, Request, error_packet};
-use super::path::{Refusal, Root};
+use super::path::{Opened, Refusal, Root};
 use super::transfer::read_full_at;
 use super::{TftpConfig, TftpError};
 use crate::events::{BootEvent, EventSender, Stage};
@@ -202,22 +202,7 @@ impl Multicast {
         negotiated: impl FnOnce(u64) -> Negotiated + Send + 'static,
         unicast: impl FnOnce(Request) + Send + 'static,
     ) {
-        let relative = match self.root.normalize(&req.filename) {
-            Ok(r) => r,
-            Err(refusal) => return refuse(main, peer, &req, &refusal),
-        };
-        let this = Arc::clone(self);
-        let main = Arc::clone(main);
-        tokio::spawn(async move {
-            let root = this.root.clone();
-            let rel = relative.clone();
-            let opened = match tokio::task::spawn_blocking(move || root.open(&rel)).await {
-                Ok(Ok(opened)) => opened,
-                Ok(Err(refusal)) => return refuse(&main, peer, &req, &refusal),
-                Err(e) => {
-                    return refuse(&main, peer, &req, &Refusal::Denied(format!("open task failed: {e}")));
-                }
-            };
+        self.open_then(main, peer, req, move |this, relative, opened, req| {
             let n = negotiated(opened.size);
             let blocks = opened.size / u64::from(n.blksize) + 1;
             if req.mode != Mode::Octet || blocks > u64::from(u16::MAX) {
@@ -234,15 +219,14 @@ impl Multicast {
         });
     }
 
-    /// Takes a PXE MTFTP read request (to [`MTFTP_PORT`]): joins or starts the file's session,
-    /// or runs `unicast` (a plain transfer, which the MTFTP client takes as well) when the group
-    /// carries another file or a limit is reached.
-    pub(super) fn mtftp_request(
+    /// Confines and opens the requested name off the async workers, then runs `then` with the
+    /// root-relative name and the open file; a refusal is answered with an ERROR instead.
+    fn open_then(
         self: &Arc<Self>,
         main: &Arc<UdpSocket>,
         peer: SocketAddr,
         req: Request,
-        unicast: impl FnOnce(Request) + Send + 'static,
+        then: impl FnOnce(Arc<Self>, String, Opened, Request) + Send + 'static,
     ) {
         let relative = match self.root.normalize(&req.filename) {
             Ok(r) => r,
@@ -253,13 +237,25 @@ impl Multicast {
         tokio::spawn(async move {
             let root = this.root.clone();
             let rel = relative.clone();
-            let opened = match tokio::task::spawn_blocking(move || root.open(&rel)).await {
-                Ok(Ok(opened)) => opened,
-                Ok(Err(refusal)) => return refuse(&main, peer, &req, &refusal),
-                Err(e) => {
-                    return refuse(&main, peer, &req, &Refusal::Denied(format!("open task failed: {e}")));
-                }
-            };
+            match tokio::task::spawn_blocking(move || root.open(&rel)).await {
+                Ok(Ok(opened)) => then(this, relative, opened, req),
+                Ok(Err(refusal)) => refuse(&main, peer, &req, &refusal),
+                Err(e) => refuse(&main, peer, &req, &Refusal::Denied(format!("open task failed: {e}"))),
+            }
+        });
+    }
+
+    /// Takes a PXE MTFTP read request (to [`MTFTP_PORT`]): joins or starts the file's session,
+    /// or runs `unicast` (a plain transfer, which the MTFTP client takes as well) when the group
+    /// carries another file or a limit is reached.
+    pub(super) fn mtftp_request(
+        self: &Arc<Self>,
+        main: &Arc<UdpSocket>,
+        peer: SocketAddr,
+        req: Request,
+        unicast: impl FnOnce(Request) + Send + 'static,
+    ) {
+        self.open_then(main, peer, req, move |this, relative, opened, req| {
             let blocks = opened.size / u64::from(DEFAULT_BLKSIZE) + 1;
             let why = if req.mode != Mode::Octet || blocks > u64::from(u16::MAX) {
                 Err("netascii or more than 65535 blocks")
