@@ -67,11 +67,6 @@ pub fn boot_sources(cfg: &Config, plan: &Plan) -> Vec<String> {
             port => format!("http://{ip}:{port}/"),
         });
     }
-    // PXE MTFTP (iPXE's tftm:// cannot receive in Debian 13's build): iPXE falls back to plain
-    // TFTP by itself within ~4 s when nothing answers on the MTFTP port.
-    if cfg.serve.multicast.is_some() {
-        sources.push(format!("mtftp://{}/", plan.server));
-    }
     sources.push(String::new());
     sources
 }

@@ -350,11 +350,7 @@ mod tests {
             kernel: "vmlinuz".into(),
             initrd: "initrd.gz".into(),
             append: "console=tty0 console=ttyS0,115200n8".into(),
-            sources: vec![
-                "http://192.168.0.254:8080/".into(),
-                "mtftp://192.168.0.254/".into(),
-                String::new(),
-            ],
+            sources: vec!["http://192.168.0.254:8080/".into(), String::new()],
         };
         let ctx = context(&cfg, &plan, &image, &boot);
         let t = Templates::load(None, Path::new("c"), 0).expect("templates");

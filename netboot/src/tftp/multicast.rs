@@ -553,28 +553,40 @@ impl Session {
         }
     }
 
-    /// An MTFTP request. The same address again is a member whose stream stopped (iPXE asks
-    /// again from a new port): as the master, or when there is none, it is (re)started with
-    /// block 1 unicast and goes on from its ACK; else it keeps listening.
+    /// An MTFTP request. A newcomer while the stream runs just listens (it hears the next DATA
+    /// at once). Anyone else is made the master at once (block 1 unicast, then on from its ACK):
+    /// a newcomer while the group is silent, and the same address again, a member whose stream
+    /// stopped (iPXE asks again from a new port). iPXE must hear something soon after asking:
+    /// after four silent timeouts it falls back to plain TFTP, which after a partial MTFTP
+    /// download never completes (seen here). A master pushed aside goes to the back of the
+    /// queue and is promoted again for what it still lacks.
     async fn add_mtftp(&mut self, join: Join) {
-        let Some(pos) = self.members.iter().position(|m| m.peer.ip() == join.peer.ip()) else {
-            self.stats.clients += 1;
-            self.members.push_back(self.member(join));
-            if matches!(self.master, Master::None) {
-                self.promote().await;
+        let pos = match self.members.iter().position(|m| m.peer.ip() == join.peer.ip()) {
+            Some(pos) => {
+                // Counted once already.
+                self.owner.left(&self.key, join.peer);
+                self.members[pos].peer = join.peer;
+                pos
             }
-            return;
+            None => {
+                self.stats.clients += 1;
+                self.members.push_back(self.member(join));
+                if matches!(self.master, Master::Active { tries: 0, .. }) {
+                    return;
+                }
+                self.members.len() - 1
+            }
         };
-        // Counted once already.
-        self.owner.left(&self.key, join.peer);
-        self.members[pos].peer = join.peer;
-        if pos == 0 || matches!(self.master, Master::None) {
-            if let Some(m) = self.members.remove(pos) {
-                self.members.push_front(m);
-            }
-            tracing::debug!(peer = %join.peer, file = self.key.0, "tftp: mtftp: request again; master from its ACK");
-            self.promote().await;
+        let Some(m) = self.members.remove(pos) else { return };
+        if pos != 0
+            && !matches!(self.master, Master::None)
+            && let Some(old) = self.members.pop_front()
+        {
+            self.members.push_back(old);
         }
+        tracing::debug!(peer = %m.peer, file = self.key.0, "tftp: mtftp: master from its ACK");
+        self.members.push_front(m);
+        self.promote().await;
     }
 
     fn member(&self, join: Join) -> Member {
