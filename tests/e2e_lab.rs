@@ -477,15 +477,16 @@ fn ipxe_nodes_boot_over_http() {
 /// server logs a multicast `sent` line for the kernel (a member that got the whole file), and the
 /// session's counters show each DATA block sent about once, not once per node.
 ///
-/// Not in `make test` (ignored), and boot.ipxe does not use `mtftp://` yet: it passed 2 of 4
-/// runs here (4 nodes, 34 s and 66 s; 3198 and 2839 DATA for 2490 blocks). Failing runs: (a) the
+/// Not in `make test` (ignored), and boot.ipxe does not use `mtftp://` yet: it passed 4 of 7
+/// runs here (3 of the last 5, with this code; 4 nodes in 34-66 s; 2839-3356 DATA for 2490
+/// blocks, unicast would be 9960). Failing runs: (a) the
 /// first node (the master) got the whole kernel by multicast, the others heard none of the
 /// group's DATA, fell back to plain TFTP, and one hung in iPXE's MTFTP-to-TFTP fallback (420 s
 /// lab timeout); (b) three nodes booted by multicast (2781 DATA), the fourth ended its MTFTP
 /// download without ever acknowledging as master and its QEMU exited (a bad kernel image). The
 /// cause is not found yet; run it with `-- --ignored`.
 #[test]
-#[ignore = "PXE MTFTP with iPXE listeners is flaky in the lab (2 of 4 runs passed); see the doc comment"]
+#[ignore = "PXE MTFTP with iPXE listeners is flaky in the lab (4 of 7 runs passed); see the doc comment"]
 fn ipxe_nodes_boot_over_multicast() {
     harness::require_root("the virtual lab (namespaces, taps)");
     let kernel = kit("KIT_KERNEL");
