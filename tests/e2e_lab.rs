@@ -470,3 +470,94 @@ fn ipxe_nodes_boot_over_http() {
         }
     }
 }
+
+/// Issue 14 §1, §3: four iPXE nodes boot at once over PXE MTFTP (`mtftp://`, what Debian 13's
+/// iPXE can receive; its `tftm://` never accepts the group's DATA), the kernel by MTFTP and the
+/// initrd by plain TFTP (iPXE listens on one fixed group for every MTFTP file). Per node the
+/// server logs a multicast `sent` line for the kernel (a member that got the whole file), and the
+/// session's counters show each DATA block sent about once, not once per node.
+///
+/// Not in `make test` (ignored), and boot.ipxe does not use `mtftp://` yet: it passed 4 of 7
+/// runs here (3 of the last 5, with this code; 4 nodes in 34-66 s; 2839-3356 DATA for 2490
+/// blocks, unicast would be 9960). Failing runs: (a) the
+/// first node (the master) got the whole kernel by multicast, the others heard none of the
+/// group's DATA, fell back to plain TFTP, and one hung in iPXE's MTFTP-to-TFTP fallback (420 s
+/// lab timeout); (b) three nodes booted by multicast (2781 DATA), the fourth ended its MTFTP
+/// download without ever acknowledging as master and its QEMU exited (a bad kernel image). The
+/// cause is not found yet; run it with `-- --ignored`.
+#[test]
+#[ignore = "PXE MTFTP with iPXE listeners is flaky in the lab (4 of 7 runs passed); see the doc comment"]
+fn ipxe_nodes_boot_over_multicast() {
+    harness::require_root("the virtual lab (namespaces, taps)");
+    let kernel = kit("KIT_KERNEL");
+    let busybox = kit("KIT_BUSYBOX");
+    let work = tempfile::tempdir().expect("tempdir");
+    let w = work.path();
+    let cfg = config(&kernel, &busybox, "cpio", "out") + "\n[serve]\nmulticast = \"239.255.69.1\"\n";
+    std::fs::write(w.join("mc.toml"), cfg).expect("config");
+    mosboot(w, &["-c", "mc.toml", "build"]);
+    // boot.ipxe does not use mtftp:// yet: the kernel line of plain TFTP is pointed at it (iPXE
+    // itself falls back to plain TFTP when port 1759 stays silent).
+    let ipxe = w.join("out/tftpboot/boot.ipxe");
+    let script = std::fs::read_to_string(&ipxe).expect("boot.ipxe");
+    assert!(script.contains("\nkernel vmlinuz "), "{script}");
+    std::fs::write(&ipxe, script.replace("\nkernel vmlinuz ", "\nkernel mtftp://192.168.0.254/vmlinuz "))
+        .expect("boot.ipxe");
+    let map = mosboot(w, &["-c", "mc.toml", "map"]);
+    let map_sha = sha256_file(&w.join("out/server/openmosix.map"));
+    let nodes = [
+        ("m486", "cpu=486,nic=ne2k_pci,mem=16,mac=52:54:00:e5:00:01".to_string()),
+        ("mpentium", "cpu=pentium,nic=rtl8139,mem=32,mac=52:54:00:e5:00:02".to_string()),
+        ("m486b", "cpu=486,nic=rtl8139,mem=16,mac=52:54:00:e5:00:03".to_string()),
+        ("me1000", "cpu=pentium,nic=e1000,mem=24,mac=52:54:00:e5:00:04".to_string()),
+    ];
+    let _turn = LAB.lock().unwrap_or_else(|e| e.into_inner());
+    let started = std::time::Instant::now();
+    let (server_log, rows, _) = run_lab(w, "mc.toml", "multicast", &nodes, false);
+    println!("multicast lab: {} nodes at once, {:.1} s", nodes.len(), started.elapsed().as_secs_f64());
+    let total = map_total(&map);
+    // Sessions of the kernel: "multicast vmlinuz (mtftp): N clients, B blocks, D DATA sent".
+    let head = "multicast vmlinuz (mtftp): ";
+    let sessions: Vec<Vec<u64>> = server_log
+        .lines()
+        .filter_map(|l| l.split_once(head).map(|(_, rest)| rest))
+        .map(|rest| {
+            rest.split(|c: char| !c.is_ascii_digit()).filter_map(|t| t.parse().ok()).take(3).collect()
+        })
+        .collect();
+    println!("vmlinuz: mtftp sessions [clients, blocks, DATA sent]: {sessions:?}");
+    for (name, spec) in &nodes {
+        let (_, ip) = check_node(w, "multicast", name, spec, total, &map_sha, &rows);
+        let by_multicast = server_log
+            .lines()
+            .filter(|l| {
+                l.contains("tftp: multicast: sent") && l.contains(&format!("{ip}:")) && l.contains("vmlinuz")
+            })
+            .count();
+        let fetched = |f: &str| {
+            server_log
+                .lines()
+                .filter(|l| l.contains(&format!("ip={ip} ")) && l.ends_with(&format!("stage=fetched {f}")))
+                .count()
+        };
+        assert_eq!(
+            (by_multicast, fetched("vmlinuz"), fetched("initrd.gz")),
+            (1, 1, 1),
+            "{name} ({ip}): kernel by multicast, kernel and initrd fetched:\n{server_log}"
+        );
+    }
+    let [clients, blocks, sent] = sessions.iter().fold([0, 0, 0], |[c, b, d], s| {
+        [
+            c + s.first().copied().unwrap_or(0),
+            b.max(s.get(1).copied().unwrap_or(0)),
+            d + s.get(2).copied().unwrap_or(0),
+        ]
+    });
+    // About once per pass: block 1 unicast to each master and the late joiners' gaps, never one
+    // copy per node (unicast: blocks × nodes).
+    assert!(
+        clients >= nodes.len() as u64 && blocks > 100 && sent * 2 <= blocks * 3,
+        "vmlinuz: {sent} DATA for {blocks} blocks and {clients} clients (unicast: {}):\n{server_log}",
+        blocks * clients
+    );
+}

@@ -33,8 +33,16 @@ fn parse_args() -> anyhow::Result<TftpConfig> {
             "--lifetime-ms" => cfg.lifetime = Duration::from_millis(value.parse()?),
             "--multicast" => {
                 let addr: std::net::SocketAddrV4 = value.parse().context("--multicast GROUP:PORT")?;
-                cfg.multicast = Some(MulticastConfig::new(*addr.ip(), addr.port()));
+                // MTFTP only when asked for (--mtftp-port), so parallel tests never share a port.
+                cfg.multicast = Some(MulticastConfig {
+                    mtftp_port: None,
+                    ..MulticastConfig::new(*addr.ip(), addr.port())
+                });
             }
+            "--mtftp-port" => match cfg.multicast.as_mut() {
+                Some(mc) => mc.mtftp_port = Some(value.parse().context("--mtftp-port")?),
+                None => bail!("--mtftp-port needs --multicast first"),
+            },
             other => bail!("unknown flag {other}"),
         }
     }

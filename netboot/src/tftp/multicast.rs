@@ -13,6 +13,18 @@
 //! same hard lifetime as a unicast transfer. Names pass the same root confinement as unicast.
 //! Files of more than 65535 blocks, netascii and anything else unusual fall back to unicast (the
 //! option is then simply not granted).
+//!
+//! PXE MTFTP (iPXE's `mtftp://`) rides on the same sessions: a plain read request (no options,
+//! blksize 512) to [`MTFTP_PORT`]; the client has opened the group ([`MTFTP_GROUP`], compiled
+//! into iPXE) before asking. It becomes the master when it receives a *unicast* datagram, so the
+//! master is sent block 1 unicast, then ACKs (the count of blocks it holds in a row) and the rest
+//! goes to the group, all from the session's one socket (iPXE drops anything from another source
+//! port). Listeners send nothing; when the master is done the next one is sent block 1 unicast
+//! and ACKs from its first gap. A client whose stream stopped re-sends its request from a new
+//! port: it is then (again) the master, restarting from its ACK. The group cannot tell files
+//! apart (a client takes the first DATA it hears on it), so at most one MTFTP session exists at a
+//! time; a request for another file meanwhile is served unicast, and the group stays quiet for
+//! [`QUIET`] so that client locks onto its own transfer first.
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
@@ -24,9 +36,9 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::options::Negotiated;
+use super::options::{DEFAULT_BLKSIZE, Negotiated};
 use super::packet::{self, ErrorCode, Mode, Packet, Request, error_packet};
-use super::path::{Refusal, Root};
+use super::path::{Opened, Refusal, Root};
 use super::transfer::read_full_at;
 use super::{TftpConfig, TftpError};
 use crate::events::{BootEvent, EventSender, Stage};
@@ -37,6 +49,13 @@ pub const OPTION: &str = "multicast";
 pub const DEFAULT_PORT: u16 = 1758;
 /// Bytes read from the file at once (a whole number of blocks is served from it).
 const CHUNK: usize = 64 * 1024;
+/// PXE MTFTP's server port (the PXE spec's and iPXE's default).
+pub const MTFTP_PORT: u16 = 1759;
+/// Where iPXE listens for `mtftp://` DATA: 239.255.1.1:3001, fixed in its build (only the PXE
+/// API of a chainloading NBP can change it; DHCP cannot).
+pub const MTFTP_GROUP: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(239, 255, 1, 1), 3001);
+/// How long MTFTP DATA to the group waits after a request for another file was sent unicast.
+const QUIET: Duration = Duration::from_millis(100);
 /// Finished sessions kept for [`MulticastLog::finished`].
 const KEEP_FINISHED: usize = 64;
 
@@ -51,11 +70,13 @@ pub struct MulticastConfig {
     pub max_sessions: usize,
     /// Members of one session; more requests fall back to unicast.
     pub max_members: usize,
+    /// The PXE MTFTP request port (`None`: MTFTP off); DATA goes to [`MTFTP_GROUP`].
+    pub mtftp_port: Option<u16>,
 }
 
 impl MulticastConfig {
     pub fn new(group: Ipv4Addr, port: u16) -> Self {
-        MulticastConfig { group, port, max_sessions: 16, max_members: 512 }
+        MulticastConfig { group, port, max_sessions: 16, max_members: 512, mtftp_port: Some(MTFTP_PORT) }
     }
 }
 
@@ -70,8 +91,12 @@ pub struct SessionStats {
     pub completed: usize,
     /// Blocks in the file.
     pub blocks: u64,
-    /// DATA packets sent to the group (retransmissions included).
+    /// DATA packets sent (retransmissions included), to the group and unicast.
     pub data_sent: u64,
+    /// Of those, sent unicast (PXE MTFTP: block 1 to each new master).
+    pub unicast_sent: u64,
+    /// `mtftp` (PXE MTFTP) or `rfc2090`.
+    pub protocol: &'static str,
     /// Masters that had at least one block sent for them.
     pub passes: u64,
 }
@@ -104,7 +129,16 @@ pub fn wants(req: &Request) -> bool {
     req.options.iter().any(|(name, _)| name == OPTION)
 }
 
-type Key = (String, u16);
+/// Which multicast protocol a session speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Kind {
+    /// RFC 2090: the `multicast` option on port 69, OACKs name the group and the master.
+    Rfc2090,
+    /// PXE MTFTP: a plain request on [`MTFTP_PORT`], unicast DATA names the master.
+    Mtftp,
+}
+
+type Key = (String, u16, Kind);
 
 struct Join {
     peer: SocketAddr,
@@ -124,6 +158,10 @@ struct Registry {
     slots: Vec<bool>,
     per_source: HashMap<IpAddr, usize>,
     members: usize,
+    /// The file of the one MTFTP session (it owns [`MTFTP_GROUP`]).
+    mtftp_file: Option<String>,
+    /// No MTFTP DATA to the group before this (see [`QUIET`]).
+    quiet_until: Option<Instant>,
 }
 
 /// The multicast side of one TFTP server.
@@ -164,6 +202,32 @@ impl Multicast {
         negotiated: impl FnOnce(u64) -> Negotiated + Send + 'static,
         unicast: impl FnOnce(Request) + Send + 'static,
     ) {
+        self.open_then(main, peer, req, move |this, relative, opened, req| {
+            let n = negotiated(opened.size);
+            let blocks = opened.size / u64::from(n.blksize) + 1;
+            if req.mode != Mode::Octet || blocks > u64::from(u16::MAX) {
+                tracing::debug!(%peer, file = relative, blocks, "tftp: multicast not granted (netascii or > 65535 blocks)");
+                return unicast(without_multicast(req));
+            }
+            let oack: Vec<(String, String)> =
+                n.oack.into_iter().filter(|(k, _)| k == "blksize" || k == "tsize").collect();
+            let join = Join { peer, oack };
+            if let Err(why) = this.join(Kind::Rfc2090, &relative, n.blksize, blocks, opened.file, join) {
+                tracing::info!(%peer, file = relative, why, "tftp: multicast refused; unicast instead");
+                unicast(without_multicast(req));
+            }
+        });
+    }
+
+    /// Confines and opens the requested name off the async workers, then runs `then` with the
+    /// root-relative name and the open file; a refusal is answered with an ERROR instead.
+    fn open_then(
+        self: &Arc<Self>,
+        main: &Arc<UdpSocket>,
+        peer: SocketAddr,
+        req: Request,
+        then: impl FnOnce(Arc<Self>, String, Opened, Request) + Send + 'static,
+    ) {
         let relative = match self.root.normalize(&req.filename) {
             Ok(r) => r,
             Err(refusal) => return refuse(main, peer, &req, &refusal),
@@ -173,24 +237,35 @@ impl Multicast {
         tokio::spawn(async move {
             let root = this.root.clone();
             let rel = relative.clone();
-            let opened = match tokio::task::spawn_blocking(move || root.open(&rel)).await {
-                Ok(Ok(opened)) => opened,
-                Ok(Err(refusal)) => return refuse(&main, peer, &req, &refusal),
-                Err(e) => {
-                    return refuse(&main, peer, &req, &Refusal::Denied(format!("open task failed: {e}")));
-                }
-            };
-            let n = negotiated(opened.size);
-            let blocks = opened.size / u64::from(n.blksize) + 1;
-            if req.mode != Mode::Octet || blocks > u64::from(u16::MAX) {
-                tracing::debug!(%peer, file = relative, blocks, "tftp: multicast not granted (netascii or > 65535 blocks)");
-                return unicast(without_multicast(req));
+            match tokio::task::spawn_blocking(move || root.open(&rel)).await {
+                Ok(Ok(opened)) => then(this, relative, opened, req),
+                Ok(Err(refusal)) => refuse(&main, peer, &req, &refusal),
+                Err(e) => refuse(&main, peer, &req, &Refusal::Denied(format!("open task failed: {e}"))),
             }
-            let oack: Vec<(String, String)> =
-                n.oack.into_iter().filter(|(k, _)| k == "blksize" || k == "tsize").collect();
-            if let Err(why) = this.join(&relative, n.blksize, blocks, opened.file, peer, oack) {
-                tracing::info!(%peer, file = relative, why, "tftp: multicast refused; unicast instead");
-                unicast(without_multicast(req));
+        });
+    }
+
+    /// Takes a PXE MTFTP read request (to [`MTFTP_PORT`]): joins or starts the file's session,
+    /// or runs `unicast` (a plain transfer, which the MTFTP client takes as well) when the group
+    /// carries another file or a limit is reached.
+    pub(super) fn mtftp_request(
+        self: &Arc<Self>,
+        main: &Arc<UdpSocket>,
+        peer: SocketAddr,
+        req: Request,
+        unicast: impl FnOnce(Request) + Send + 'static,
+    ) {
+        self.open_then(main, peer, req, move |this, relative, opened, req| {
+            let blocks = opened.size / u64::from(DEFAULT_BLKSIZE) + 1;
+            let why = if req.mode != Mode::Octet || blocks > u64::from(u16::MAX) {
+                Err("netascii or more than 65535 blocks")
+            } else {
+                let join = Join { peer, oack: Vec::new() };
+                this.join(Kind::Mtftp, &relative, DEFAULT_BLKSIZE, blocks, opened.file, join)
+            };
+            if let Err(why) = why {
+                tracing::info!(%peer, file = relative, why, "tftp: mtftp: served unicast");
+                unicast(req);
             }
         });
     }
@@ -198,14 +273,15 @@ impl Multicast {
     /// Adds `peer` to the session of `(file, blksize)`, starting it if there is none.
     fn join(
         self: &Arc<Self>,
+        kind: Kind,
         file: &str,
         blksize: u16,
         blocks: u64,
         opened: std::fs::File,
-        peer: SocketAddr,
-        oack: Vec<(String, String)>,
+        join: Join,
     ) -> Result<(), &'static str> {
-        let key = (file.to_string(), blksize);
+        let Join { peer, oack } = join;
+        let key = (file.to_string(), blksize, kind);
         let mut reg = lock(&self.registry);
         let from_source = reg.per_source.get(&peer.ip()).copied().unwrap_or(0);
         if from_source >= self.cfg.max_per_source {
@@ -233,13 +309,24 @@ impl Multicast {
         if reg.sessions.len() >= self.mc.max_sessions {
             return Err("too many multicast sessions");
         }
-        let slots = self.mc.max_sessions;
-        reg.slots.resize(slots, false);
-        let Some(slot) = reg.slots.iter().position(|taken| !taken) else {
-            return Err("too many multicast sessions");
-        };
-        let Some(port) = u16::try_from(usize::from(self.mc.port) + slot).ok() else {
-            return Err("no multicast port left");
+        let (slot, group) = if kind == Kind::Mtftp {
+            if reg.mtftp_file.is_some() {
+                // Its client listens on the group already: keep the other file's DATA off it
+                // until our unicast reply has reached it.
+                reg.quiet_until = Some(Instant::now() + QUIET);
+                return Err("the MTFTP group carries another file");
+            }
+            (None, MTFTP_GROUP)
+        } else {
+            let slots = self.mc.max_sessions;
+            reg.slots.resize(slots, false);
+            let Some(slot) = reg.slots.iter().position(|taken| !taken) else {
+                return Err("too many multicast sessions");
+            };
+            let Some(port) = u16::try_from(usize::from(self.mc.port) + slot).ok() else {
+                return Err("no multicast port left");
+            };
+            (Some(slot), SocketAddrV4::new(self.mc.group, port))
         };
         let socket = self.session_socket().map_err(|e| {
             tracing::warn!(error = %e, "tftp: cannot open a multicast socket");
@@ -247,7 +334,10 @@ impl Multicast {
         })?;
         let (tx, rx) = mpsc::unbounded_channel();
         let _ = tx.send(Join { peer, oack });
-        reg.slots[slot] = true;
+        match slot {
+            Some(slot) => reg.slots[slot] = true,
+            None => reg.mtftp_file = Some(file.to_string()),
+        }
         reg.sessions.insert(key.clone(), Handle { tx, members: 1 });
         *reg.per_source.entry(peer.ip()).or_default() += 1;
         reg.members += 1;
@@ -255,16 +345,25 @@ impl Multicast {
         let session = Session {
             owner: Arc::clone(self),
             key,
+            kind,
             slot,
             socket,
-            group: SocketAddr::V4(SocketAddrV4::new(self.mc.group, port)),
+            group: SocketAddr::V4(group),
             file: Arc::new(opened),
             blksize,
             blocks,
             members: VecDeque::new(),
             master: Master::None,
             chunk: None,
-            stats: SessionStats { file: file.to_string(), blocks, ..SessionStats::default() },
+            stats: SessionStats {
+                file: file.to_string(),
+                blocks,
+                protocol: match kind {
+                    Kind::Rfc2090 => "rfc2090",
+                    Kind::Mtftp => "mtftp",
+                },
+                ..SessionStats::default()
+            },
         };
         tokio::spawn(session.run(rx));
         Ok(())
@@ -351,7 +450,9 @@ enum Master {
 struct Session {
     owner: Arc<Multicast>,
     key: Key,
-    slot: usize,
+    kind: Kind,
+    /// The RFC 2090 port slot (MTFTP uses the fixed group).
+    slot: Option<usize>,
     socket: UdpSocket,
     group: SocketAddr,
     file: Arc<std::fs::File>,
@@ -378,8 +479,13 @@ impl Session {
                 let mut reg = lock(&self.owner.registry);
                 if joins.is_empty() {
                     reg.sessions.remove(&self.key);
-                    if let Some(s) = reg.slots.get_mut(self.slot) {
-                        *s = false;
+                    match self.slot {
+                        Some(slot) => {
+                            if let Some(s) = reg.slots.get_mut(slot) {
+                                *s = false;
+                            }
+                        }
+                        None => reg.mtftp_file = None,
                     }
                     break;
                 }
@@ -413,8 +519,10 @@ impl Session {
             blocks = s.blocks,
             data_sent = s.data_sent,
             passes = s.passes,
-            "multicast {}: {} clients, {} blocks, {} DATA sent",
+            unicast = s.unicast_sent,
+            "multicast {} ({}): {} clients, {} blocks, {} DATA sent",
             s.file,
+            s.protocol,
             s.clients,
             s.blocks,
             s.data_sent
@@ -423,6 +531,9 @@ impl Session {
     }
 
     async fn add(&mut self, join: Join) {
+        if self.kind == Kind::Mtftp {
+            return self.add_mtftp(join).await;
+        }
         if let Some(pos) = self.members.iter().position(|m| m.peer == join.peer) {
             // Its request again: our OACK was lost.
             let master = pos == 0 && !matches!(self.master, Master::None);
@@ -432,15 +543,56 @@ impl Session {
             return;
         }
         self.stats.clients += 1;
-        let lifetime = self.owner.cfg.lifetime
-            + Duration::from_secs(self.blocks * u64::from(self.blksize) / super::server::MIN_RATE);
-        self.members.push_back(Member { peer: join.peer, oack: join.oack, until: Instant::now() + lifetime });
+        let peer = join.peer;
+        self.members.push_back(self.member(join));
         if matches!(self.master, Master::None) {
             self.promote().await;
         } else {
             let oack = self.oack(&self.members[self.members.len() - 1].oack, false);
-            self.send_to(&oack, join.peer).await;
+            self.send_to(&oack, peer).await;
         }
+    }
+
+    /// An MTFTP request. A newcomer while the stream runs just listens (it hears the next DATA
+    /// at once). Anyone else is made the master at once (block 1 unicast, then on from its ACK):
+    /// a newcomer while the group is silent, and the same address again, a member whose stream
+    /// stopped (iPXE asks again from a new port). iPXE must hear something soon after asking:
+    /// after four silent timeouts it falls back to plain TFTP, which after a partial MTFTP
+    /// download never completes (seen here). A master pushed aside goes to the back of the
+    /// queue and is promoted again for what it still lacks.
+    async fn add_mtftp(&mut self, join: Join) {
+        let pos = match self.members.iter().position(|m| m.peer.ip() == join.peer.ip()) {
+            Some(pos) => {
+                // Counted once already.
+                self.owner.left(&self.key, join.peer);
+                self.members[pos].peer = join.peer;
+                pos
+            }
+            None => {
+                self.stats.clients += 1;
+                self.members.push_back(self.member(join));
+                if matches!(self.master, Master::Active { tries: 0, .. }) {
+                    return;
+                }
+                self.members.len() - 1
+            }
+        };
+        let Some(m) = self.members.remove(pos) else { return };
+        if pos != 0
+            && !matches!(self.master, Master::None)
+            && let Some(old) = self.members.pop_front()
+        {
+            self.members.push_back(old);
+        }
+        tracing::debug!(peer = %m.peer, file = self.key.0, "tftp: mtftp: master from its ACK");
+        self.members.push_front(m);
+        self.promote().await;
+    }
+
+    fn member(&self, join: Join) -> Member {
+        let lifetime = self.owner.cfg.lifetime
+            + Duration::from_secs(self.blocks * u64::from(self.blksize) / super::server::MIN_RATE);
+        Member { peer: join.peer, oack: join.oack, until: Instant::now() + lifetime }
     }
 
     fn oack(&self, options: &[(String, String)], master: bool) -> Vec<u8> {
@@ -453,13 +605,27 @@ impl Session {
         Packet::Oack { options }.encode()
     }
 
-    /// Makes the front member the master (OACK mc=1), if there is one.
+    /// Makes the front member the master (OACK mc=1; MTFTP: block 1 unicast), if there is one.
     async fn promote(&mut self) {
         self.master = Master::None;
-        let Some(front) = self.members.front() else { return };
-        let (peer, oack) = (front.peer, self.oack(&front.oack, true));
-        self.send_to(&oack, peer).await;
+        if self.members.is_empty() {
+            return;
+        }
+        self.offer().await;
         self.master = Master::Offered { tries: 0, deadline: Instant::now() + self.owner.cfg.timeout };
+    }
+
+    /// Tells the front member it is the master.
+    async fn offer(&mut self) {
+        let Some(front) = self.members.front() else { return };
+        let peer = front.peer;
+        match self.kind {
+            Kind::Rfc2090 => {
+                let oack = self.oack(&front.oack, true);
+                self.send_to(&oack, peer).await;
+            }
+            Kind::Mtftp => self.send_block(1, Some(peer)).await,
+        }
     }
 
     /// Removes the master (done, gone or erroring) and hands over to the next member.
@@ -469,7 +635,8 @@ impl Session {
             if complete {
                 self.stats.completed += 1;
                 self.owner.emit(m.peer, Stage::Fetched(self.key.0.clone()));
-                tracing::debug!(peer = %m.peer, file = self.key.0, "tftp: multicast: sent");
+                // One line per node and file, like the stage log: the lab test reads it.
+                tracing::info!(peer = %m.peer, file = self.key.0, protocol = self.stats.protocol, "tftp: multicast: sent");
             } else {
                 tracing::info!(peer = %m.peer, file = self.key.0, why, "tftp: multicast: member dropped");
             }
@@ -498,7 +665,7 @@ impl Session {
                 if !matches!(self.master, Master::Active { .. }) {
                     self.stats.passes += 1;
                 }
-                self.send_block(next).await;
+                self.send_block(next, None).await;
                 self.master =
                     Master::Active { next, tries: 0, deadline: Instant::now() + self.owner.cfg.timeout };
             }
@@ -524,17 +691,14 @@ impl Session {
                 self.drop_master(false, "no ACK for OACK").await
             }
             Master::Offered { tries, .. } => {
-                if let Some(front) = self.members.front() {
-                    let (peer, oack) = (front.peer, self.oack(&front.oack, true));
-                    self.send_to(&oack, peer).await;
-                }
+                self.offer().await;
                 self.master = Master::Offered { tries: tries + 1, deadline };
             }
             Master::Active { tries, .. } if tries >= retries => {
                 self.drop_master(false, "master stopped answering").await
             }
             Master::Active { next, tries, .. } => {
-                self.send_block(next).await;
+                self.send_block(next, None).await;
                 self.master = Master::Active { next, tries: tries + 1, deadline };
             }
             Master::None => {}
@@ -567,8 +731,8 @@ impl Session {
         }
     }
 
-    /// Sends block `seq` (1-based) to the group.
-    async fn send_block(&mut self, seq: u64) {
+    /// Sends block `seq` (1-based) to the group, or unicast to `to`.
+    async fn send_block(&mut self, seq: u64, to: Option<SocketAddr>) {
         let data = match self.block(seq).await {
             Ok(d) => d,
             Err(e) => {
@@ -579,7 +743,15 @@ impl Session {
         let mut pkt = Vec::with_capacity(4 + data.len());
         packet::encode_data_into(&mut pkt, (seq & 0xFFFF) as u16, &data);
         self.stats.data_sent += 1;
-        if let Err(e) = self.socket.send_to(&pkt, self.group).await {
+        if to.is_some() {
+            self.stats.unicast_sent += 1;
+        } else if self.kind == Kind::Mtftp {
+            let quiet = lock(&self.owner.registry).quiet_until;
+            if let Some(until) = quiet.filter(|u| *u > Instant::now()) {
+                tokio::time::sleep_until(until).await;
+            }
+        }
+        if let Err(e) = self.socket.send_to(&pkt, to.unwrap_or(self.group)).await {
             tracing::debug!(error = %e, "tftp: multicast: DATA send failed");
         }
     }

@@ -40,6 +40,8 @@ pub(super) const MIN_RATE: u64 = 16 * 1024;
 pub struct TftpServer {
     socket: std::net::UdpSocket,
     local: SocketAddr,
+    /// PXE MTFTP's request socket, when multicast is on with an MTFTP port.
+    mtftp: Option<(std::net::UdpSocket, SocketAddr)>,
     shared: Arc<Shared>,
 }
 
@@ -76,12 +78,22 @@ impl TftpServer {
         let _ = socket.set_recv_buffer_size(1 << 20);
         let socket: std::net::UdpSocket = socket.into();
         let local = socket.local_addr()?;
+        let mtftp = match cfg.multicast.as_ref().and_then(|mc| mc.mtftp_port) {
+            Some(port) => {
+                let addr = SocketAddr::new(cfg.bind.ip(), port);
+                let socket: std::net::UdpSocket = udp_socket(addr, cfg.interface.as_deref(), true)?.into();
+                let local = socket.local_addr()?;
+                Some((socket, local))
+            }
+            None => None,
+        };
         let multicast = cfg.multicast.clone().map(|mc| {
             Arc::new(super::multicast::Multicast::new(mc, cfg.clone(), root.clone(), events.clone()))
         });
         Ok(TftpServer {
             socket,
             local,
+            mtftp,
             shared: Arc::new(Shared {
                 cfg,
                 root,
@@ -98,6 +110,11 @@ impl TftpServer {
     /// The address requests are taken on (useful when bound to port 0 in tests).
     pub fn local_addr(&self) -> SocketAddr {
         self.local
+    }
+
+    /// The PXE MTFTP request address, when it is served.
+    pub fn mtftp_addr(&self) -> Option<SocketAddr> {
+        self.mtftp.as_ref().map(|(_, a)| *a)
     }
 
     /// Counters of finished multicast sessions (None when multicast is off).
@@ -144,11 +161,30 @@ impl TftpServer {
         let socket = Arc::new(UdpSocket::from_std(self.socket)?);
         let shared = self.shared;
         tracing::info!(addr = %self.local, root = %shared.root.path().display(), "tftp: serving");
+        let mtftp = match self.mtftp {
+            Some((s, addr)) => {
+                tracing::info!(%addr, group = %super::multicast::MTFTP_GROUP, "tftp: PXE MTFTP on");
+                Some(Arc::new(UdpSocket::from_std(s)?))
+            }
+            None => None,
+        };
         tokio::pin!(shutdown);
         let mut buf = vec![0u8; 4096];
+        let mut mbuf = vec![0u8; 4096];
         loop {
+            let mtftp_recv = async {
+                match &mtftp {
+                    Some(s) => s.recv_from(&mut mbuf).await.map(|(n, peer)| (Arc::clone(s), n, peer)),
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = &mut shutdown => break,
+                received = mtftp_recv => {
+                    if let Ok((s, n, peer)) = received {
+                        shared.handle_mtftp(&s, &mbuf[..n], peer);
+                    }
+                }
                 received = socket.recv_from(&mut buf) => match received {
                     Ok((n, peer)) => shared.handle(&socket, &buf[..n], peer),
                     // ICMP errors for earlier replies surface here; they concern one client only.
@@ -248,6 +284,18 @@ impl Shared {
                 }
             }
         }
+    }
+
+    /// A datagram on the PXE MTFTP port: read requests go to the MTFTP sessions (options
+    /// dropped: MTFTP has none, blocks are 512 bytes), anything else is ignored.
+    fn handle_mtftp(self: &Arc<Self>, socket: &Arc<UdpSocket>, bytes: &[u8], peer: SocketAddr) {
+        let (Ok(Packet::Rrq(mut req)), Some(mc)) = (Packet::parse(bytes), &self.multicast) else {
+            tracing::debug!(%peer, "tftp: mtftp: ignored a datagram that is no read request");
+            return;
+        };
+        req.options.clear();
+        let (shared, main) = (Arc::clone(self), Arc::clone(socket));
+        mc.mtftp_request(socket, peer, req, move |req| shared.start(&main, peer, req));
     }
 
     /// A node report (crate::node_report) is answered at once from port 69 with its single DATA
