@@ -4,7 +4,6 @@
 //! (`mosboot-test-tftpd --multicast`), which prints each finished session's counters. A tbf on
 //! the server's port (8 Mbit/s) makes a 2 MiB file take ~2 s, so joins and kills land mid-file.
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -99,13 +98,7 @@ impl Tftpd {
             .stdout(Stdio::piped());
         let mut child = ChildGuard::spawn(&mut cmd);
         let stdout = child.child.stdout.take().unwrap();
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&lines);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
-            }
-        });
+        let lines = harness::collect_lines(stdout);
         let t = Tftpd { _child: child, lines };
         assert!(wait_until(Duration::from_secs(10), || t
             .lines()

@@ -3,7 +3,6 @@
 //! thin wrapper around `netboot::tftp::TftpServer`), each test on its own 127.0.69.N address so
 //! parallel tests never meet; the lossy-link test runs in two namespaces it creates.
 
-use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -75,13 +74,7 @@ impl Tftpd {
             .stdout(Stdio::piped());
         let mut child = ChildGuard::spawn(cmd);
         let stdout = child.child.stdout.take().unwrap();
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&lines);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
-            }
-        });
+        let lines = harness::collect_lines(stdout);
         let mut addr = None;
         assert!(
             wait_until(Duration::from_secs(10), || {

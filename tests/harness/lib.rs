@@ -229,6 +229,22 @@ pub fn spawn_until_line(cmd: &mut Command, log: &Path, needle: &str, limit: Dura
     g
 }
 
+/// Collects a child's output lines as they come (a thread reads them), for tests that wait for
+/// a line the child prints.
+pub fn collect_lines(
+    out: impl std::io::Read + Send + 'static,
+) -> std::sync::Arc<std::sync::Mutex<Vec<String>>> {
+    use std::io::BufRead;
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = std::sync::Arc::clone(&lines);
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            sink.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+        }
+    });
+    lines
+}
+
 /// Polls `cond` every 50 ms until it holds or `limit` passes.
 pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let start = Instant::now();
