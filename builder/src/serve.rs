@@ -262,9 +262,12 @@ async fn serve(
     let (live_tx, _) = tokio::sync::broadcast::channel(256);
     let recorder =
         Recorder { plan: plan_rx.clone(), live: live.clone(), tx: live_tx.clone(), alive_file, fetches };
-    let stage_log =
-        netboot::spool::Spool::start("stage-log", STAGE_QUEUE, StageLog { file: stage_log, failing: false })
-            .map_err(|e| Failure::runtime("start the stage log writer", e))?;
+    let stage_log = netboot::spool::Spool::start(
+        "stage-log",
+        STAGE_QUEUE,
+        StageLog { file: stage_log, failing: false, len: None },
+    )
+    .map_err(|e| Failure::runtime("start the stage log writer", e))?;
     let events = tokio::spawn(recorder.run(rx, mac_of, stage_log.clone()));
     let status_task = status_listener.map(|listener| {
         let app = Arc::new(crate::status::http::App::new(plan_rx, state.clone(), live, live_tx));
@@ -406,11 +409,12 @@ fn booted_macs(stage_log: &mut File) -> Vec<MacAddr> {
 }
 
 /// Keeps the newest half of an append-only log that grew past `max`, in place (through the
-/// descriptor: the unprivileged server cannot rename in the root-owned state folder).
-fn trim_log(file: &mut File, max: u64) -> std::io::Result<()> {
+/// descriptor: the unprivileged server cannot rename in the root-owned state folder). Returns
+/// the length it leaves.
+fn trim_log(file: &mut File, max: u64) -> std::io::Result<u64> {
     let len = file.metadata()?.len();
     if len <= max {
-        return Ok(());
+        return Ok(len);
     }
     let keep = max / 2;
     file.seek(SeekFrom::Start(len - keep))?;
@@ -419,7 +423,8 @@ fn trim_log(file: &mut File, max: u64) -> std::io::Result<()> {
     // Start on a whole line.
     let start = tail.iter().position(|&b| b == b'\n').map(|i| i + 1).unwrap_or(tail.len());
     file.set_len(0)?;
-    file.write_all(&tail[start..])
+    file.write_all(&tail[start..])?;
+    Ok((tail.len() - start) as u64)
 }
 
 /// Stage log lines that may wait for the disk; beyond this they are dropped (and counted).
@@ -431,11 +436,19 @@ struct StageLog {
     file: File,
     /// In a failing stretch (one warning per stretch: a full disk would add one per event).
     failing: bool,
+    /// The file's length as last seen plus what was appended since (`None`: look again), so
+    /// the size is asked of the file system only when the cap may have been passed.
+    len: Option<u64>,
 }
 
 impl netboot::spool::Sink for StageLog {
     fn write(&mut self, data: &[u8]) {
-        match self.file.write_all(data).and_then(|_| trim_log(&mut self.file, STAGE_LOG_MAX)) {
+        let appended = self.file.write_all(data).and_then(|()| match self.len {
+            Some(len) if len + data.len() as u64 <= STAGE_LOG_MAX => Ok(len + data.len() as u64),
+            _ => trim_log(&mut self.file, STAGE_LOG_MAX),
+        });
+        self.len = appended.as_ref().ok().copied();
+        match appended.map(|_| ()) {
             Err(e) if !self.failing => {
                 tracing::warn!(error = %e, "cannot append to the stage log (lines are lost until it works again)");
                 self.failing = true;
@@ -477,7 +490,10 @@ impl Recorder {
         let mut alive_batch: HashMap<Ipv4Addr, serde_json::Value> = HashMap::new();
         let mut last_refusal_log = 0u64;
         loop {
+            // Events first: the timers are polled only while none is queued (the task budget
+            // makes `recv` pause now and then in a flood, so they still fire).
             let ev = tokio::select! {
+                biased;
                 ev = rx.recv() => match ev { Some(ev) => ev, None => break },
                 _ = save.tick() => {
                     self.save_alive();

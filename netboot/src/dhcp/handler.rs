@@ -288,7 +288,7 @@ impl Handler {
     fn nak(&mut self, req: &Request, ip: Ipv4Addr, why: &str) -> Action {
         let mut reply = Reply::to(req, Some(MessageType::Nak));
         reply.set_ip(code::SERVER_ID, self.cfg.server);
-        reply.set(code::MESSAGE, why.as_bytes().to_vec());
+        reply.set(code::MESSAGE, why.as_bytes());
         // RFC 2131 4.3.2: NAKs go broadcast unless relayed.
         let dest = if req.giaddr.is_unspecified() {
             Dest::Broadcast
@@ -393,8 +393,8 @@ impl Handler {
         reply.siaddr = self.cfg.server;
         reply.file = self.boot_file(req).into_bytes();
         reply.set_ip(code::SERVER_ID, self.cfg.server);
-        reply.set(code::VENDOR_CLASS, b"PXEClient".to_vec());
-        reply.set(code::VENDOR_SPECIFIC, PXE_VENDOR_OPTIONS.to_vec());
+        reply.set(code::VENDOR_CLASS, b"PXEClient");
+        reply.set(code::VENDOR_SPECIFIC, PXE_VENDOR_OPTIONS);
         reply.set(code::TFTP_SERVER, self.cfg.server.to_string().into_bytes());
         reply.set(code::BOOTFILE, reply.file.clone());
         echo_uuid(&mut reply, req);
@@ -432,7 +432,7 @@ impl Handler {
             reply.set(code::DNS, self.cfg.dns.iter().flat_map(|d| d.octets()).collect::<Vec<u8>>());
         }
         if let Some(h) = self.cfg.hosts.get(&ip) {
-            reply.set(code::HOSTNAME, h.hostname.as_bytes().to_vec());
+            reply.set(code::HOSTNAME, h.hostname.as_bytes());
         }
         if bootp {
             // A 64-byte vendor area has room for little else.
@@ -441,15 +441,15 @@ impl Handler {
         reply.set(code::TFTP_SERVER, self.cfg.server.to_string().into_bytes());
         reply.set(code::BOOTFILE, reply.file.clone());
         if req.is_pxe() {
-            reply.set(code::VENDOR_CLASS, b"PXEClient".to_vec());
-            reply.set(code::VENDOR_SPECIFIC, PXE_VENDOR_OPTIONS.to_vec());
+            reply.set(code::VENDOR_CLASS, b"PXEClient");
+            reply.set(code::VENDOR_SPECIFIC, PXE_VENDOR_OPTIONS);
         }
         echo_uuid(reply, req);
         if let Some(relay) = req.opt(code::RELAY_AGENT)
             && !req.giaddr.is_unspecified()
             && relay.len() <= MAX_RELAY_ECHO
         {
-            reply.set(code::RELAY_AGENT, relay.to_vec());
+            reply.set(code::RELAY_AGENT, relay);
         }
     }
 
@@ -531,6 +531,6 @@ fn echo_uuid(reply: &mut Reply, req: &Request) {
         && uuid.len() == UUID_LEN
         && uuid[0] == 0
     {
-        reply.set(code::CLIENT_UUID, uuid.to_vec());
+        reply.set(code::CLIENT_UUID, uuid);
     }
 }

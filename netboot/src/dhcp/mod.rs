@@ -18,6 +18,7 @@ mod socket;
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 pub use alloc::{Allocator, OFFER_HOLD_SECS};
 pub use config::{BootFiles, DhcpConfig, DhcpError, DhcpMode, HostInfo};
@@ -142,17 +143,20 @@ impl DhcpServer {
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<(), DhcpError> {
         tokio::pin!(shutdown);
         let mut batch67 = RecvBatch::default();
-        let mut batch4011 = RecvBatch::default();
         let pxe = self.pxe.clone();
+        // Port 4011 is open in proxy mode only.
+        let mut batch4011 = pxe.as_ref().map(|_| RecvBatch::default());
         let interface = self.handler.config().interface.clone();
         let mut errors = RecvErrorLog::new();
-        let mut commits = Commits {
-            pending: Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_COMMITS)),
-            warned_full: false,
-        };
+        let mut commits = Commits { pending: Arc::new(AtomicUsize::new(0)), warned_full: false };
         loop {
+            // Packets first: the other branches are polled only while none is queued (tokio's
+            // task budget makes the socket report "not ready" now and then even in a storm, so
+            // they are never starved), which keeps a storm from paying for them per packet.
             let received = tokio::select! {
-                () = &mut shutdown => break,
+                biased;
+                r = self.dhcp.recv_batch(&mut batch67) => r.map(|n| (n, Port::Dhcp)),
+                r = recv_opt(pxe.as_deref(), batch4011.as_mut()) => r.map(|n| (n, Port::PxeService)),
                 Some(ip) = self.fetches.recv() => {
                     self.handler.fetched_by(ip);
                     continue;
@@ -161,8 +165,7 @@ impl DhcpServer {
                     self.handler.reconfigure(cfg);
                     continue;
                 }
-                r = self.dhcp.recv_batch(&mut batch67) => r.map(|n| (n, Port::Dhcp)),
-                r = recv_opt(pxe.as_deref(), &mut batch4011) => r.map(|n| (n, Port::PxeService)),
+                () = &mut shutdown => break,
             };
             let (count, port) = match received {
                 Ok(got) => {
@@ -185,7 +188,10 @@ impl DhcpServer {
                 }
                 Err(source) => return Err(DhcpError::Io { interface: interface.clone(), source }),
             };
-            let batch = if port == Port::Dhcp { &batch67 } else { &batch4011 };
+            let batch = match (port, &batch4011) {
+                (Port::PxeService, Some(b)) => b,
+                _ => &batch67,
+            };
             let sock = if port == Port::Dhcp { &self.dhcp } else { pxe.as_ref().unwrap_or(&self.dhcp) };
             let now = unix_now();
             for i in 0..count {
@@ -205,10 +211,19 @@ impl DhcpServer {
 }
 
 /// Replies that wait for their lease to reach the disk, each in its own task, at most
-/// [`MAX_PENDING_COMMITS`] at a time.
+/// [`MAX_PENDING_COMMITS`] at a time (a plain counter: nothing ever waits for a slot).
 struct Commits {
-    pending: Arc<tokio::sync::Semaphore>,
+    pending: Arc<AtomicUsize>,
     warned_full: bool,
+}
+
+/// One of [`Commits`]' slots, given back when the task ends.
+struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Commits {
@@ -219,7 +234,8 @@ impl Commits {
         sock: Arc<IfaceSocket>,
         events: Option<EventSender>,
     ) {
-        let Ok(permit) = self.pending.clone().try_acquire_owned() else {
+        // Only this loop takes slots, so a load-then-add cannot overshoot.
+        if self.pending.load(Ordering::Relaxed) >= MAX_PENDING_COMMITS {
             if !std::mem::replace(&mut self.warned_full, true) {
                 tracing::warn!(
                     limit = MAX_PENDING_COMMITS,
@@ -227,19 +243,21 @@ impl Commits {
                 );
             }
             return;
-        };
+        }
+        self.pending.fetch_add(1, Ordering::Relaxed);
+        let slot = Slot(self.pending.clone());
         self.warned_full = false;
         tokio::spawn(async move {
             complete(action, store, sock, events).await;
-            drop(permit);
+            drop(slot);
         });
     }
 }
 
-async fn recv_opt(sock: Option<&IfaceSocket>, batch: &mut RecvBatch) -> std::io::Result<usize> {
-    match sock {
-        Some(s) => s.recv_batch(batch).await,
-        None => std::future::pending().await,
+async fn recv_opt(sock: Option<&IfaceSocket>, batch: Option<&mut RecvBatch>) -> std::io::Result<usize> {
+    match (sock, batch) {
+        (Some(s), Some(b)) => s.recv_batch(b).await,
+        _ => std::future::pending().await,
     }
 }
 

@@ -9,8 +9,7 @@
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
-use dhcproto::v4::{Flags, Message, MessageType, Opcode};
-use dhcproto::{Decodable, Decoder, Encodable, Encoder};
+use dhcproto::v4::{Flags, MessageType};
 
 use crate::mac::MacAddr;
 
@@ -18,6 +17,10 @@ pub const MAGIC: [u8; 4] = [99, 130, 83, 99];
 /// Smallest reply old BOOTP/PXE clients accept.
 pub const MIN_REPLY_LEN: usize = 300;
 const HEADER_LEN: usize = 236;
+/// `op` of a server's reply.
+const BOOTREPLY: u8 = 2;
+/// `htype` of Ethernet (10 Mb and up).
+const HTYPE_ETHERNET: u8 = 1;
 
 /// Option codes this server reads or writes.
 pub mod code {
@@ -154,16 +157,8 @@ pub fn decode(data: &[u8]) -> Result<Request, PacketError> {
     if data[1] != 1 || data[2] != 6 {
         return Err(PacketError::NotEthernet(data[1], data[2]));
     }
-    // dhcproto reads the fixed header; give it the header, a cookie and no options so its option
-    // decoder (which drops everything after one bad option) never sees the client's bytes.
-    let mut head = Vec::with_capacity(HEADER_LEN + 5);
-    head.extend_from_slice(&data[..HEADER_LEN]);
-    head.extend_from_slice(&MAGIC);
-    head.push(code::END);
-    let msg = Message::decode(&mut Decoder::new(&head)).map_err(|e| PacketError::Header(e.to_string()))?;
-    if msg.opcode() != Opcode::BootRequest {
-        return Err(PacketError::NotRequest(data[0]));
-    }
+    // The fixed header is read here, field by field: with op, htype and hlen checked above
+    // nothing in it can be invalid (dhcproto's decoder would only allocate for the same values).
     let mut chaddr = [0u8; 16];
     chaddr.copy_from_slice(&data[28..44]);
     let mac = MacAddr([chaddr[0], chaddr[1], chaddr[2], chaddr[3], chaddr[4], chaddr[5]]);
@@ -198,13 +193,15 @@ pub fn decode(data: &[u8]) -> Result<Request, PacketError> {
         Some(v) if v.len() == 1 && (1..=8).contains(&v[0]) => Some(MessageType::from(v[0])),
         Some(v) => return Err(PacketError::BadMessageType(v.clone())),
     };
+    let be16 = |o: usize| u16::from_be_bytes([data[o], data[o + 1]]);
+    let ip = |o: usize| Ipv4Addr::new(data[o], data[o + 1], data[o + 2], data[o + 3]);
     Ok(Request {
-        xid: msg.xid(),
-        secs: msg.secs(),
-        flags: msg.flags().into(),
-        hops: msg.hops(),
-        ciaddr: msg.ciaddr(),
-        giaddr: msg.giaddr(),
+        xid: u32::from_be_bytes([data[4], data[5], data[6], data[7]]),
+        secs: be16(8),
+        flags: be16(10),
+        hops: data[3],
+        ciaddr: ip(12),
+        giaddr: ip(24),
         chaddr,
         mac,
         has_cookie,
@@ -258,8 +255,8 @@ pub struct Reply {
     pub file: Vec<u8>,
     /// Option 53 value; `None` for a BOOTREPLY to a BOOTP client.
     pub msg_type: Option<MessageType>,
-    /// Options other than 53, in any order; written sorted by code after 53.
-    pub options: BTreeMap<u8, Vec<u8>>,
+    /// Options other than 53, set in any order; written sorted by code after 53.
+    options: ReplyOptions,
     /// Whether to write the RFC 1048 cookie and options at all.
     pub with_options: bool,
 }
@@ -279,25 +276,25 @@ impl Reply {
             sname: Vec::new(),
             file: Vec::new(),
             msg_type,
-            options: BTreeMap::new(),
+            options: ReplyOptions { bytes: Vec::with_capacity(128), index: Vec::with_capacity(16) },
             with_options: req.has_cookie,
         }
     }
 
-    pub fn set(&mut self, c: u8, value: impl Into<Vec<u8>>) {
-        self.options.insert(c, value.into());
+    pub fn set(&mut self, c: u8, value: impl AsRef<[u8]>) {
+        self.options.set(c, value.as_ref());
     }
 
     pub fn set_ip(&mut self, c: u8, ip: Ipv4Addr) {
-        self.options.insert(c, ip.octets().to_vec());
+        self.options.set(c, &ip.octets());
     }
 
     pub fn set_u32(&mut self, c: u8, v: u32) {
-        self.options.insert(c, v.to_be_bytes().to_vec());
+        self.options.set(c, &v.to_be_bytes());
     }
 
     pub fn opt(&self, c: u8) -> Option<&[u8]> {
-        self.options.get(&c).map(Vec::as_slice)
+        self.options.get(c)
     }
 
     /// Wire bytes. Fails (instead of panicking like dhcproto's setters) on an over-long sname/file.
@@ -308,31 +305,28 @@ impl Reply {
         if self.file.len() > 127 {
             return Err(EncodeError::FileTooLong(self.file.len()));
         }
-        let mut msg = Message::new_with_id(
-            self.xid,
-            self.ciaddr,
-            self.yiaddr,
-            self.siaddr,
-            self.giaddr,
-            &self.chaddr[..6],
-        );
-        msg.set_opcode(Opcode::BootReply).set_hops(self.hops).set_flags(Flags::from(self.flags));
-        if !self.sname.is_empty() {
-            msg.set_sname(&self.sname);
-        }
-        if !self.file.is_empty() {
-            msg.set_fname(&self.file);
-        }
+        // The fixed header (RFC 2131 figure 1), written directly: dhcproto's encoder pushes the
+        // 192 bytes of sname/file padding one at a time and draws a random xid it never uses.
         let mut out = Vec::with_capacity(576);
-        msg.encode(&mut Encoder::new(&mut out))?;
-        // dhcproto wrote header + cookie and, with no options set, nothing after them.
-        out.truncate(HEADER_LEN);
+        out.extend_from_slice(&[BOOTREPLY, HTYPE_ETHERNET, 6, self.hops]);
+        out.extend_from_slice(&self.xid.to_be_bytes());
+        out.extend_from_slice(&[0, 0]); // secs
+        out.extend_from_slice(&self.flags.to_be_bytes());
+        for a in [self.ciaddr, self.yiaddr, self.siaddr, self.giaddr] {
+            out.extend_from_slice(&a.octets());
+        }
+        out.extend_from_slice(&self.chaddr[..6]);
+        out.resize(44, 0);
+        out.extend_from_slice(&self.sname);
+        out.resize(108, 0);
+        out.extend_from_slice(&self.file);
+        out.resize(HEADER_LEN, 0);
         if self.with_options {
             out.extend_from_slice(&MAGIC);
             if let Some(t) = self.msg_type {
                 out.extend_from_slice(&[code::MESSAGE_TYPE, 1, u8::from(t)]);
             }
-            for (&c, v) in &self.options {
+            for (c, v) in self.options.iter() {
                 if c == code::MESSAGE_TYPE || c == code::PAD || c == code::END {
                     continue;
                 }
@@ -352,6 +346,38 @@ impl Reply {
             out.resize(MIN_REPLY_LEN, code::PAD);
         }
         Ok(out)
+    }
+}
+
+/// A reply's options by code, values back to back in one buffer: building a reply allocates
+/// twice instead of once per option (a map of `Vec`s cost ~20 allocations per reply).
+#[derive(Clone, Debug, Default)]
+struct ReplyOptions {
+    bytes: Vec<u8>,
+    /// (code, start, length) into `bytes`, sorted by code, one per code.
+    index: Vec<(u8, usize, usize)>,
+}
+
+impl ReplyOptions {
+    /// Sets (or replaces: the old value's bytes are left unused) the value of `c`.
+    fn set(&mut self, c: u8, value: &[u8]) {
+        let entry = (c, self.bytes.len(), value.len());
+        self.bytes.extend_from_slice(value);
+        match self.index.binary_search_by_key(&c, |e| e.0) {
+            Ok(i) => self.index[i] = entry,
+            Err(i) => self.index.insert(i, entry),
+        }
+    }
+
+    fn get(&self, c: u8) -> Option<&[u8]> {
+        let i = self.index.binary_search_by_key(&c, |e| e.0).ok()?;
+        let (_, at, len) = self.index[i];
+        Some(&self.bytes[at..at + len])
+    }
+
+    /// (code, value) in code order.
+    fn iter(&self) -> impl Iterator<Item = (u8, &[u8])> {
+        self.index.iter().map(|&(c, at, len)| (c, &self.bytes[at..at + len]))
     }
 }
 

@@ -187,30 +187,60 @@ pub const RECV_BATCH: usize = 64;
 const DATAGRAM: usize = 2048;
 
 /// Buffers for [`IfaceSocket::recv_batch`]: after a call, datagrams `0..len` are valid.
+///
+/// The `recvmmsg` headers and their iovecs are built once and point into the batch's own heap
+/// buffers (which stay put when the batch moves); a call only resets the two lengths the kernel
+/// overwrote in the headers it filled last time. Rebuilding (and zeroing) 64 headers per call
+/// was the largest single cost of a DHCP exchange.
 pub struct RecvBatch {
-    bufs: Vec<[u8; DATAGRAM]>,
+    /// `RECV_BATCH` datagram buffers of `DATAGRAM` bytes, back to back.
+    bufs: Vec<u8>,
     /// (length, sender) of each kept datagram, in arrival order.
     got: Vec<(usize, SocketAddrV4)>,
     /// Which buffer each kept datagram is in.
     slot: Vec<usize>,
     names: Vec<libc::sockaddr_in>,
     cmsgs: Vec<[u64; 8]>,
-    lens: Vec<(u32, u32, i32)>,
+    iovs: Vec<libc::iovec>,
+    hdrs: Vec<libc::mmsghdr>,
+    /// Headers the last call filled (their name and control lengths need resetting).
+    filled: usize,
     len: usize,
 }
 
+// SAFETY: the raw pointers in `iovs` and `hdrs` point only into this batch's own heap
+// allocations (`bufs`, `names`, `cmsgs`, `iovs`), which move with it and are never shared.
+unsafe impl Send for RecvBatch {}
+
 impl Default for RecvBatch {
     fn default() -> Self {
-        RecvBatch {
-            bufs: vec![[0; DATAGRAM]; RECV_BATCH],
+        let mut b = RecvBatch {
+            // Zeroed by the allocator (fresh pages), not by a memset.
+            bufs: vec![0; RECV_BATCH * DATAGRAM],
             got: Vec::with_capacity(RECV_BATCH),
             slot: Vec::with_capacity(RECV_BATCH),
             // SAFETY: sockaddr_in is plain old data; all zeros is a valid value.
             names: vec![unsafe { std::mem::zeroed() }; RECV_BATCH],
             cmsgs: vec![[0; 8]; RECV_BATCH],
-            lens: vec![(0, 0, 0); RECV_BATCH],
+            iovs: Vec::with_capacity(RECV_BATCH),
+            hdrs: Vec::with_capacity(RECV_BATCH),
+            filled: 0,
             len: 0,
+        };
+        for chunk in b.bufs.chunks_exact_mut(DATAGRAM) {
+            b.iovs.push(libc::iovec { iov_base: chunk.as_mut_ptr().cast(), iov_len: DATAGRAM });
         }
+        for i in 0..RECV_BATCH {
+            // SAFETY: mmsghdr is plain old data; every pointer field is set here.
+            let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
+            h.msg_hdr.msg_name = (&mut b.names[i] as *mut libc::sockaddr_in).cast();
+            h.msg_hdr.msg_iov = &mut b.iovs[i];
+            h.msg_hdr.msg_iovlen = 1;
+            h.msg_hdr.msg_control = b.cmsgs[i].as_mut_ptr().cast();
+            b.hdrs.push(h);
+        }
+        b.filled = RECV_BATCH;
+        b
     }
 }
 
@@ -218,39 +248,35 @@ impl RecvBatch {
     /// Datagram `i` of the last batch and its sender.
     pub fn get(&self, i: usize) -> (&[u8], SocketAddrV4) {
         let (n, from) = self.got[i];
-        (&self.bufs[self.slot[i]][..n], from)
+        let at = self.slot[i] * DATAGRAM;
+        (&self.bufs[at..at + n], from)
     }
 
     /// One non-blocking `recvmmsg` into every buffer: how many datagrams came.
     fn fill(&mut self, fd: std::os::fd::RawFd) -> std::io::Result<usize> {
         self.len = 0;
-        let mut iovs: Vec<libc::iovec> = self
-            .bufs
-            .iter_mut()
-            .map(|b| libc::iovec { iov_base: b.as_mut_ptr().cast(), iov_len: DATAGRAM })
-            .collect();
-        // SAFETY: mmsghdr is plain old data; every pointer field is set below.
-        let mut hdrs: Vec<libc::mmsghdr> = (0..RECV_BATCH).map(|_| unsafe { std::mem::zeroed() }).collect();
-        for (i, h) in hdrs.iter_mut().enumerate() {
-            h.msg_hdr.msg_name = (&mut self.names[i] as *mut libc::sockaddr_in).cast();
+        for h in &mut self.hdrs[..self.filled] {
             h.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as u32;
-            h.msg_hdr.msg_iov = &mut iovs[i];
-            h.msg_hdr.msg_iovlen = 1;
-            h.msg_hdr.msg_control = self.cmsgs[i].as_mut_ptr().cast();
             h.msg_hdr.msg_controllen = std::mem::size_of::<[u64; 8]>();
+            h.msg_hdr.msg_flags = 0;
         }
-        // SAFETY: every header points into buffers owned by `self`/`iovs`, alive for the call.
+        self.filled = 0;
+        // SAFETY: every header points into buffers owned by `self`, alive for the call.
         let n = unsafe {
-            libc::recvmmsg(fd, hdrs.as_mut_ptr(), RECV_BATCH as u32, libc::MSG_DONTWAIT, std::ptr::null_mut())
+            libc::recvmmsg(
+                fd,
+                self.hdrs.as_mut_ptr(),
+                RECV_BATCH as u32,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
         };
         if n < 0 {
+            // The kernel writes no header back when it fails (EAGAIN included).
             return Err(std::io::Error::last_os_error());
         }
         let n = n as usize;
-        for (i, h) in hdrs.iter().take(n).enumerate() {
-            let ifindex = pktinfo_ifindex(&h.msg_hdr).unwrap_or(-1);
-            self.lens[i] = (h.msg_len, h.msg_hdr.msg_namelen, ifindex);
-        }
+        self.filled = n;
         Ok(n)
     }
 
@@ -258,15 +284,17 @@ impl RecvBatch {
     fn keep_from(&mut self, ifindex: u32, n: usize) {
         self.got.clear();
         self.slot.clear();
-        for i in 0..n {
-            let (len, namelen, from_if) = self.lens[i];
-            if from_if != ifindex as i32 || (namelen as usize) < std::mem::size_of::<libc::sockaddr_in>() {
+        for (i, h) in self.hdrs.iter().take(n).enumerate() {
+            let from_if = pktinfo_ifindex(&h.msg_hdr).unwrap_or(-1);
+            if from_if != ifindex as i32
+                || (h.msg_hdr.msg_namelen as usize) < std::mem::size_of::<libc::sockaddr_in>()
+            {
                 continue;
             }
             let a = &self.names[i];
             let from =
                 SocketAddrV4::new(Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)), u16::from_be(a.sin_port));
-            self.got.push(((len as usize).min(DATAGRAM), from));
+            self.got.push(((h.msg_len as usize).min(DATAGRAM), from));
             self.slot.push(i);
         }
         self.len = self.got.len();

@@ -435,6 +435,40 @@ proptest! {
         prop_assert!(h.handle_datagram(&req[..cut], src(), Port::Dhcp, NOW).is_none());
     }
 
+    /// The fixed header is read and written by hand; dhcproto's codec is the reference: the
+    /// same fields from any request, the same 236 bytes for any reply.
+    #[test]
+    fn fixed_header_matches_dhcproto(head in prop::collection::vec(any::<u8>(), 236), sname in prop::collection::vec(1u8.., 0..64), file in prop::collection::vec(1u8.., 0..128)) {
+        use dhcproto::{Decodable, Encodable};
+        let mut data = head;
+        data[..3].copy_from_slice(&[1, 1, 6]);
+        data.extend_from_slice(&[99, 130, 83, 99, code::END]);
+        data.resize(300, 0);
+        let req = packet::decode(&data).unwrap();
+        let msg = dhcproto::v4::Message::decode(&mut dhcproto::Decoder::new(&data)).unwrap();
+        prop_assert_eq!((req.xid, req.secs, req.flags, req.hops), (msg.xid(), msg.secs(), u16::from(msg.flags()), msg.hops()));
+        prop_assert_eq!((req.ciaddr, req.giaddr, &req.chaddr[..6], &req.chaddr[..]), (msg.ciaddr(), msg.giaddr(), msg.chaddr(), &data[28..44]));
+        prop_assert_eq!(&req.mac.0[..], msg.chaddr());
+
+        let mut reply = packet::Reply::to(&req, None);
+        reply.hops = req.hops;
+        (reply.ciaddr, reply.yiaddr, reply.siaddr) = (msg.yiaddr(), msg.siaddr(), req.ciaddr);
+        reply.sname = sname[..sname.len().min(63)].to_vec();
+        reply.file = file[..file.len().min(127)].to_vec();
+        let mut want = dhcproto::v4::Message::new_with_id(reply.xid, reply.ciaddr, reply.yiaddr, reply.siaddr, reply.giaddr, &reply.chaddr[..6]);
+        want.set_opcode(dhcproto::v4::Opcode::BootReply).set_hops(reply.hops).set_flags(reply.flags.into());
+        if !reply.sname.is_empty() {
+            want.set_sname(&reply.sname);
+        }
+        if !reply.file.is_empty() {
+            want.set_fname(&reply.file);
+        }
+        let mut want_bytes = Vec::new();
+        want.encode(&mut dhcproto::Encoder::new(&mut want_bytes)).unwrap();
+        let got = reply.encode().unwrap();
+        prop_assert_eq!(&got[..236], &want_bytes[..236]);
+    }
+
     /// Corrupted option lengths, overload flags and bytes anywhere: no panic; a reply only for
     /// what still decodes, and every reply is a well-formed, padded BOOTREPLY.
     #[test]
