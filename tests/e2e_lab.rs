@@ -479,21 +479,13 @@ fn ipxe_nodes_boot_over_http() {
 }
 
 /// Issue 14 §1, §3: four iPXE nodes boot at once over PXE MTFTP (`mtftp://`, what Debian 13's
-/// iPXE can receive; its `tftm://` never accepts the group's DATA), the kernel by MTFTP and the
-/// initrd by plain TFTP (iPXE listens on one fixed group for every MTFTP file). Per node the
-/// server logs a multicast `sent` line for the kernel (a member that got the whole file), and the
-/// session's counters show each DATA block sent about once, not once per node.
-///
-/// Not in `make test` (ignored), and boot.ipxe does not use `mtftp://` yet: it passed 4 of 7
-/// runs here (3 of the last 5, with this code; 4 nodes in 34-66 s; 2839-3356 DATA for 2490
-/// blocks, unicast would be 9960). Failing runs: (a) the
-/// first node (the master) got the whole kernel by multicast, the others heard none of the
-/// group's DATA, fell back to plain TFTP, and one hung in iPXE's MTFTP-to-TFTP fallback (420 s
-/// lab timeout); (b) three nodes booted by multicast (2781 DATA), the fourth ended its MTFTP
-/// download without ever acknowledging as master and its QEMU exited (a bad kernel image). The
-/// cause is not found yet; run it with `-- --ignored`.
+/// iPXE can receive; its `tftm://` never accepts the group's DATA): with `[serve] multicast` on,
+/// the built boot.ipxe takes the kernel by MTFTP and the initrd by plain TFTP (iPXE listens on
+/// one fixed group for every MTFTP file). Per node the server logs a multicast `sent` line for
+/// the kernel (a member that got the whole file) and exactly one `fetched` stage for it (iPXE's
+/// own fallback to plain TFTP would add none or a second), and the session's counters show each
+/// DATA block sent about once, not once per node (unicast: blocks × nodes).
 #[test]
-#[ignore = "PXE MTFTP with iPXE listeners is flaky in the lab (4 of 7 runs passed); see the doc comment"]
 fn ipxe_nodes_boot_over_multicast() {
     harness::require_root("the virtual lab (namespaces, taps)");
     let kernel = kit("KIT_KERNEL");
@@ -503,13 +495,11 @@ fn ipxe_nodes_boot_over_multicast() {
     let cfg = config(&kernel, &busybox, "cpio", "out") + "\n[serve]\nmulticast = \"239.255.69.1\"\n";
     std::fs::write(w.join("mc.toml"), cfg).expect("config");
     mosboot(w, &["-c", "mc.toml", "build"]);
-    // boot.ipxe does not use mtftp:// yet: the kernel line of plain TFTP is pointed at it (iPXE
-    // itself falls back to plain TFTP when port 1759 stays silent).
-    let ipxe = w.join("out/tftpboot/boot.ipxe");
-    let script = std::fs::read_to_string(&ipxe).expect("boot.ipxe");
-    assert!(script.contains("\nkernel vmlinuz "), "{script}");
-    std::fs::write(&ipxe, script.replace("\nkernel vmlinuz ", "\nkernel mtftp://192.168.0.254/vmlinuz "))
-        .expect("boot.ipxe");
+    let script = std::fs::read_to_string(w.join("out/tftpboot/boot.ipxe")).expect("boot.ipxe");
+    let mtftp =
+        script.find("\nkernel mtftp://192.168.0.254/vmlinuz ").expect("boot.ipxe has no MTFTP kernel");
+    assert!(script[mtftp..].contains("\ninitrd initrd.gz "), "{script}");
+    assert!(script[mtftp..].contains("\nkernel vmlinuz "), "no TFTP fallback after MTFTP:\n{script}");
     let map = mosboot(w, &["-c", "mc.toml", "map"]);
     let map_sha = sha256_file(&w.join("out/server/openmosix.map"));
     let nodes = four_ipxe_pcs(["m486", "mpentium", "m486b", "me1000"], 0xe5);
@@ -548,6 +538,10 @@ fn ipxe_nodes_boot_over_multicast() {
             "{name} ({ip}): kernel by multicast, kernel and initrd fetched:\n{server_log}"
         );
     }
+    // No node fell back to plain TFTP for the kernel (after a partial MTFTP download iPXE's
+    // fallback ends after one block with a corrupt kernel).
+    let unicast: Vec<&str> = server_log.lines().filter(|l| l.contains("path=\"vmlinuz\"")).collect();
+    assert!(unicast.is_empty(), "vmlinuz by plain TFTP:\n{}", unicast.join("\n"));
     let [clients, blocks, sent] = sessions.iter().fold([0, 0, 0], |[c, b, d], s| {
         [
             c + s.first().copied().unwrap_or(0),
