@@ -20,11 +20,14 @@
 //! master is sent block 1 unicast, then ACKs (the count of blocks it holds in a row) and the rest
 //! goes to the group, all from the session's one socket (iPXE drops anything from another source
 //! port). Listeners send nothing; when the master is done the next one is sent block 1 unicast
-//! and ACKs from its first gap. A client whose stream stopped re-sends its request from a new
-//! port: it is then (again) the master, restarting from its ACK. The group cannot tell files
-//! apart (a client takes the first DATA it hears on it), so at most one MTFTP session exists at a
-//! time; a request for another file meanwhile is served unicast, and the group stays quiet for
-//! [`QUIET`] so that client locks onto its own transfer first.
+//! and ACKs from its first gap. iPXE re-opens (new port, new request) whenever it hears nothing
+//! for its retry timer (250 ms at least), and its fourth unanswered timeout drops it into a plain
+//! TFTP fallback that, after a partial MTFTP download, ends with a corrupt file: so the group is
+//! never left silent that long while a session has members ([`MTFTP_RETRY`]), and every request
+//! is answered at once or heard from the flowing stream. The group cannot tell files apart (a
+//! client takes the first DATA it hears on it), so at most one MTFTP session exists at a time; a
+//! request for another file meanwhile is served unicast, and the group stays quiet for [`QUIET`]
+//! so that client locks onto its own transfer first.
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
