@@ -74,6 +74,10 @@ const MTFTP_TRIES: u32 = 20;
 /// block unicast too (it does not hear the group: a switch that drops unregistered multicast,
 /// a firewall), so a broken group costs one pass at unicast speed, not a stall per block.
 const DEAF_AFTER: u32 = 3;
+/// How long an unfinished MTFTP download is remembered for [`Multicast::refuse_fallback`].
+const UNFINISHED_FOR: Duration = Duration::from_secs(300);
+/// Unfinished MTFTP downloads remembered at most.
+const MAX_UNFINISHED: usize = 4096;
 /// Finished sessions kept for [`MulticastLog::finished`].
 const KEEP_FINISHED: usize = 64;
 
@@ -182,6 +186,9 @@ struct Registry {
     mtftp_file: Option<String>,
     /// No MTFTP DATA to the group before this (see [`QUIET`]).
     quiet_until: Option<Instant>,
+    /// Who asked for which file by MTFTP and has not got all of it (see
+    /// [`Multicast::refuse_fallback`]), and since when.
+    unfinished: HashMap<IpAddr, (String, Instant)>,
 }
 
 /// The multicast side of one TFTP server.
@@ -283,11 +290,41 @@ impl Multicast {
                 let join = Join { peer, oack: Vec::new() };
                 this.join(Kind::Mtftp, &relative, DEFAULT_BLKSIZE, blocks, opened.file, join)
             };
+            if why.is_ok() {
+                let mut reg = lock(&this.registry);
+                let now = Instant::now();
+                reg.unfinished.retain(|_, (_, since)| now.duration_since(*since) < UNFINISHED_FOR);
+                // Bounded: a flood of spoofed sources only turns the guard off for newcomers.
+                if reg.unfinished.len() < MAX_UNFINISHED || reg.unfinished.contains_key(&peer.ip()) {
+                    reg.unfinished.insert(peer.ip(), (relative.clone(), now));
+                }
+            }
             if let Err(why) = why {
                 tracing::info!(%peer, file = relative, why, "tftp: mtftp: served unicast");
                 unicast(req);
             }
         });
+    }
+
+    /// A plain read request (port 69) for a file this client was taking by MTFTP and has not got
+    /// whole: iPXE's own fallback from MTFTP to TFTP, which after a partial download ends with a
+    /// corrupt file (it frees its block bitmap but keeps the size it saw, so the first block
+    /// "completes" the download). Answered with an ERROR once, so the download fails and
+    /// boot.ipxe fetches the file afresh from its next source; returns whether it refused.
+    pub(super) fn refuse_fallback(&self, main: &UdpSocket, peer: SocketAddr, req: &Request) -> bool {
+        let Ok(file) = self.root.normalize(&req.filename) else { return false };
+        let mut reg = lock(&self.registry);
+        if !reg.unfinished.get(&peer.ip()).is_some_and(|(f, _)| *f == file) {
+            return false;
+        }
+        reg.unfinished.remove(&peer.ip());
+        drop(reg);
+        tracing::info!(%peer, file, "tftp: mtftp: refused the client's TFTP fallback after a partial MTFTP download");
+        let _ = main.try_send_to(
+            &error_packet(ErrorCode::NotDefined, "incomplete MTFTP download: start again"),
+            peer,
+        );
+        true
     }
 
     /// Adds `peer` to the session of `(file, blksize)`, starting it if there is none.
@@ -699,6 +736,9 @@ impl Session {
     /// Accounts for a member that left the session, complete or not.
     fn finish(&mut self, m: Member, complete: bool, why: &str) {
         self.owner.left(&self.key, m.peer);
+        if complete && self.kind == Kind::Mtftp {
+            lock(&self.owner.registry).unfinished.remove(&m.peer.ip());
+        }
         if complete {
             self.stats.completed += 1;
             self.owner.emit(m.peer, Stage::Fetched(self.key.0.clone()));
