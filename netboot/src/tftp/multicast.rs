@@ -314,7 +314,7 @@ impl Multicast {
     pub(super) fn refuse_fallback(&self, main: &UdpSocket, peer: SocketAddr, req: &Request) -> bool {
         let Ok(file) = self.root.normalize(&req.filename) else { return false };
         let mut reg = lock(&self.registry);
-        if !reg.unfinished.get(&peer.ip()).is_some_and(|(f, _)| *f == file) {
+        if reg.unfinished.get(&peer.ip()).is_none_or(|(f, _)| *f != file) {
             return false;
         }
         reg.unfinished.remove(&peer.ip());
