@@ -486,17 +486,15 @@ fn ipxe_nodes_boot_over_http() {
 /// own fallback to plain TFTP would add none or a second), and the session's counters show each
 /// DATA block sent about once, not once per node (unicast: blocks × nodes).
 ///
-/// Not in `make test` (ignored): on this shared two-core host under heavy load (load average
-/// 10-30) it passed 1 of 2 runs with the final code, and the runs before the fallback guard
-/// booted every node correctly in 5 of 6 (44-81 s for the lab, 2964-6299 DATA for 2490 blocks).
-/// The failures are the emulated iPXE clients': an iPXE that hears nothing for its 250 ms retry
-/// timer re-opens, and after its fourth timeout falls back to plain TFTP (the server now refuses
-/// that once when the MTFTP download was partial, so the node fetches the kernel afresh by TFTP
-/// and boots, but not by multicast); and once iPXE's ne2k_pci driver wedged after a receive
-/// overrun ("Bogus packet, ignoring" for every later packet) and the node never booted. Run it
-/// with `-- --ignored` on a quiet host.
+/// Measured on the shared two-core build host under heavy load (load average 7-50), with the
+/// final code: 6 of 7 runs passed, the last 5 in a row (55-85 s for the lab, 3540-6049 DATA for
+/// 2490 blocks, 3-94 resent). The failing run: iPXE's ne2k_pci driver wedged after a receive
+/// overrun (the group still flooding its NIC while it took the initrd by TFTP; "Bogus packet,
+/// ignoring" for every later packet) and that node never booted. An iPXE that hears nothing for
+/// its 250 ms retry timer re-opens, and after its fourth timeout falls back to plain TFTP; the
+/// server refuses that once after a partial MTFTP download, so such a node boots by TFTP and
+/// this test fails on "kernel by multicast" rather than on a corrupt kernel.
 #[test]
-#[ignore = "emulated iPXE MTFTP listeners fall back or wedge under heavy host load (1 of 2 runs passed); see the doc comment"]
 fn ipxe_nodes_boot_over_multicast() {
     harness::require_root("the virtual lab (namespaces, taps)");
     let kernel = kit("KIT_KERNEL");
