@@ -301,3 +301,27 @@ fn mtftp_with_atftp() {
         assert!(lab.got(i) == data[..600_000], "client {i} got {} bytes, not the file", lab.got(i).len());
     }
 }
+
+/// iPXE's own fallback from MTFTP to plain TFTP after a partial download ends with a corrupt
+/// file (it keeps the size it saw but frees its block map, so the first block "completes" it).
+/// The server refuses the first plain request for a file the client was taking by MTFTP and has
+/// not finished, so that download fails and the client's next source starts afresh; the next
+/// plain request is served, byte for byte.
+#[test]
+fn plain_request_after_an_unfinished_mtftp_download_is_refused_once() {
+    let lab = Lab::new(1, Some("8mbit"));
+    let data = random_bytes(1024 * 1024, 27);
+    lab.put("vmlinuz", &data);
+    let _srv = Tftpd::start(&lab, &["--multicast", GROUP, "--mtftp-port", "1759"]);
+    let mut mtftp = mtftp_fetch(&lab, 0, "vmlinuz");
+    assert!(wait_until(Duration::from_secs(20), || !lab.got(0).is_empty()), "no MTFTP data arrived");
+    mtftp.signal(libc::SIGKILL);
+    assert!(mtftp.wait_timeout(Duration::from_secs(5)).is_some());
+    assert!(lab.got(0) != data, "the MTFTP download finished before it could be cut short");
+    let mut fallback = lab.fetch(0, "vmlinuz", true);
+    let refused = fallback.wait_timeout(Duration::from_secs(30)).expect("atftp ends");
+    assert!(!refused.success(), "the fallback request was served");
+    let mut again = lab.fetch(0, "vmlinuz", true);
+    assert!(again.wait_timeout(Duration::from_secs(60)).expect("atftp ends").success());
+    assert!(lab.got(0) == data, "the fresh download got {} bytes, not the file", lab.got(0).len());
+}

@@ -849,10 +849,16 @@ fn boot_ipxe_loads_by_relative_path_and_retries() {
     );
 }
 
-/// Every source in order, each falling through to the next, the retry loop only after the last.
+/// Every source in order (as the build makes them with every transport on), each falling
+/// through to the next, the retry loop only after the last; multicast takes only the kernel.
 #[test]
 fn boot_ipxe_tries_each_source_in_turn() {
-    let sources = json!(["http://web/lab/", "http://192.168.0.254:8080/", ""]);
+    let serve =
+        "[serve]\nhttp_url = \"http://web/lab/\"\nhttp = \"0.0.0.0:8080\"\nmulticast = \"239.255.69.1\"\n";
+    let text = harness::sample_cluster(&[], serve);
+    let cfg = Config::parse(&text, Path::new("/lab/cluster.toml")).expect("the sample parses");
+    let plan = Plan::new(&cfg).expect("the sample plans");
+    let sources = serde_json::to_value(mosboot::pipeline::boot_sources(&cfg, &plan)).expect("json");
     let script = render(&with(sample_context(), "boot", "sources", sources), "boot/boot.ipxe");
     let lines: Vec<&str> = script.lines().map(str::trim).collect();
     let at =
@@ -863,18 +869,23 @@ fn boot_ipxe_tries_each_source_in_turn() {
         at("initrd http://web/lab/initrd.gz || goto failed1"),
         at(":failed1"),
         at(":source2"),
-        at(&format!("kernel http://192.168.0.254:8080/vmlinuz {k} || goto failed2")),
+        at(&format!("kernel mtftp://192.168.0.254/vmlinuz {k} || goto failed2")),
+        at("initrd initrd.gz || goto failed2"),
         at(":failed2"),
         at(":source3"),
-        at(&format!("kernel vmlinuz {k} || goto failed3")),
-        at("initrd initrd.gz || goto failed3"),
+        at(&format!("kernel http://192.168.0.254:8080/vmlinuz {k} || goto failed3")),
         at(":failed3"),
+        at(":source4"),
+        at(&format!("kernel vmlinuz {k} || goto failed4")),
+        at("initrd initrd.gz || goto failed4"),
+        at(":failed4"),
         at("sleep 5"),
         at("goto source1"),
     ];
     assert!(order.windows(2).all(|w| w[0] < w[1]), "{script}");
     // A failed source frees what it loaded before the next one starts.
     assert_eq!(lines[at(":failed1") + 2], "imgfree");
+    assert_eq!(lines[at(":failed4") - 1], "boot || goto failed4");
 }
 
 #[test]

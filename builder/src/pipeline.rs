@@ -18,7 +18,7 @@ use crate::diag::Diagnostics;
 use crate::error::Failure;
 use crate::manifest::{FileEntry, Manifest};
 use crate::plan::Plan;
-use crate::render::{self, BootCtx, ImageCtx, Templates};
+use crate::render::{self, BootCtx, BootSource, ImageCtx, Templates};
 use crate::root::{self, RootInputs};
 
 /// Where Debian's pxelinux and syslinux-common put the BIOS PXE loader and its library.
@@ -52,22 +52,33 @@ fn boot_ctx(cfg: &Config, plan: &Plan, append: String) -> BootCtx {
 }
 
 /// The one place that decides where iPXE nodes fetch the kernel and initrd, in the order boot.ipxe
-/// tries them: URL prefixes the file names are appended to; `""` is plain TFTP relative to the
-/// script (always last, the path every node can take). A new transport is one more entry.
-pub fn boot_sources(cfg: &Config, plan: &Plan) -> Vec<String> {
+/// tries them; plain TFTP relative to the script is always last, the path every node can take.
+/// A new transport is one more entry.
+pub fn boot_sources(cfg: &Config, plan: &Plan) -> Vec<BootSource> {
     let mut sources = Vec::new();
     // A site's own web server first: it is there because one boot server was not enough.
     if let Some(url) = &cfg.serve.http_url {
-        sources.push(url.clone());
+        sources.push(BootSource::both(url.clone()));
+    }
+    // Multicast next: one copy of the kernel for every node booting at once. PXE MTFTP, the
+    // multicast iPXE can receive, for the kernel only: iPXE listens on one fixed group for
+    // every MTFTP file, so the initrd (fetched while other nodes may still take the kernel)
+    // comes by TFTP. Should MTFTP fail, iPXE falls back to TFTP itself, and then this list.
+    if cfg.serve.multicast.is_some() {
+        sources.push(BootSource {
+            kernel: format!("mtftp://{}/", plan.server),
+            initrd: String::new(),
+            name: "multicast (kernel by PXE MTFTP, initrd by TFTP)".into(),
+        });
     }
     if let Some(addr) = cfg.serve.http {
         let ip = if addr.ip().is_unspecified() { plan.server } else { *addr.ip() };
-        sources.push(match addr.port() {
+        sources.push(BootSource::both(match addr.port() {
             80 => format!("http://{ip}/"),
             port => format!("http://{ip}:{port}/"),
-        });
+        }));
     }
-    sources.push(String::new());
+    sources.push(BootSource::both(String::new()));
     sources
 }
 

@@ -257,15 +257,31 @@ pub struct ImageCtx {
     pub kernel_release: String,
 }
 
-/// Boot-loader facts: file names on the TFTP server, the full kernel command line and the URL
-/// prefixes boot.ipxe tries in turn (`""` = TFTP relative to the script; see
-/// [`crate::pipeline::boot_sources`]).
+/// Boot-loader facts: file names on the TFTP server, the full kernel command line and the
+/// sources boot.ipxe tries in turn (see [`crate::pipeline::boot_sources`]).
 #[derive(Clone, Serialize)]
 pub struct BootCtx {
     pub kernel: String,
     pub initrd: String,
     pub append: String,
-    pub sources: Vec<String>,
+    pub sources: Vec<BootSource>,
+}
+
+/// One way boot.ipxe fetches the kernel and the initrd: URL prefixes the file names are appended
+/// to (`""` = TFTP relative to the script), and what its failure message calls it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct BootSource {
+    pub kernel: String,
+    pub initrd: String,
+    pub name: String,
+}
+
+impl BootSource {
+    /// Both files from one URL prefix.
+    pub fn both(prefix: String) -> Self {
+        let name = if prefix.is_empty() { "TFTP".to_string() } else { prefix.clone() };
+        BootSource { kernel: prefix.clone(), initrd: prefix, name }
+    }
 }
 
 /// The map file names the node's openMosix userland looks for, by version: MOSIX-era kernels
@@ -346,11 +362,15 @@ mod tests {
             init_path: "/init".into(),
             kernel_release: "6.1.0".into(),
         };
+        // Every transport on, so the snapshot shows boot.ipxe's whole source list.
+        let mut cfg = cfg;
+        cfg.serve.http = Some("0.0.0.0:8080".parse().expect("addr"));
+        cfg.serve.multicast = Some("239.255.69.1:1758".parse().expect("group"));
         let boot = BootCtx {
             kernel: "vmlinuz".into(),
             initrd: "initrd.gz".into(),
             append: "console=tty0 console=ttyS0,115200n8".into(),
-            sources: vec!["http://192.168.0.254:8080/".into(), String::new()],
+            sources: crate::pipeline::boot_sources(&cfg, &plan),
         };
         let ctx = context(&cfg, &plan, &image, &boot);
         let t = Templates::load(None, Path::new("c"), 0).expect("templates");

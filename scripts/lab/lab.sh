@@ -23,6 +23,7 @@
 #   --after CMD      run inside the namespace once all nodes are done (e.g. 'mosboot nodes')
 #   --stagger SEC    delay between node starts (default 0)
 #   --keep           after success, keep everything running until Ctrl-C
+#   --capture DIR    tcpdump every tap and the bridge into DIR/<dev>.pcap (also: env LAB_CAPTURE)
 # Exit: 0 every node matched --wait; 1 a node failed, died or timed out; 2 setup failed.
 # Needs root (namespaces, taps).
 set -euo pipefail
@@ -35,7 +36,7 @@ source "$here/../kit/common.sh"
 server_cmd="" server_ip=192.168.0.254/24 bridge=br0 ns_prefix=mosboot-lab
 wait_re='mosboot: (joined .* as node [0-9]+ of [0-9]+|no openMosix in this kernel; node [0-9]+ of [0-9]+ runs standalone)'
 fail_re='Kernel panic|end Kernel panic|No bootable device|PXE-E|No more network devices|mosboot: floppy stage-1 failed'
-timeout=240 logdir="" qemu_dir="" after_cmd="" stagger=0 keep=0
+timeout=240 logdir="" qemu_dir="" after_cmd="" stagger=0 keep=0 capture=${LAB_CAPTURE:-}
 nodes=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -52,6 +53,7 @@ while [ $# -gt 0 ]; do
     --after) after_cmd=$2; shift ;;
     --stagger) stagger=$2; shift ;;
     --keep) keep=1 ;;
+    --capture) capture=$2; shift ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "lab: unknown option '$1' (see --help)" >&2; exit 2 ;;
   esac
@@ -97,7 +99,10 @@ trap 'exit 143' TERM
 # --- topology ---------------------------------------------------------------------------
 ip netns add "$ns"; made_ns=1
 ip -n "$ns" link set lo up
-ip -n "$ns" link add "$bridge" type bridge stp_state 0 forward_delay 0
+# No IGMP snooping: iPXE never sends IGMP reports, so a snooping bridge (Linux's default, like
+# many managed switches) would starve its nodes of multicast as soon as anything else on the
+# segment joins a group; the lab stands for a hub or a switch that floods multicast.
+ip -n "$ns" link add "$bridge" type bridge stp_state 0 forward_delay 0 mcast_snooping 0
 ip -n "$ns" addr add "$server_ip" dev "$bridge"
 ip -n "$ns" link set "$bridge" up
 for i in "${!nodes[@]}"; do
@@ -113,6 +118,17 @@ if [ -n "$server_cmd" ]; then
   say "server (pid $!): $server_cmd; log $logdir/server.log"
   sleep 1
   kill -0 "${pids[0]}" 2>/dev/null || { tail -n 20 "$logdir/server.log" >&2; echo "lab: server exited at once" >&2; exit 2; }
+fi
+
+# (after the server: pids[0] is the server)
+if [ -n "$capture" ]; then
+  mkdir -p "$capture"
+  for dev in "$bridge" $(for i in "${!nodes[@]}"; do echo "tap$i"; done); do
+    ip netns exec "$ns" tcpdump -q -n -s 96 -U -i "$dev" -w "$capture/$dev.pcap" 2>/dev/null &
+    pids+=($!)
+  done
+  sleep 0.5
+  say "capturing $bridge and the taps into $capture/"
 fi
 
 # --- nodes ------------------------------------------------------------------------------
@@ -213,6 +229,8 @@ while :; do
   sleep 0.5
 done
 
+[ -z "$capture" ] || ip -n "$ns" -d link show "$bridge" > "$capture/bridge.txt" 2>&1 || true
+[ -z "$capture" ] || bridge -n "$ns" mdb show >> "$capture/bridge.txt" 2>&1 || true
 failed=0
 for i in "${!nodes[@]}"; do
   if [ "${state[$i]}" != ok ]; then

@@ -256,6 +256,10 @@ impl Shared {
                     None if self.multicast.is_some() && super::multicast::wants(&req) => {
                         self.multicast(socket, peer, req)
                     }
+                    None if self
+                        .multicast
+                        .as_ref()
+                        .is_some_and(|mc| mc.refuse_fallback(socket, peer, &req)) => {}
                     None => self.start(socket, peer, req),
                 }
             }
