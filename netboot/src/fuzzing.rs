@@ -27,6 +27,7 @@ fn dhcp_config(mode: DhcpMode) -> DhcpConfig {
         hosts,
         lease_time: Duration::from_secs(3600),
         bootp_dynamic: mode == DhcpMode::Full,
+        new_macs: Default::default(),
         router: Some(server),
         dns: vec![server],
         boot: BootFiles::default(),

@@ -20,7 +20,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
 
 pub use alloc::{Allocator, OFFER_HOLD_SECS};
-pub use config::{BootFiles, DhcpConfig, DhcpError, DhcpMode, HostInfo};
+pub use config::{BootFiles, DhcpConfig, DhcpError, DhcpMode, HostInfo, NewMacLimits};
 pub use handler::{
     Action, DECLINE_QUARANTINE_SECS, Dest, Handler, NEW_MAC_BURST, NEW_MACS_PER_SEC, Note, Port,
 };
