@@ -15,6 +15,10 @@
 //! request heads are capped in size and requests with a body are refused.
 //! A completed GET of a whole file becomes the same [`crate::events::Stage::Fetched`] event as a
 //! TFTP transfer.
+//!
+//! Nothing here shapes the TCP stream (the kernel's defaults, as for any web server): iPXE on
+//! QEMU's `pcnet` stops receiving after the first lost segment whoever sends, nginx included, and
+//! neither a small send buffer nor a 10 Mbit/s link avoids it (README, HTTP for iPXE nodes).
 
 use std::collections::HashMap;
 use std::convert::Infallible;
