@@ -104,8 +104,12 @@ pub fn http(data: &[u8]) {
     }
     static FIXTURE: std::sync::OnceLock<Fixture> = std::sync::OnceLock::new();
     let f = FIXTURE.get_or_init(|| {
-        // One folder per process, kept for its lifetime (libFuzzer never returns).
-        let dir = std::env::temp_dir().join(format!("mosboot-fuzz-http-{}", std::process::id()));
+        // A new folder per process (created here, never one found in /tmp, where another user
+        // could have planted links), kept for the process's lifetime: libFuzzer never returns.
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let dir = std::env::temp_dir().join(format!("mosboot-fuzz-http-{}-{nanos}", std::process::id()));
+        std::fs::create_dir(&dir).expect("a new fuzz folder");
         let root = dir.join("tftpboot");
         std::fs::create_dir_all(root.join("pxelinux.cfg")).expect("fuzz root");
         std::fs::write(dir.join("secret"), HTTP_SECRET).expect("fuzz secret");
