@@ -47,7 +47,7 @@ bench:
 # -Z flags): each target runs FUZZ_RUNS executions from the corpus kept in fuzz/corpus (new
 # inputs go to fuzz/target/corpus, not into the repo). `make test` replays the corpus only.
 FUZZ_RUNS ?= 1000000
-FUZZ_TARGETS := dhcp tftp lease_log config
+FUZZ_TARGETS := dhcp tftp lease_log config http
 fuzz:
 	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz
 	@cd fuzz && for t in $(FUZZ_TARGETS); do \

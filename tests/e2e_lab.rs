@@ -436,8 +436,10 @@ fn isa_486s_boot_one_floppy_and_pick_up_a_rebuilt_image() {
 /// server's log proves the path: per node, one `http: sent` line for each file and exactly one
 /// `fetched` stage for it (a TFTP fetch would add a second). No pcnet node: the iPXE pcnet
 /// driver on QEMU's pcnet stops receiving after the first dropped segment of a TCP stream (seen
-/// here: the client dup-ACKs, then ignores every retransmission, at 9-24 % of the kernel), and
-/// iPXE has no download timeout to fall back to TFTP; the TFTP runs keep pcnet covered.
+/// here: the client SACKs for a few ms, then sends nothing, not even for retransmissions, at
+/// 7-25 % of the kernel), and iPXE has no download timeout to fall back to TFTP; the TFTP runs
+/// keep pcnet covered. Not mosboot's doing: Debian's nginx hangs the same node the same way,
+/// also with small send buffers or a link shaped to 10 Mbit/s (README, HTTP for iPXE nodes).
 #[test]
 fn ipxe_nodes_boot_over_http() {
     harness::require_root("the virtual lab (namespaces, taps)");

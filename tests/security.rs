@@ -36,7 +36,12 @@ impl std::ops::DerefMut for Lab {
 
 impl Lab {
     fn new(dhcp: &str) -> Lab {
-        let lab = Lab { net: harness::Lab::new("s", &format!("{SERVER}/24")) };
+        Lab::on(&format!("{SERVER}/24"), "192.168.79.10-192.168.79.99", dhcp)
+    }
+
+    /// A lab whose server is `server_cidr`, handing out `pool`.
+    fn on(server_cidr: &str, pool: &str, dhcp: &str) -> Lab {
+        let lab = Lab { net: harness::Lab::new("s", server_cidr) };
         let out = lab.out();
         std::fs::create_dir_all(out.join("tftpboot")).unwrap();
         std::fs::write(
@@ -47,7 +52,7 @@ impl Lab {
         std::fs::write(
             lab.cfg(),
             format!(
-                "[cluster]\nname = \"lab\"\ninterface = \"br0\"\nserver = \"{SERVER}/24\"\npool = \"192.168.79.10-192.168.79.99\"\n\
+                "[cluster]\nname = \"lab\"\ninterface = \"br0\"\nserver = \"{server_cidr}\"\npool = \"{pool}\"\n\
                  hostname = \"ltsp\"\nlease_time = \"1h\"\ndhcp = \"{dhcp}\"\n"
             ),
         )
@@ -231,6 +236,39 @@ fn dhcp_flood_of_1000_macs_does_not_lock_out_a_new_pc() {
         text.contains("pool is full: offering the address of a MAC that never fetched a boot file"),
         "{text}"
     );
+}
+
+/// `[serve] dhcp_new_mac_burst`: with the default limit a flood of 500 new MACs (plus 500
+/// BOOTP requests, ignored) gets about 256 OFFERs and the flood warning; raised for a big lab,
+/// the same flood is answered whole and nothing is called a flood.
+#[test]
+fn a_raised_new_mac_limit_answers_a_lab_bigger_than_the_default_burst() {
+    harness::require_root("the flood runs in network namespaces");
+    let mut lab = Lab::on("10.79.7.254/21", "10.79.0.1-10.79.7.250", "full");
+    let attacker = lab.port(None);
+    // A /21 has more addresses than ws001-ws254 can name.
+    let cfg = read(&lab.cfg()).replace("hostname = \"ltsp\"", "hostname = \"mosix\"");
+    std::fs::write(lab.cfg(), &cfg).unwrap();
+    let flood = |lab: &Lab, tag: &str, seed: &str| {
+        let state = lab.dir.path().join(format!("state-{tag}"));
+        let (srv, log) = lab.serve(&state, tag);
+        let o = lab.cli.command(flood_bin()).args(["dhcp", &attacker, "1000", seed]).output().unwrap();
+        let out = String::from_utf8_lossy(&o.stdout).trim().to_string();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        eprintln!("{tag}: {out}");
+        stop(srv);
+        // "sent S offers O acks A"
+        let offers: u32 = out.split_whitespace().nth(3).and_then(|n| n.parse().ok()).expect("flood summary");
+        (offers, read(&log))
+    };
+    let (offers, text) = flood(&lab, "default", "21");
+    assert!((256..400).contains(&offers), "default limit: {offers} OFFERs for 500 new MACs\n{text}");
+    assert!(text.contains("DHCP flood: more than 256 new MACs at once or 20 per second"), "{text}");
+
+    std::fs::write(lab.cfg(), format!("{cfg}\n[serve]\ndhcp_new_mac_burst = 4000\n")).unwrap();
+    let (offers, text) = flood(&lab, "raised", "22");
+    assert!(offers >= 450, "raised limit: only {offers} OFFERs for 500 new MACs\n{text}");
+    assert!(!text.contains("DHCP flood"), "a raised limit still called it a flood:\n{text}");
 }
 
 /// A small tmpfs the test mounts (and unmounts on drop).

@@ -167,6 +167,8 @@ out = "{out}"
 # http = "0.0.0.0:8080"            # kernel and initrd over HTTP for iPXE nodes (TFTP stays the fallback)
 # http_url = "http://web.example/lab/"  # or from a web server serving a copy of out/tftpboot/
 # multicast = "239.255.69.1"       # RFC 2090 multicast TFTP for boot storms (README: when to turn it on)
+# dhcp_new_mac_burst = 256         # DHCP flood limit: new PCs answered at once (raise for a bigger lab)...
+# dhcp_new_macs_per_second = 20    # ...and then per second (README, SECURITY.md: what it protects)
 "#,
         name = i.name,
         pad = pad(&i.name, 24),

@@ -60,6 +60,8 @@ pub struct Plan {
     pub lease_time: Duration,
     /// `bootp = "dynamic"`: BOOTP-only clients get pool addresses, not only pinned ones.
     pub bootp_dynamic: bool,
+    /// `[serve] dhcp_new_mac_burst`/`dhcp_new_macs_per_second`: the DHCP new-MAC flood limit.
+    pub new_macs: netboot::dhcp::NewMacLimits,
     pub router: Option<Ipv4Addr>,
     pub dns: Vec<Ipv4Addr>,
     pub dhcp: DhcpMode,
@@ -312,6 +314,7 @@ impl Plan {
             pinned,
             lease_time: c.lease_time,
             bootp_dynamic: c.bootp_dynamic,
+            new_macs: cfg.serve.dhcp_new_macs,
             router: c.router,
             dns: c.dns.clone(),
             dhcp: c.dhcp,

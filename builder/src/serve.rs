@@ -106,6 +106,7 @@ pub fn dhcp_config(plan: &Plan, lease_file: PathBuf) -> DhcpConfig {
         hosts,
         lease_time: plan.lease_time,
         bootp_dynamic: plan.bootp_dynamic,
+        new_macs: plan.new_macs,
         router: plan.router,
         dns: plan.dns.clone(),
         boot: BootFiles::default(),

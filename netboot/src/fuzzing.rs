@@ -27,6 +27,7 @@ fn dhcp_config(mode: DhcpMode) -> DhcpConfig {
         hosts,
         lease_time: Duration::from_secs(3600),
         bootp_dynamic: mode == DhcpMode::Full,
+        new_macs: Default::default(),
         router: Some(server),
         dns: vec![server],
         boot: BootFiles::default(),
@@ -91,3 +92,42 @@ pub fn lease_log(data: &[u8]) {
     assert!(warnings.is_empty(), "a record we wrote does not read back: {warnings:?}");
     assert_eq!(again, leases, "records changed in a round trip");
 }
+
+/// The HTTP server: the input is everything one client sends on one connection (requests,
+/// pipelined or not, then EOF), answered from a small root with a link to a file outside it.
+/// Every answer must start with an HTTP/1.x status line, and the outside file's bytes must
+/// never appear.
+pub fn http(data: &[u8]) {
+    struct Fixture {
+        rt: tokio::runtime::Runtime,
+        server: crate::http::InMemory,
+    }
+    static FIXTURE: std::sync::OnceLock<Fixture> = std::sync::OnceLock::new();
+    let f = FIXTURE.get_or_init(|| {
+        // A new folder per process (created here, never one found in /tmp, where another user
+        // could have planted links), kept for the process's lifetime: libFuzzer never returns.
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let dir = std::env::temp_dir().join(format!("mosboot-fuzz-http-{}-{nanos}", std::process::id()));
+        std::fs::create_dir(&dir).expect("a new fuzz folder");
+        let root = dir.join("tftpboot");
+        std::fs::create_dir_all(root.join("pxelinux.cfg")).expect("fuzz root");
+        std::fs::write(dir.join("secret"), HTTP_SECRET).expect("fuzz secret");
+        std::fs::write(root.join("vmlinuz"), (0..3000u32).map(|i| (i % 251) as u8).collect::<Vec<_>>())
+            .expect("fuzz file");
+        std::fs::write(root.join("pxelinux.cfg/default"), b"DEFAULT node\n").expect("fuzz file");
+        std::fs::write(root.join("empty"), b"").expect("fuzz file");
+        let _ = std::os::unix::fs::symlink(dir.join("secret"), root.join("out"));
+        let cfg = crate::http::HttpConfig { root, ..crate::http::HttpConfig::default() };
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        Fixture { rt, server: crate::http::InMemory::new(cfg).expect("fuzz root") }
+    });
+    let out = f.rt.block_on(f.server.exchange(data));
+    if !out.is_empty() {
+        assert!(out.starts_with(b"HTTP/1."), "not a status line: {:?}", String::from_utf8_lossy(&out));
+    }
+    assert!(!out.windows(HTTP_SECRET.len()).any(|w| w == HTTP_SECRET), "served a file outside the root");
+}
+
+/// The content of the file outside the HTTP fuzz root.
+const HTTP_SECRET: &[u8] = b"mosboot fuzz: outside the root";

@@ -15,6 +15,10 @@
 //! request heads are capped in size and requests with a body are refused.
 //! A completed GET of a whole file becomes the same [`crate::events::Stage::Fetched`] event as a
 //! TFTP transfer.
+//!
+//! Nothing here shapes the TCP stream (the kernel's defaults, as for any web server): iPXE on
+//! QEMU's `pcnet` stops receiving after the first lost segment whoever sends, nginx included, and
+//! neither a small send buffer nor a 10 Mbit/s link avoids it (README, HTTP for iPXE nodes).
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -130,6 +134,53 @@ struct Shared {
     open: Mutex<HashMap<IpAddr, usize>>,
 }
 
+impl Shared {
+    fn new(cfg: HttpConfig, root: Root, events: Option<EventSender>) -> Arc<Shared> {
+        Arc::new(Shared {
+            cfg,
+            root,
+            events,
+            stats: Arc::new(HttpStats::default()),
+            open: Mutex::new(HashMap::new()),
+        })
+    }
+}
+
+/// The server's request handling without a socket: whole connections over an in-memory
+/// stream, through the same parser, limits, name rules and range logic as a client on the LAN
+/// gets. For the `http` fuzz target (`netboot::fuzzing::http`) and its corpus replay.
+pub struct InMemory {
+    shared: Arc<Shared>,
+}
+
+impl InMemory {
+    /// Checks the root like [`HttpServer::bind`]; binds nothing.
+    pub fn new(cfg: HttpConfig) -> Result<InMemory, HttpError> {
+        let root =
+            Root::new(&cfg.root).map_err(|source| HttpError::Root { path: cfg.root.clone(), source })?;
+        Ok(InMemory { shared: Shared::new(cfg, root, None) })
+    }
+
+    /// One connection: the client sends `request` and closes its side; returns every byte the
+    /// server answered (empty when the connection limits refuse it).
+    pub async fn exchange(&self, request: &[u8]) -> Vec<u8> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let peer = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(192, 168, 0, 7), 1024));
+        let Some(slot) = Slot::take(&self.shared, peer.ip()) else { return Vec::new() };
+        let (client, server) = tokio::io::duplex(16 * 1024);
+        let conn = tokio::spawn(connection(self.shared.clone(), server, peer, slot, true));
+        let (mut rd, mut wr) = tokio::io::split(client);
+        let send = async {
+            let _ = wr.write_all(request).await;
+            let _ = wr.shutdown().await;
+        };
+        let mut out = Vec::new();
+        let _ = tokio::join!(send, rd.read_to_end(&mut out));
+        let _ = conn.await;
+        out
+    }
+}
+
 impl HttpServer {
     /// Checks the root and binds the listener now.
     pub fn bind(cfg: HttpConfig, events: Option<EventSender>) -> Result<Self, HttpError> {
@@ -148,14 +199,7 @@ impl HttpServer {
         socket.listen(1024).map_err(|source| HttpError::Bind { addr, source })?;
         let listener: std::net::TcpListener = socket.into();
         let local = listener.local_addr()?;
-        let shared = Arc::new(Shared {
-            cfg,
-            root,
-            events,
-            stats: Arc::new(HttpStats::default()),
-            open: Mutex::new(HashMap::new()),
-        });
-        Ok(HttpServer { listener, local, shared })
+        Ok(HttpServer { listener, local, shared: Shared::new(cfg, root, events) })
     }
 
     /// The address connections are taken on (useful when bound to port 0 in tests).
@@ -189,7 +233,8 @@ impl HttpServer {
                             continue;
                         };
                         shared.stats.connections.fetch_add(1, Ordering::Relaxed);
-                        connections.spawn(connection(shared.clone(), stream, peer, slot));
+                        let _ = stream.set_nodelay(true);
+                        connections.spawn(connection(shared.clone(), stream, peer, slot, false));
                     }
                     Err(e) => {
                         // Out of descriptors and the like: wait instead of spinning.
@@ -245,8 +290,12 @@ impl Drop for Slot {
 }
 
 /// Serves one connection until the client closes it, a timeout ends it or the lifetime runs out.
-async fn connection(shared: Arc<Shared>, stream: tokio::net::TcpStream, peer: SocketAddr, _slot: Slot) {
-    let _ = stream.set_nodelay(true);
+/// `half_close`: answer what was asked before the client shut its sending side (the in-memory
+/// client does that to mark the end of its input; iPXE never does).
+async fn connection<S>(shared: Arc<Shared>, stream: S, peer: SocketAddr, _slot: Slot, half_close: bool)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let deadline = Arc::new(Deadline {
         at: Mutex::new(Instant::now() + shared.cfg.header_timeout + shared.cfg.lifetime),
         moved: tokio::sync::Notify::new(),
@@ -262,6 +311,7 @@ async fn connection(shared: Arc<Shared>, stream: tokio::net::TcpStream, peer: So
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(shared.cfg.header_timeout)
         .max_buf_size(MAX_HEAD)
+        .half_close(half_close)
         .serve_connection(hyper_util::rt::TokioIo::new(stream), svc);
     tokio::pin!(conn);
     loop {
@@ -607,6 +657,20 @@ mod tests {
             let _ = stop_rx.await;
         }));
         Running { addr, events: rx, stats, _root: dir, _stop: stop_tx }
+    }
+
+    #[tokio::test]
+    async fn a_root_that_is_not_a_folder_is_named_as_the_http_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("tftpboot");
+        std::fs::write(&file, b"not a folder").unwrap();
+        let cfg =
+            HttpConfig { bind: "127.0.0.1:0".parse().unwrap(), root: file.clone(), ..HttpConfig::default() };
+        let err = HttpServer::bind(cfg, None).err().expect("a file is no root").to_string();
+        assert_eq!(err, format!("HTTP root {}: not a directory", file.display()));
+        let cfg = HttpConfig { root: dir.path().join("missing"), ..HttpConfig::default() };
+        let err = HttpServer::bind(cfg, None).err().expect("no root").to_string();
+        assert!(err.starts_with("HTTP root ") && !err.contains("TFTP"), "{err}");
     }
 
     /// Sends raw bytes, returns everything the server says until it closes or 2 s pass.

@@ -66,6 +66,7 @@ fn main() {
         hosts,
         lease_time: Duration::from_secs(3600),
         bootp_dynamic: false,
+        new_macs: Default::default(),
         router: Some(server),
         dns: vec![],
         boot: BootFiles::default(),

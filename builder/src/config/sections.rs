@@ -5,6 +5,7 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use netboot::dhcp::NewMacLimits;
 use netboot::mac::MacAddr;
 use toml::de::DeTable;
 
@@ -164,7 +165,19 @@ impl Walker<'_> {
     }
 
     pub(super) fn serve(&mut self, t: &DeTable<'_>) -> Option<ServeSection> {
-        self.unknown_keys(t, "serve", &["status", "status_public", "http", "http_url", "multicast"]);
+        self.unknown_keys(
+            t,
+            "serve",
+            &[
+                "status",
+                "status_public",
+                "http",
+                "http_url",
+                "multicast",
+                "dhcp_new_mac_burst",
+                "dhcp_new_macs_per_second",
+            ],
+        );
         let status = match self.string(t, "status", "serve.status")? {
             None => None,
             Some((s, l)) => match s.parse::<std::net::SocketAddr>() {
@@ -229,7 +242,45 @@ impl Walker<'_> {
                 }
             },
         };
-        Some(ServeSection { status, status_public, http: http?, http_url: http_url?, multicast: multicast? })
+        let dhcp_new_macs = self.new_mac_limits(t);
+        Some(ServeSection {
+            status,
+            status_public,
+            http: http?,
+            http_url: http_url?,
+            multicast: multicast?,
+            dhcp_new_macs: dhcp_new_macs?,
+        })
+    }
+
+    /// `dhcp_new_mac_burst` and `dhcp_new_macs_per_second`: the DHCP flood limit on MACs the
+    /// server has never seen. Zero is refused (it would lock out every PC that is not pinned);
+    /// a rate above the burst would make the burst meaningless.
+    fn new_mac_limits(&mut self, t: &DeTable<'_>) -> Option<NewMacLimits> {
+        let default = NewMacLimits::default();
+        let range = (1, MAX_NEW_MACS);
+        let zero = " (0 would answer no PC that is not pinned)";
+        let burst =
+            self.count(t, "dhcp_new_mac_burst", "serve.dhcp_new_mac_burst", default.burst, range, zero);
+        let per_sec = self.count(
+            t,
+            "dhcp_new_macs_per_second",
+            "serve.dhcp_new_macs_per_second",
+            default.per_sec,
+            range,
+            zero,
+        );
+        let ((burst, _), (per_sec, line)) = (burst?, per_sec?);
+        if per_sec > burst {
+            let line = if line == 0 { self.line_of("serve.dhcp_new_mac_burst") } else { line };
+            self.err(
+                line,
+                "serve.dhcp_new_macs_per_second",
+                format!("{per_sec} is more than dhcp_new_mac_burst ({burst}): raise the burst too"),
+            );
+            return None;
+        }
+        Some(NewMacLimits { burst, per_sec })
     }
 
     pub(super) fn openmosix(&mut self, t: &DeTable<'_>) -> Option<OpenMosixSection> {

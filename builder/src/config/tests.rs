@@ -117,3 +117,43 @@ fn serve_http_and_http_url_are_checked_with_their_line() {
         assert!(err.contains(why) && err.contains(&format!("c.toml:{line}")), "{value}: {err}");
     }
 }
+
+#[test]
+fn dhcp_new_mac_limits_default_to_256_then_20_and_are_checked_with_their_line() {
+    let cfg = Config::parse(SAMPLE, Path::new("c.toml")).expect("valid");
+    assert_eq!(cfg.serve.dhcp_new_macs, netboot::dhcp::NewMacLimits { burst: 256, per_sec: 20 });
+    let text = format!("{SAMPLE}\n[serve]\ndhcp_new_mac_burst = 4096\ndhcp_new_macs_per_second = 100\n");
+    let cfg = Config::parse(&text, Path::new("c.toml")).expect("valid");
+    assert_eq!(cfg.serve.dhcp_new_macs, netboot::dhcp::NewMacLimits { burst: 4096, per_sec: 100 });
+    let plan = crate::plan::Plan::new(&cfg).expect("plan");
+    assert_eq!(plan.new_macs, cfg.serve.dhcp_new_macs, "the plan carries the limit to serve");
+    // The rate alone may be raised up to the default burst.
+    let text = format!("{SAMPLE}\n[serve]\ndhcp_new_macs_per_second = 200\n");
+    let cfg = Config::parse(&text, Path::new("c.toml")).expect("valid");
+    assert_eq!(cfg.serve.dhcp_new_macs, netboot::dhcp::NewMacLimits { burst: 256, per_sec: 200 });
+    let line = SAMPLE.lines().count() + 3;
+    for (value, key, why) in [
+        (
+            "dhcp_new_mac_burst = 0",
+            "serve.dhcp_new_mac_burst",
+            "must be from 1 to 1000000 (0 would answer no PC",
+        ),
+        ("dhcp_new_mac_burst = -5", "serve.dhcp_new_mac_burst", "must be from 1 to 1000000"),
+        ("dhcp_new_mac_burst = 1000001", "serve.dhcp_new_mac_burst", "must be from 1 to 1000000"),
+        ("dhcp_new_mac_burst = \"4000\"", "serve.dhcp_new_mac_burst", "must be a whole number, not string"),
+        (
+            "dhcp_new_macs_per_second = 2.5",
+            "serve.dhcp_new_macs_per_second",
+            "must be a whole number, not float",
+        ),
+        (
+            "dhcp_new_macs_per_second = 300",
+            "serve.dhcp_new_macs_per_second",
+            "300 is more than dhcp_new_mac_burst (256)",
+        ),
+    ] {
+        let text = format!("{SAMPLE}\n[serve]\n{value}\n");
+        let err = Config::parse(&text, Path::new("c.toml")).expect_err(value).to_string();
+        assert!(err.contains(&format!("c.toml:{line}: {key}")) && err.contains(why), "{value}: {err}");
+    }
+}

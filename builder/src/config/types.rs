@@ -112,7 +112,14 @@ pub struct ServeSection {
     pub http_url: Option<String>,
     /// RFC 2090 multicast TFTP: the group and first port (off when absent).
     pub multicast: Option<std::net::SocketAddrV4>,
+    /// `dhcp_new_mac_burst` / `dhcp_new_macs_per_second`: how many never-seen MACs DHCP answers
+    /// at once and then per second (default 256, then 20/s); reloadable.
+    pub dhcp_new_macs: netboot::dhcp::NewMacLimits,
 }
+
+/// Highest value of either new-MAC limit: far above any lab (a /16 is 65534 PCs), low enough
+/// that the token arithmetic cannot overflow.
+pub const MAX_NEW_MACS: u64 = 1_000_000;
 
 /// Ports a multicast config reserves from its first one: one per session at once (the TFTP
 /// server's `MulticastConfig::max_sessions`).

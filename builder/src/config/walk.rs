@@ -129,6 +129,28 @@ impl<'a> Walker<'a> {
         Some(found.map_or(default, |(b, _)| b))
     }
 
+    /// A whole number in `min..=max` (`default` when absent); out of range is the problem
+    /// "must be from MIN to MAX" plus `why`.
+    pub(super) fn count(
+        &mut self,
+        t: &DeTable<'_>,
+        key: &str,
+        full: &str,
+        default: u64,
+        (min, max): (u64, u64),
+        why: &str,
+    ) -> Option<(u64, usize)> {
+        let found = self.typed(t, key, full, "a whole number", DeValue::as_integer)?;
+        let Some((n, line)) = found else { return Some((default, 0)) };
+        match u64::from_str_radix(n.as_str(), n.radix()) {
+            Ok(n) if (min..=max).contains(&n) => Some((n, line)),
+            _ => {
+                self.err(line, full, format!("must be from {min} to {max}{why}"));
+                None
+            }
+        }
+    }
+
     pub(super) fn string_list(
         &mut self,
         t: &DeTable<'_>,

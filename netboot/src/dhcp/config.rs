@@ -5,6 +5,7 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::handler::{NEW_MAC_BURST, NEW_MACS_PER_SEC};
 use crate::mac::MacAddr;
 
 /// Full: hand out addresses. Proxy: another server does that; answer PXE clients with boot
@@ -37,6 +38,21 @@ impl Default for BootFiles {
     }
 }
 
+/// How many requests from MACs the server has never seen it answers: `burst` at once, then
+/// `per_sec` a second (a token bucket). Bounds what a flood of random MACs costs (offers held,
+/// pool addresses, lease-log fsyncs); known and pinned clients are never limited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NewMacLimits {
+    pub burst: u64,
+    pub per_sec: u64,
+}
+
+impl Default for NewMacLimits {
+    fn default() -> Self {
+        NewMacLimits { burst: NEW_MAC_BURST, per_sec: NEW_MACS_PER_SEC }
+    }
+}
+
 /// Everything the server needs; the caller builds it from its address plan.
 #[derive(Clone, Debug)]
 pub struct DhcpConfig {
@@ -56,6 +72,8 @@ pub struct DhcpConfig {
     /// BOOTP clients (no option 53) from MACs that are not pinned get pool addresses (for
     /// `lease_time`, never longer); otherwise they are ignored (`bootp = "pinned"`).
     pub bootp_dynamic: bool,
+    /// The new-MAC flood limit (`[serve] dhcp_new_mac_burst`, `dhcp_new_macs_per_second`).
+    pub new_macs: NewMacLimits,
     pub router: Option<Ipv4Addr>,
     pub dns: Vec<Ipv4Addr>,
     pub boot: BootFiles,

@@ -7,7 +7,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use dhcproto::v4::MessageType;
 
 use super::alloc::Allocator;
-use super::config::{DhcpConfig, DhcpMode};
+use super::config::{DhcpConfig, DhcpMode, NewMacLimits};
 use super::packet::{self, PXE_VENDOR_OPTIONS, Reply, Request, code};
 use crate::events::Stage;
 use crate::leases::{Lease, LeaseState};
@@ -15,7 +15,7 @@ use crate::mac::MacAddr;
 
 /// How long a DECLINEd address stays out of use.
 pub const DECLINE_QUARANTINE_SECS: u64 = 600;
-/// New MACs (no lease, no offer, not pinned) answered per second, on average...
+/// New MACs (no lease, no offer, not pinned) answered per second, on average, by default...
 pub const NEW_MACS_PER_SEC: u64 = 20;
 /// ...and at once: a whole /24 lab (254 PCs) switched on together is one burst, answered in one
 /// pass instead of 20 a second.
@@ -93,9 +93,11 @@ pub struct Handler {
 }
 
 /// Token bucket for requests from MACs the server has never seen: a flood of random MACs is
-/// slowed to [`NEW_MACS_PER_SEC`], known clients are never limited.
+/// slowed to `limits.per_sec` ([`NEW_MACS_PER_SEC`] unless configured), known clients are never
+/// limited.
 #[derive(Debug, Default)]
 struct NewMacLimit {
+    limits: NewMacLimits,
     tokens: u64,
     last: u64,
     dropped: u64,
@@ -105,9 +107,10 @@ struct NewMacLimit {
 impl NewMacLimit {
     fn allow(&mut self, now: u64) -> bool {
         if self.last == 0 {
-            self.tokens = NEW_MAC_BURST;
+            self.tokens = self.limits.burst;
         } else {
-            self.tokens = (self.tokens + now.saturating_sub(self.last) * NEW_MACS_PER_SEC).min(NEW_MAC_BURST);
+            let refill = now.saturating_sub(self.last).saturating_mul(self.limits.per_sec);
+            self.tokens = self.tokens.saturating_add(refill).min(self.limits.burst);
         }
         self.last = now;
         if self.tokens > 0 {
@@ -118,6 +121,13 @@ impl NewMacLimit {
         false
     }
 
+    /// New limits from a reload; the tokens left are kept (capped), so a reload is no way to
+    /// refill the bucket.
+    fn set_limits(&mut self, limits: NewMacLimits) {
+        self.limits = limits;
+        self.tokens = self.tokens.min(limits.burst);
+    }
+
     /// The warning, when one is due (rate-limited).
     fn warning(&mut self, mac: MacAddr, now: u64) -> Option<String> {
         if self.warned_at.is_some_and(|t| now < t + FLOOD_WARN_SECS) {
@@ -125,15 +135,17 @@ impl NewMacLimit {
         }
         self.warned_at = Some(now);
         let n = std::mem::take(&mut self.dropped);
+        let (burst, per_sec) = (self.limits.burst, self.limits.per_sec);
         Some(format!(
-            "DHCP flood: more than {NEW_MACS_PER_SEC} new MACs per second (e.g. {mac}); {n} requests from new MACs ignored; known and pinned clients are still served"
+            "DHCP flood: more than {burst} new MACs at once or {per_sec} per second (e.g. {mac}); {n} requests from new MACs ignored; known and pinned clients are still served"
         ))
     }
 }
 
 impl Handler {
     pub fn new(cfg: DhcpConfig, alloc: Allocator) -> Self {
-        Handler { cfg, alloc, new_macs: NewMacLimit::default() }
+        let new_macs = NewMacLimit { limits: cfg.new_macs, ..NewMacLimit::default() };
+        Handler { cfg, alloc, new_macs }
     }
 
     /// The client at `ip` fetched a boot file (TFTP): its lease is never reclaimed early.
@@ -156,6 +168,7 @@ impl Handler {
         cfg.mode = self.cfg.mode;
         cfg.lease_file = std::mem::take(&mut self.cfg.lease_file);
         self.alloc.set_plan(cfg.pool.clone(), &cfg.pinned);
+        self.new_macs.set_limits(cfg.new_macs);
         self.cfg = cfg;
     }
 

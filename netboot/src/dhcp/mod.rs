@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 pub use alloc::{Allocator, OFFER_HOLD_SECS};
-pub use config::{BootFiles, DhcpConfig, DhcpError, DhcpMode, HostInfo};
+pub use config::{BootFiles, DhcpConfig, DhcpError, DhcpMode, HostInfo, NewMacLimits};
 pub use handler::{
     Action, DECLINE_QUARANTINE_SECS, Dest, Handler, NEW_MAC_BURST, NEW_MACS_PER_SEC, Note, Port,
 };

@@ -31,6 +31,7 @@ fn cfg(mode: DhcpMode) -> DhcpConfig {
         hosts,
         lease_time: Duration::from_secs(3600),
         bootp_dynamic: false,
+        new_macs: NewMacLimits::default(),
         router: Some(SERVER),
         dns: vec![SERVER],
         boot: BootFiles::default(),
@@ -317,6 +318,31 @@ fn new_macs_are_rate_limited_known_ones_are_not() {
         .filter(|&n| h.handle_datagram(&msg(1, flood_mac(n), &[]), src(), Port::Dhcp, NOW + 1).is_some())
         .count();
     assert_eq!(later as u64, NEW_MACS_PER_SEC);
+}
+
+/// `[serve] dhcp_new_mac_burst`/`dhcp_new_macs_per_second`: a raised limit answers a lab
+/// bigger than the default burst in one pass; a reload can lower it again without refilling
+/// the bucket.
+#[test]
+fn a_configured_new_mac_limit_takes_effect_and_reloads() {
+    let pool: Vec<Ipv4Addr> = (1..=2000u32).map(|n| Ipv4Addr::from(0x0a00_0000 + n)).collect();
+    let mut c = cfg(DhcpMode::Full);
+    c.pool = pool.clone();
+    c.new_macs = NewMacLimits { burst: 1000, per_sec: 50 };
+    let mut h = Handler::new(c.clone(), Allocator::new(pool, &[], LeaseTable::default()));
+    let flood_mac = |n: u64| MacAddr([2, 2, 0, 0, (n >> 8) as u8, n as u8]);
+    let answered = |h: &mut Handler, macs: std::ops::Range<u64>, now: u64| {
+        macs.filter(|&n| h.handle_datagram(&msg(1, flood_mac(n), &[]), src(), Port::Dhcp, now).is_some())
+            .count() as u64
+    };
+    const { assert!(900 > NEW_MAC_BURST) };
+    assert_eq!(answered(&mut h, 0..900, NOW), 900, "all 900 new MACs answered at once");
+    assert_eq!(answered(&mut h, 900..1200, NOW), 100, "then the burst of 1000 is used up");
+    assert_eq!(answered(&mut h, 1200..1300, NOW + 1), 50, "and 50 a second come back");
+    // A reload to the defaults: the bucket is empty and refills at 20 a second.
+    h.reconfigure(DhcpConfig { new_macs: NewMacLimits::default(), ..c });
+    assert_eq!(answered(&mut h, 1300..1400, NOW + 1), 0);
+    assert_eq!(answered(&mut h, 1400..1500, NOW + 2), NEW_MACS_PER_SEC);
 }
 
 #[test]

@@ -20,7 +20,8 @@ pub enum Refusal {
     Denied(String),
 }
 
-/// The canonical TFTP root.
+/// The canonical root of the boot files (TFTP's and HTTP's alike: errors name no protocol,
+/// the server that uses it says which root it was).
 #[derive(Clone, Debug)]
 pub struct Root {
     canon: PathBuf,
@@ -38,7 +39,7 @@ impl Root {
     pub fn new(root: &Path) -> io::Result<Root> {
         let canon = std::fs::canonicalize(root)?;
         if !std::fs::metadata(&canon)?.is_dir() {
-            return Err(io::Error::new(io::ErrorKind::NotADirectory, "TFTP root is not a directory"));
+            return Err(io::Error::new(io::ErrorKind::NotADirectory, "not a directory"));
         }
         Ok(Root { canon })
     }
@@ -85,7 +86,7 @@ impl Root {
             Err(e) => return Err(io_refusal(e)),
         };
         if !canon.starts_with(&self.canon) {
-            return Err(Refusal::Denied("resolves outside the TFTP root (symlink)".into()));
+            return Err(Refusal::Denied("resolves outside the root (symlink)".into()));
         }
         // Check the type before opening: opening a device or FIFO can itself have effects.
         let meta = std::fs::symlink_metadata(&canon).map_err(io_refusal)?;
