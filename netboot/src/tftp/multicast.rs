@@ -8,7 +8,15 @@
 //! blocks fill their gaps one pass at a time; a member that has everything ACKs the last block
 //! at once and is done. Clients that do not ask for the option keep getting unicast.
 //!
-//! Bounds: memory per session is its member list plus one read chunk (never the file); sessions
+//! A storm of nodes asking at once is what multicast is for, so three things keep it from
+//! costing a round trip or a pass per node: the first pass waits until the burst of requests
+//! pauses ([`GATHER_IDLE`], at most [`GATHER_MAX`]); members that have been sent every block
+//! since they joined are all told mc=1 at the same moment (each ACKs the last block and leaves)
+//! instead of one after the other; and the next master is the member that joined last, whose
+//! pass also fills every earlier joiner's gap.
+//!
+//! Bounds: memory per session is its member list, one read chunk and 8 bytes per block (never
+//! the file); sessions
 //! and members are limited, each member also counts against the per-source limit and has the
 //! same hard lifetime as a unicast transfer. Names pass the same root confinement as unicast.
 //! Files of more than 65535 blocks, netascii and anything else unusual fall back to unicast (the
@@ -56,6 +64,12 @@ pub const MTFTP_PORT: u16 = 1759;
 pub const MTFTP_GROUP: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(239, 255, 1, 1), 3001);
 /// How long MTFTP DATA to the group waits after a request for another file was sent unicast.
 const QUIET: Duration = Duration::from_millis(100);
+/// RFC 2090: the first pass starts once no request has joined for this long (nodes switched on
+/// together ask within milliseconds of each other; each one that misses the start costs a
+/// second pass over its gap, which every member receives again)...
+const GATHER_IDLE: Duration = Duration::from_millis(20);
+/// ... but no later than this after the first request.
+const GATHER_MAX: Duration = Duration::from_secs(1);
 /// Finished sessions kept for [`MulticastLog::finished`].
 const KEEP_FINISHED: usize = 64;
 
@@ -365,6 +379,7 @@ impl Multicast {
             chunk: None,
             sent_at: if kind == Kind::Rfc2090 { vec![0; blocks as usize] } else { Vec::new() },
             started: Instant::now(),
+            gather_until: None,
             stats: SessionStats {
                 file: file.to_string(),
                 blocks,
@@ -490,6 +505,8 @@ struct Session {
     /// (0: never); 8 bytes a block, at most 65535 blocks.
     sent_at: Vec<u64>,
     started: Instant,
+    /// RFC 2090: no master before this while requests keep coming (see [`GATHER_IDLE`]).
+    gather_until: Option<Instant>,
     stats: SessionStats,
 }
 
@@ -575,7 +592,16 @@ impl Session {
         self.stats.clients += 1;
         let peer = join.peer;
         self.members.push_back(self.member(join));
-        if matches!(self.master, Master::None) {
+        if self.stats.turns == 0 {
+            // Nothing sent yet: wait for the rest of the burst; the first member will be the
+            // master, the others listen from the start.
+            let now = Instant::now();
+            self.gather_until = Some((now + GATHER_IDLE).min(self.started + GATHER_MAX));
+            if self.members.len() > 1 {
+                let oack = self.oack(&self.members[self.members.len() - 1].oack, false);
+                self.send_to(&oack, peer).await;
+            }
+        } else if matches!(self.master, Master::None) {
             self.promote().await;
         } else {
             let oack = self.oack(&self.members[self.members.len() - 1].oack, false);
@@ -648,6 +674,7 @@ impl Session {
     /// joiner's gap too.
     async fn promote(&mut self) {
         self.master = Master::None;
+        self.gather_until = None;
         if self.kind == Kind::Rfc2090 {
             self.probe_covered().await;
             self.pick_master();
@@ -796,13 +823,25 @@ impl Session {
             Master::Offered { deadline, .. } | Master::Active { deadline, .. } => Some(deadline),
             Master::None => None,
         };
-        self.members.iter().filter_map(|m| m.probe.map(|p| p.deadline)).chain(master).min()
+        self.members
+            .iter()
+            .filter_map(|m| m.probe.map(|p| p.deadline))
+            .chain(master)
+            .chain(self.gather_until)
+            .min()
     }
 
     async fn timer(&mut self) {
         let retries = self.owner.cfg.retries;
         let now = Instant::now();
         let deadline = now + self.owner.cfg.timeout;
+        if let Some(until) = self.gather_until {
+            if until <= now {
+                self.gather_until = None;
+                self.promote().await;
+            }
+            return;
+        }
         // Probes that got no answer: asked again, then dropped like an unanswered master.
         let mut i = 0;
         while i < self.members.len() {
