@@ -14,6 +14,7 @@ import atexit
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import statistics
@@ -933,6 +934,17 @@ def atftpd_binary(h):
     return binary
 
 
+def machine_busy_s():
+    """CPU seconds all CPUs spent not idle so far (/proc/stat), or None."""
+    try:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = v[3] + (v[4] if len(v) > 4 else 0)
+    return (sum(v[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 class McLab:
     """The server namespace's `vs` as a bridge (a hub) with one namespace per client: atftp binds
     the multicast port without SO_REUSEADDR, so two atftp clients cannot share a namespace."""
@@ -985,6 +997,8 @@ class McLab:
             procs.append(subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                           stderr=subprocess.DEVNULL))
         time.sleep(0.5 + n * 0.004)  # every shell is in its namespace, waiting
+        ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        busy0 = machine_busy_s()
         t0 = time.monotonic()
         for p in procs:
             p.stdin.write(b"go\n")
@@ -995,9 +1009,34 @@ class McLab:
             if p.returncode == 0 and os.path.exists(outs[i]) and os.path.getsize(outs[i]) == TFTP_SIZE:
                 ok += 1
         wall = time.monotonic() - t0
+        ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        busy1 = machine_busy_s()
         shutil.rmtree(tmp, ignore_errors=True)
+        # The clients' own CPU (user + system, their process start included; softirq work the
+        # kernel does for them may land on other processes) and the whole machine's busy time.
+        clients_cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
         return {"clients": n, "ok": ok, "failed": n - ok, "wall_s": round(wall, 3),
+                "clients_cpu_s": round(clients_cpu, 2),
+                "machine_busy_s": round(busy1 - busy0, 2) if busy0 is not None and busy1 is not None else None,
                 "mb_per_s": round(ok * TFTP_SIZE / 1e6 / wall, 2) if wall > 0 else 0.0}
+
+    def rcvbuf_errors(self, n):
+        """UDP datagrams the first n clients' kernels dropped for a full receive buffer (summed
+        /proc/net/snmp RcvbufErrors): copies the clients were too slow to take."""
+        script = 'for ns in "$@"; do ip netns exec "$ns" cat /proc/net/snmp; done'
+        p = subprocess.run(["sh", "-c", script, "sh"] + self.ns[:n], capture_output=True, text=True)
+        total, header = 0, None
+        for line in p.stdout.splitlines():
+            if not line.startswith("Udp: "):
+                continue
+            fields = line.split()[1:]
+            if header is None or not fields[0].isdigit():
+                header = fields
+                continue
+            row = dict(zip(header, fields))
+            total += int(row.get("RcvbufErrors", 0))
+            header = None
+        return total
 
     def close(self):
         for ns in self.ns:
@@ -1020,10 +1059,11 @@ def multicast_series(h):
     mosboot = Server(h, "mosboot")  # for its state folder
     peer = h.args.mc_peer or atftpd_binary(h)
     try:
-        for rate, label in (("100mbit", "100 Mbit"), ("10mbit", "10 Mbit")):
+        rates = [r for r in (("100mbit", "100 Mbit"), ("10mbit", "10 Mbit")) if r[0] in h.args.mc_rates.split(",")]
+        for rate, label in rates:
             lab.rate(rate)
             # mosboot multicast and atftpd multicast: 1 client, then n
-            for name in ("mosboot-mc", "atftpd-mc", "mosboot-unicast"):
+            for name in [s for s in ("mosboot-mc", "atftpd-mc", "mosboot-unicast") if s in h.args.mc_servers.split(",")]:
                 if name == "atftpd-mc":
                     cmd = [peer, "--daemon", "--no-fork", "--port", "69", "--bind-address", SERVER_IP,
                            "--mcast-port", "1758", "--mcast-addr", "239.255.70.0-255", "--mcast-ttl", "1",
@@ -1045,19 +1085,37 @@ def multicast_series(h):
                 many = n if not unicast else (h.args.mc_unicast_fast if rate == "100mbit"
                                               else h.args.mc_unicast_slow)
                 one = lab.swarm(1, h.args.storm_max_time, not unicast)
+                drops0 = lab.rcvbuf_errors(many) if not unicast else 0
+                cpu0 = h.cpu_seconds(p)
                 row = lab.swarm(many, h.args.storm_max_time, not unicast)
+                cpu1 = h.cpu_seconds(p)
+                if not unicast:
+                    row["rcvbuf_errors"] = lab.rcvbuf_errors(many) - drops0
+                row["single_clients_cpu_s"] = one.get("clients_cpu_s")
+                if cpu0 is not None and cpu1 is not None:
+                    row["server_cpu_s"] = round(cpu1 - cpu0, 2)
                 h.stop(p)
                 ratio = round(row["wall_s"] / one["wall_s"], 2) if one.get("wall_s") and row.get("wall_s") else None
                 row.update({"server": name, "cond": label, "single_s": one.get("wall_s"),
                             "single_ok": one.get("ok"), "vs_single": ratio})
                 if name == "mosboot-mc":
-                    m = re.findall(r"multicast \S+: (\d+) clients, (\d+) blocks, (\d+) DATA sent",
-                                   h.tail(name, 50))
+                    tail = h.tail(name, 50)
+                    m = re.findall(r"\bblocks=(\d+) data_sent=(\d+)", tail)
                     if m:
-                        c, b, d = (int(x) for x in m[-1])
+                        b, d = (int(x) for x in m[-1])
                         row.update({"mc_blocks": b, "mc_data_sent": d, "mc_sends_per_block": round(d / b, 3)})
+                    # The session's timeline (ms from its first request): master turns, passes
+                    # with DATA, resends, when the last DATA left and when the last member was done.
+                    for key in ("turns", "passes", "resent", "last_data_ms", "done_ms"):
+                        v = re.findall(rf"\b{key}=(\d+)", tail)
+                        if v:
+                            row["mc_" + key] = int(v[-1])
                 log(f"multicast {label} {name} x{many}: {row.get('wall_s')} s, one alone {one.get('wall_s')} s "
-                    f"({ratio}x), {row.get('failed')} failed")
+                    f"({ratio}x), {row.get('failed')} failed; " + ", ".join(
+                        f"{k}={row[k]}" for k in ("mc_data_sent", "mc_turns", "mc_passes", "mc_resent", "mc_last_data_ms",
+                                                  "mc_done_ms", "rcvbuf_errors", "clients_cpu_s", "single_clients_cpu_s",
+                                                  "server_cpu_s", "machine_busy_s")
+                        if k in row))
                 rows.append(row)
     finally:
         lab.rate(None)
@@ -1242,6 +1300,9 @@ def main():
                     help="unicast clients through 100 Mbit/s in the multicast series")
     ap.add_argument("--mc-unicast-slow", type=int, default=10,
                     help="unicast clients through 10 Mbit/s in the multicast series")
+    ap.add_argument("--mc-servers", default="mosboot-mc,atftpd-mc,mosboot-unicast",
+                    help="subset of the multicast series' servers")
+    ap.add_argument("--mc-rates", default="100mbit,10mbit", help="subset of the multicast series' links")
     ap.add_argument("--mc-peer", default="", help="atftpd binary (default: found or unpacked)")
     ap.add_argument("--build-runs", type=int, default=3)
     ap.add_argument("--boot-trials", type=int, default=2)

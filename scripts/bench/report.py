@@ -303,15 +303,24 @@ def multicast_section(res):
     body = []
     for r in rows:
         if "wall_s" not in r:
-            body.append([r.get("cond", ""), r.get("server", ""), "error", "", "", "", "", r.get("error", "")[:80]])
+            body.append([r.get("cond", ""), r.get("server", ""), "error", "", "", "", "", r.get("error", "")[:80],
+                         "", "", "", "", ""])
             continue
         goal = ""
         if r.get("vs_single") is not None and r["server"] != "mosboot-unicast":
             goal = "met" if r["vs_single"] <= 2 and not r["failed"] else "not met"
         sends = fmt(r.get("mc_sends_per_block"), 3) if r.get("mc_sends_per_block") is not None else ""
+        tail = ""
+        if r.get("mc_done_ms") is not None and r.get("mc_last_data_ms") is not None:
+            tail = fmt((r["mc_done_ms"] - r["mc_last_data_ms"]) / 1000, 2)
+        cpu = fmt(r.get("clients_cpu_s"), 1) if r.get("clients_cpu_s") is not None else ""
+        if cpu and r.get("single_clients_cpu_s") is not None:
+            cpu += f" ({fmt(r['single_clients_cpu_s'], 2)})"
         body.append([r["cond"], r["server"], r["clients"], fmt(r["wall_s"], 1), fmt(r.get("single_s"), 2),
                      fmt(r.get("vs_single"), 2) + "×" if r.get("vs_single") is not None else "",
-                     r["failed"], sends, goal])
+                     r["failed"], sends, goal, r.get("mc_turns", ""), tail, cpu,
+                     fmt(r.get("server_cpu_s"), 1) if r.get("server_cpu_s") is not None else "",
+                     r.get("rcvbuf_errors", "")])
     setup = res.get("multicast_setup_s")
     note = (f"\nOne namespace per atftp client (atftp binds the group's port without SO_REUSEADDR), all on one "
             f"bridge behind the server's tbf; setting up {rows[0].get('clients', '')} of them took "
@@ -320,9 +329,15 @@ def multicast_section(res):
             "passes included); unicast sends one copy per client. Unicast runs fewer clients (its time "
             "grows linearly with their number: 250 take ~250× one alone). All clients run on this "
             "machine's CPUs: with 250 receivers each DATA is copied to 250 namespaces and 250 atftp "
-            "processes, so the multicast rows measure the emulation's CPU as much as the link.\n")
+            "processes, so the multicast rows measure the emulation's CPU as much as the link. "
+            "master turns: members made the master one after another (those told mc=1 together because they should hold every block are not counted); "
+            "tail: from the last DATA leaving the server to the last member done; clients' CPU: "
+            "user + system time of all client processes (of the one alone in brackets), the kernel's "
+            "work of copying each DATA into 250 namespaces lands mostly on the server's CPU; "
+            "rcvbuf drops: DATA the clients' kernels dropped because an atftp was too slow to read.\n")
     return table(["link", "server", "clients", "time s", "one alone s", "time / one alone", "failed",
-                  "DATA/block", "goal ≤ 2×"], body) + note
+                  "DATA/block", "goal ≤ 2×", "master turns", "tail s", "clients' CPU s", "server CPU s",
+                  "rcvbuf drops"], body) + note
 
 
 def build_section(res):
