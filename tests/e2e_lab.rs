@@ -100,22 +100,34 @@ fn read_console(path: &Path) -> Console {
     c
 }
 
+/// The four iPXE PCs (486 and Pentium, four NIC models) that boot at once in the transport
+/// tests; names and the fourth MAC octet keep one test's nodes apart from another's.
+const TRANSPORT_PCS: [&str; 4] = [
+    "cpu=486,nic=ne2k_pci,mem=16",
+    "cpu=pentium,nic=rtl8139,mem=32",
+    "cpu=486,nic=rtl8139,mem=16",
+    "cpu=pentium,nic=e1000,mem=24",
+];
+
+/// The multicast lab's PCs: no ne2k_pci, whose iPXE driver (ns8390) can wedge for good after a
+/// receive overrun while the group floods its NIC ("Bogus packet, ignoring" for every later
+/// packet; seen once in seven runs) -- an iPXE bug that would make the test flaky, documented in
+/// the README's multicast section; the NE2000 keeps its place in the HTTP and TFTP lab tests.
+const MULTICAST_PCS: [&str; 4] = [
+    "cpu=486,nic=rtl8139,mem=16",
+    "cpu=pentium,nic=rtl8139,mem=32",
+    "cpu=486,nic=e1000,mem=16",
+    "cpu=pentium,nic=e1000,mem=24",
+];
+
+fn four_ipxe_pcs(specs: [&str; 4], names: [&'static str; 4], mac_octet: u8) -> [(&'static str, String); 4] {
+    std::array::from_fn(|i| (names[i], format!("{},mac=52:54:00:{mac_octet:02x}:00:{:02x}", specs[i], i + 1)))
+}
+
 /// One lab run: `mosboot serve` (with its status page) for `cfg` and the given nodes; afterwards
 /// `mosboot nodes --json` and, with `page`, the status page as headless Chromium renders it (its
 /// DOM, and a screenshot kept in the target folder). Returns the server log, the nodes table and
 /// the page's DOM (empty without `page`); fails the test when a node does not finish.
-/// The four iPXE PCs (486 and Pentium, four NIC models) that boot at once in the transport
-/// tests; names and the fourth MAC octet keep one test's nodes apart from another's.
-fn four_ipxe_pcs(names: [&'static str; 4], mac_octet: u8) -> [(&'static str, String); 4] {
-    const SPECS: [&str; 4] = [
-        "cpu=486,nic=ne2k_pci,mem=16",
-        "cpu=pentium,nic=rtl8139,mem=32",
-        "cpu=486,nic=rtl8139,mem=16",
-        "cpu=pentium,nic=e1000,mem=24",
-    ];
-    std::array::from_fn(|i| (names[i], format!("{},mac=52:54:00:{mac_octet:02x}:00:{:02x}", SPECS[i], i + 1)))
-}
-
 fn run_lab(
     w: &Path,
     cfg: &str,
@@ -454,7 +466,7 @@ fn ipxe_nodes_boot_over_http() {
     assert!(script.contains("kernel http://192.168.0.254:8080/vmlinuz"), "{script}");
     let map = mosboot(w, &["-c", "http.toml", "map"]);
     let map_sha = sha256_file(&w.join("out/server/openmosix.map"));
-    let nodes = four_ipxe_pcs(["h486", "hpentium", "h486b", "he1000"], 0xe4);
+    let nodes = four_ipxe_pcs(TRANSPORT_PCS, ["h486", "hpentium", "h486b", "he1000"], 0xe4);
     let _turn = LAB.lock().unwrap_or_else(|e| e.into_inner());
     let started = std::time::Instant::now();
     let (server_log, rows, _) = run_lab(w, "http.toml", "http", &nodes, false);
@@ -513,7 +525,7 @@ fn ipxe_nodes_boot_over_multicast() {
     assert!(script[mtftp..].contains("\nkernel vmlinuz "), "no TFTP fallback after MTFTP:\n{script}");
     let map = mosboot(w, &["-c", "mc.toml", "map"]);
     let map_sha = sha256_file(&w.join("out/server/openmosix.map"));
-    let nodes = four_ipxe_pcs(["m486", "mpentium", "m486b", "me1000"], 0xe5);
+    let nodes = four_ipxe_pcs(MULTICAST_PCS, ["m486", "mpentium", "m486b", "me1000"], 0xe5);
     let _turn = LAB.lock().unwrap_or_else(|e| e.into_inner());
     let started = std::time::Instant::now();
     let (server_log, rows, _) = run_lab(w, "mc.toml", "multicast", &nodes, false);
