@@ -330,7 +330,7 @@ def multicast_section(res):
             "grows linearly with their number: 250 take ~250× one alone). All clients run on this "
             "machine's CPUs: with 250 receivers each DATA is copied to 250 namespaces and 250 atftp "
             "processes, so the multicast rows measure the emulation's CPU as much as the link. "
-            "master turns: members made the master one after another (those told mc=1 together because they should hold every block are not counted); "
+            "master turns and tail: filled only by a server that logs them (blank: not logged); "
             "tail: from the last DATA leaving the server to the last member done; clients' CPU: "
             "user + system time of all client processes (of the one alone in brackets), the kernel's "
             "work of copying each DATA into 250 namespaces lands mostly on the server's CPU; "

@@ -69,8 +69,8 @@ async fn main() -> anyhow::Result<()> {
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 for s in log.take() {
                     println!(
-                        "multicast {} clients={} completed={} blocks={} sent={} passes={} turns={}",
-                        s.file, s.clients, s.completed, s.blocks, s.data_sent, s.passes, s.turns
+                        "multicast {} clients={} completed={} blocks={} sent={} passes={}",
+                        s.file, s.clients, s.completed, s.blocks, s.data_sent, s.passes
                     );
                 }
                 let _ = std::io::stdout().flush();

@@ -8,15 +8,7 @@
 //! blocks fill their gaps one pass at a time; a member that has everything ACKs the last block
 //! at once and is done. Clients that do not ask for the option keep getting unicast.
 //!
-//! A storm of nodes asking at once is what multicast is for, so three things keep it from
-//! costing a round trip or a pass per node: the first pass waits until the burst of requests
-//! pauses ([`GATHER_IDLE`], at most [`GATHER_MAX`]); members that have been sent every block
-//! since they joined are all told mc=1 at the same moment (each ACKs the last block and leaves)
-//! instead of one after the other; and the next master is the member that joined last, whose
-//! pass also fills every earlier joiner's gap.
-//!
-//! Bounds: memory per session is its member list, one read chunk and 8 bytes per block (never
-//! the file); sessions
+//! Bounds: memory per session is its member list plus one read chunk (never the file); sessions
 //! and members are limited, each member also counts against the per-source limit and has the
 //! same hard lifetime as a unicast transfer. Names pass the same root confinement as unicast.
 //! Files of more than 65535 blocks, netascii and anything else unusual fall back to unicast (the
@@ -86,12 +78,6 @@ const DEAF_AFTER: u32 = 3;
 const UNFINISHED_FOR: Duration = Duration::from_secs(300);
 /// Unfinished MTFTP downloads remembered at most.
 const MAX_UNFINISHED: usize = 4096;
-/// RFC 2090: the first pass starts once no request has joined for this long (nodes switched on
-/// together ask within milliseconds of each other; each one that misses the start costs a
-/// second pass over its gap, which every member receives again)...
-const GATHER_IDLE: Duration = Duration::from_millis(20);
-/// ... but no later than this after the first request.
-const GATHER_MAX: Duration = Duration::from_secs(1);
 /// Finished sessions kept for [`MulticastLog::finished`].
 const KEEP_FINISHED: usize = 64;
 
@@ -135,14 +121,8 @@ pub struct SessionStats {
     pub protocol: &'static str,
     /// Masters that had at least one block sent for them.
     pub passes: u64,
-    /// DATA sent again because the master's ACK did not come in time.
+    /// Of `data_sent`, retransmissions (no ACK in time).
     pub resent: u64,
-    /// Members made the master (OACK mc=1 or, MTFTP, block 1 unicast), re-offers not counted.
-    pub turns: u64,
-    /// When the last DATA left, in ms from the session's start.
-    pub last_data_ms: u64,
-    /// When the last member was done or dropped, in ms from the session's start.
-    pub done_ms: u64,
 }
 
 /// Finished sessions' counters, shared with whoever wants to read them (tests, the log).
@@ -432,9 +412,6 @@ impl Multicast {
             members: VecDeque::new(),
             master: Master::None,
             chunk: None,
-            sent_at: if kind == Kind::Rfc2090 { vec![0; blocks as usize] } else { Vec::new() },
-            started: Instant::now(),
-            gather_until: None,
             stats: SessionStats {
                 file: file.to_string(),
                 blocks,
@@ -513,19 +490,6 @@ struct Member {
     until: Instant,
     /// MTFTP: it did not hear the group as master; its blocks go unicast (see [`DEAF_AFTER`]).
     deaf: bool,
-    /// [`SessionStats::data_sent`] when it was told the group: every block sent after that
-    /// reached it, unless lost.
-    joined: u64,
-    /// RFC 2090: offered the master role at once, beside the master, because every block has
-    /// gone to the group since it joined (see [`Session::probe_covered`]).
-    probe: Option<Probe>,
-}
-
-/// An OACK mc=1 to a member that should have every block: it ACKs the last one and is done.
-#[derive(Clone, Copy)]
-struct Probe {
-    tries: u32,
-    deadline: Instant,
 }
 
 /// The master's state.
@@ -560,12 +524,6 @@ struct Session {
     master: Master,
     /// Byte offset and contents of the chunk last read.
     chunk: Option<(u64, Vec<u8>)>,
-    /// RFC 2090: per block, [`SessionStats::data_sent`] right after it last went to the group
-    /// (0: never); 8 bytes a block, at most 65535 blocks.
-    sent_at: Vec<u64>,
-    started: Instant,
-    /// RFC 2090: no master before this while requests keep coming (see [`GATHER_IDLE`]).
-    gather_until: Option<Instant>,
     stats: SessionStats,
     /// MTFTP: blocks in a row the master acknowledged only after a unicast copy.
     unicast_streak: u32,
@@ -599,7 +557,10 @@ impl Session {
                 }
                 continue;
             }
-            let deadline = self.next_deadline().unwrap_or_else(|| Instant::now() + self.retry_after());
+            let deadline = match self.master {
+                Master::Offered { deadline, .. } | Master::Active { deadline, .. } => deadline,
+                Master::None => Instant::now() + self.retry_after(),
+            };
             let wake = self.members.iter().map(|m| m.until).min().map_or(deadline, |u| u.min(deadline));
             tokio::select! {
                 join = joins.recv() => if let Some(join) = join { self.add(join).await },
@@ -616,8 +577,7 @@ impl Session {
                 },
             }
         }
-        let mut s = std::mem::take(&mut self.stats);
-        s.done_ms = self.since_start();
+        let s = std::mem::take(&mut self.stats);
         tracing::info!(
             file = s.file,
             clients = s.clients,
@@ -625,10 +585,7 @@ impl Session {
             blocks = s.blocks,
             data_sent = s.data_sent,
             passes = s.passes,
-            turns = s.turns,
             resent = s.resent,
-            last_data_ms = s.last_data_ms,
-            done_ms = s.done_ms,
             unicast = s.unicast_sent,
             "multicast {} ({}): {} clients, {} blocks, {} DATA sent ({} resent, {} passes)",
             s.file,
@@ -648,8 +605,7 @@ impl Session {
         }
         if let Some(pos) = self.members.iter().position(|m| m.peer == join.peer) {
             // Its request again: our OACK was lost.
-            let master =
-                (pos == 0 && !matches!(self.master, Master::None)) || self.members[pos].probe.is_some();
+            let master = pos == 0 && !matches!(self.master, Master::None);
             let oack = self.oack(&self.members[pos].oack, master);
             self.send_to(&oack, join.peer).await;
             self.owner.left(&self.key, join.peer);
@@ -658,16 +614,7 @@ impl Session {
         self.stats.clients += 1;
         let peer = join.peer;
         self.members.push_back(self.member(join));
-        if self.stats.turns == 0 {
-            // Nothing sent yet: wait for the rest of the burst; the first member will be the
-            // master, the others listen from the start.
-            let now = Instant::now();
-            self.gather_until = Some((now + GATHER_IDLE).min(self.started + GATHER_MAX));
-            if self.members.len() > 1 {
-                let oack = self.oack(&self.members[self.members.len() - 1].oack, false);
-                self.send_to(&oack, peer).await;
-            }
-        } else if matches!(self.master, Master::None) {
+        if matches!(self.master, Master::None) {
             self.promote().await;
         } else {
             let oack = self.oack(&self.members[self.members.len() - 1].oack, false);
@@ -729,14 +676,7 @@ impl Session {
     fn member(&self, join: Join) -> Member {
         let lifetime = self.owner.cfg.lifetime
             + Duration::from_secs(self.blocks * u64::from(self.blksize) / super::server::MIN_RATE);
-        Member {
-            peer: join.peer,
-            oack: join.oack,
-            until: Instant::now() + lifetime,
-            joined: self.stats.data_sent,
-            probe: None,
-            deaf: false,
-        }
+        Member { peer: join.peer, oack: join.oack, until: Instant::now() + lifetime, deaf: false }
     }
 
     fn oack(&self, options: &[(String, String)], master: bool) -> Vec<u8> {
@@ -750,65 +690,14 @@ impl Session {
     }
 
     /// Makes the front member the master (OACK mc=1; MTFTP: block 1 unicast), if there is one.
-    /// RFC 2090: first every member that should have the whole file is offered the role at once
-    /// (it ACKs the last block and leaves, one round trip for all of them instead of one each),
-    /// then the member that missed the most becomes the master: its pass fills every earlier
-    /// joiner's gap too.
     async fn promote(&mut self) {
         self.master = Master::None;
-        self.gather_until = None;
-        if self.kind == Kind::Rfc2090 {
-            self.probe_covered().await;
-            self.pick_master();
-        }
-        if self.members.front().is_none_or(|m| m.probe.is_some()) {
-            // Nobody, or only members that are expected to answer with the last block.
+        if self.members.is_empty() {
             return;
         }
-        self.stats.turns += 1;
         self.offer().await;
         self.keep_alive().await;
         self.master = Master::Offered { tries: 0, deadline: Instant::now() + self.retry_after() };
-    }
-
-    /// Sends OACK mc=1 to every member not yet asked that has been sent every block since it
-    /// joined. A member that in fact lost some ACKs a lower block and waits in line like any
-    /// other (atftp ACKs its first missing block whenever it is told it is the master).
-    async fn probe_covered(&mut self) {
-        let Some(floor) = self.sent_at.iter().copied().min() else { return };
-        let deadline = Instant::now() + self.owner.cfg.timeout;
-        for i in 0..self.members.len() {
-            let m = &self.members[i];
-            if m.probe.is_some() || m.joined >= floor {
-                continue;
-            }
-            let (oack, peer) = (self.oack(&m.oack, true), m.peer);
-            self.members[i].probe = Some(Probe { tries: 0, deadline });
-            self.send_to(&oack, peer).await;
-        }
-    }
-
-    /// Moves the member that joined last among those not probed to the front (the next master).
-    fn pick_master(&mut self) {
-        let pick = self
-            .members
-            .iter()
-            .enumerate()
-            .filter(|(_, m)| m.probe.is_none())
-            .max_by_key(|(i, m)| (m.joined, std::cmp::Reverse(*i)))
-            .map(|(i, _)| i);
-        if let Some(i) = pick.filter(|&i| i != 0)
-            && let Some(m) = self.members.remove(i)
-        {
-            self.members.push_front(m);
-        }
-    }
-
-    /// Ends member `pos` other than the master: `complete` (it ACKed the last block) or not.
-    fn finish_at(&mut self, pos: usize, complete: bool, why: &str) {
-        if let Some(m) = self.members.remove(pos) {
-            self.finish(m, complete, why);
-        }
     }
 
     /// Tells the front member it is the master.
@@ -864,23 +753,6 @@ impl Session {
         let is_master =
             self.members.front().is_some_and(|m| m.peer == from) && !matches!(self.master, Master::None);
         match packet {
-            Some(Packet::Ack { block }) if !is_master && self.kind == Kind::Rfc2090 => {
-                let Some(pos) = self.members.iter().position(|m| m.peer == from) else { return };
-                if u64::from(block) >= self.blocks {
-                    // Done (probed, or told earlier it was the master and filled by another's
-                    // pass): an RFC 2090 client ACKs the last block only when it has them all.
-                    self.finish_at(pos, true, "done");
-                    if self.members.is_empty() || matches!(self.master, Master::None) {
-                        self.promote().await;
-                    }
-                } else if self.members[pos].probe.take().is_some() {
-                    // It lost something: it waits for a pass of its own.
-                    self.members[pos].joined = self.stats.data_sent;
-                    if matches!(self.master, Master::None) {
-                        self.promote().await;
-                    }
-                }
-            }
             Some(Packet::Ack { block }) if is_master => {
                 let acked = u64::from(block);
                 if acked >= self.blocks {
@@ -943,66 +815,12 @@ impl Session {
         }
     }
 
-    /// When the next timer is due: the master's and the probes' deadlines.
-    fn next_deadline(&self) -> Option<Instant> {
-        let master = match self.master {
-            Master::Offered { deadline, .. } | Master::Active { deadline, .. } => Some(deadline),
-            Master::None => None,
-        };
-        self.members
-            .iter()
-            .filter_map(|m| m.probe.map(|p| p.deadline))
-            .chain(master)
-            .chain(self.gather_until)
-            .min()
-    }
-
     async fn timer(&mut self) {
         let (retries, offers) = match self.kind {
             Kind::Rfc2090 => (self.owner.cfg.retries, self.owner.cfg.retries),
             Kind::Mtftp => (MTFTP_TRIES, MTFTP_TRIES),
         };
-        let now = Instant::now();
-        let deadline = now + self.retry_after();
-        if let Some(until) = self.gather_until {
-            if until <= now {
-                self.gather_until = None;
-                self.promote().await;
-            }
-            return;
-        }
-        // Probes that got no answer: asked again, then dropped like an unanswered master.
-        let mut i = 0;
-        while i < self.members.len() {
-            match self.members[i].probe {
-                Some(p) if p.deadline <= now && p.tries >= retries => {
-                    self.finish_at(i, false, "no ACK for OACK");
-                    continue;
-                }
-                Some(p) if p.deadline <= now => {
-                    let (oack, peer) = (self.oack(&self.members[i].oack, true), self.members[i].peer);
-                    self.members[i].probe = Some(Probe { tries: p.tries + 1, deadline });
-                    self.send_to(&oack, peer).await;
-                }
-                _ => {}
-            }
-            i += 1;
-        }
-        let due = match self.master {
-            Master::Offered { deadline, .. } | Master::Active { deadline, .. } => deadline <= now,
-            Master::None => {
-                if self.kind == Kind::Rfc2090
-                    && !self.members.is_empty()
-                    && self.members.iter().all(|m| m.probe.is_none())
-                {
-                    self.promote().await;
-                }
-                false
-            }
-        };
-        if !due {
-            return;
-        }
+        let deadline = Instant::now() + self.retry_after();
         match self.master {
             Master::Offered { tries, .. } if tries >= offers => {
                 self.drop_master(false, "no ACK for OACK").await
@@ -1069,12 +887,6 @@ impl Session {
         let mut pkt = Vec::with_capacity(4 + data.len());
         packet::encode_data_into(&mut pkt, (seq & 0xFFFF) as u16, &data);
         self.stats.data_sent += 1;
-        self.stats.last_data_ms = self.since_start();
-        if to.is_none()
-            && let Some(at) = usize::try_from(seq - 1).ok().and_then(|i| self.sent_at.get_mut(i))
-        {
-            *at = self.stats.data_sent;
-        }
         if to.is_some() {
             self.stats.unicast_sent += 1;
         } else if self.kind == Kind::Mtftp {
@@ -1089,10 +901,6 @@ impl Session {
         if let Err(e) = self.socket.send_to(&pkt, to.unwrap_or(self.group)).await {
             tracing::debug!(error = %e, "tftp: multicast: DATA send failed");
         }
-    }
-
-    fn since_start(&self) -> u64 {
-        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
     async fn block(&mut self, seq: u64) -> io::Result<Vec<u8>> {
