@@ -13,7 +13,7 @@ for group in "$@"; do
     kit)   want+=(linux-source-6.1 build-essential bc flex bison libelf-dev xz-utils
                   dpkg-dev python3-pip qemu-user binutils file) ;;
     package) want+=(dpkg-dev binutils lintian mmdebstrap systemd-container udhcpc curl iproute2) ;;
-    bench) want+=(kea-dhcp4-server kea-admin tftpd-hpa atftp dnsmasq-base hyperfine) ;;
+    bench) want+=(kea-dhcp4-server kea-admin tftpd-hpa atftp dnsmasq-base hyperfine gcc libc6-dev) ;;
     *) echo "deps.sh: unknown group '$group' (build, test, kit, package, bench)" >&2; exit 2 ;;
   esac
 done

@@ -460,8 +460,11 @@ def perfdhcp_step(h, s, rate, period, timers=False):
         cmd += ["-r", str(rate)]
     if timers:
         cmd += ["-x", "t"]
+    penv = dict(os.environ)
+    if h.args.client_rcvbuf_shim:
+        penv["LD_PRELOAD"] = h.args.client_rcvbuf_shim  # see scripts/bench/rcvbuf.c
     t0 = time.monotonic()
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=period + 30)
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=period + 30, env=penv)
     wall = time.monotonic() - t0
     cpu1 = h.cpu_seconds(s.p)
     drops1 = (udp_rcvbuf_errors(h.srv), udp_rcvbuf_errors(h.cli))
@@ -1281,6 +1284,8 @@ def main():
     ap.add_argument("--dhcp-disk-period", type=int, default=8)
     ap.add_argument("--dhcp-clients", type=int, default=4000,
                     help="perfdhcp -R: distinct clients (mosboot's new-MAC flood limit is raised to it)")
+    ap.add_argument("--client-rcvbuf-shim", default="",
+                    help="LD_PRELOAD for perfdhcp that enlarges its socket buffers (rcvbuf.c)")
     ap.add_argument("--http-toml", default="", help="cluster file with [serve] http for the http series")
     ap.add_argument("--http-trials", type=int, default=3)
     ap.add_argument("--avalanche-limit", type=float, default=30)

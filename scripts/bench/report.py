@@ -516,7 +516,8 @@ def main():
     parts.append("- Peers: " + "; ".join(f"{k} {v}" for k, v in vers.items()) + ".\n")
     st = res.get("settings", {})
     parts.append(f"- Settings: DHCP steps {st.get('dhcp_period')} s each at {st.get('dhcp_rates')} offered/s, "
-                 f"perfdhcp -R {st.get('dhcp_clients')} (mosboot's new-MAC flood limit raised to as many for the perfdhcp series); kill -9 trials {st.get('loss_trials')} per server "
+                 f"perfdhcp -R {st.get('dhcp_clients')} (mosboot's new-MAC flood limit raised to as many for the perfdhcp series), "
+                 f"perfdhcp's socket buffers {'32 MiB (rcvbuf.c)' if st.get('client_rcvbuf_shim') else 'default'}; kill -9 trials {st.get('loss_trials')} per server "
                  f"at {st.get('loss_rate')} new clients/s; added delay {st.get('delay_us')} µs one way"
                  + (f" (measured ping RTT over that link: {fmt(res.get('delay_rtt_ms'), 2)} ms)"
                     if res.get("delay_rtt_ms") is not None else "") + ".\n")

@@ -93,6 +93,14 @@ if [ -f "$fkernel" ] && [ -f "$fbusybox" ] \
   floppy_img=$work/floppy.img
 fi
 
+# perfdhcp's receive buffers (scripts/bench/rcvbuf.c): without gcc the DHCP series runs without it.
+shim=""
+if gcc -O2 -shared -fPIC -o "$work/rcvbuf.so" "$here/rcvbuf.c" -ldl >&2; then
+  shim=$work/rcvbuf.so
+else
+  echo "bench: could not build rcvbuf.so; perfdhcp keeps its default socket buffers" >&2
+fi
+
 series=${BENCH_SERIES:-dhcp,avalanche,dhcp-disk,loss,tftp,multicast,http,build,boot,floppy,status}
 keep=()
 [ "${BENCH_KEEP:-0}" = 1 ] && keep=(--keep)
@@ -101,7 +109,7 @@ rc=0
 python3 "$here/bench.py" --mosboot "$mosboot" --delayfwd "$delayfwd" \
   --dhcp-toml "$work/dhcp.toml" --tftp-toml "$work/tftp.toml" --http-toml "$work/http.toml" --demo-toml "$work/demo.toml" \
   --demo-out "$work/demo-out" --outtree "$work/demo-out" --tftproot "$work/demo-out/tftpboot" \
-  --qemu-dir "$qemu_dir" --floppy-img "$floppy_img" --out "$work/results.json" --series "$series" \
+  --qemu-dir "$qemu_dir" --floppy-img "$floppy_img" --client-rcvbuf-shim "$shim" --out "$work/results.json" --series "$series" \
   "${keep[@]}" ${BENCH_ARGS:-} || rc=$?
 [ -f "$work/results.json" ] || { echo "bench: the harness produced no results (exit $rc)" >&2; exit 2; }
 mkdir -p "$root/scripts/bench/last"
