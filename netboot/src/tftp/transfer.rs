@@ -714,6 +714,57 @@ mod tests {
         assert_eq!(rtt.early(Duration::from_millis(600)), None);
     }
 
+    /// The blocking link gives the same transfer as the reactor, and a dropped [`Stop`] ends it
+    /// at once even while it waits in `recv` for an ACK that never comes.
+    #[tokio::test]
+    async fn blocking_transfer_completes_and_stops_when_told() {
+        let negotiated = || Negotiated {
+            blksize: 512,
+            windowsize: 1,
+            timeout: Duration::from_secs(5),
+            oack: Vec::new(),
+            ignored: Vec::new(),
+        };
+        let data: Arc<[u8]> = (0..2000u32).map(|i| (i % 253) as u8).collect::<Vec<u8>>().into();
+        let pair = || async {
+            let server = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            server.connect(client.local_addr().unwrap()).await.unwrap();
+            client.connect(server.local_addr().unwrap()).unwrap();
+            client.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            (server, client)
+        };
+
+        let (server, client) = pair().await;
+        let t = Transfer::new(server, Source::Memory(Arc::clone(&data)), Mode::Octet, negotiated(), 3);
+        let (t, _stop) = t.into_blocking().unwrap();
+        let run = std::thread::spawn(move || t.run_blocking());
+        let (mut got, mut buf) = (Vec::new(), [0u8; 600]);
+        loop {
+            let n = client.recv(&mut buf).unwrap();
+            let Ok(Packet::Data { block, data }) = Packet::parse(&buf[..n]) else { panic!("not DATA") };
+            got.extend_from_slice(&data);
+            client.send(&Packet::Ack { block }.encode()).unwrap();
+            if data.len() < 512 {
+                break;
+            }
+        }
+        assert_eq!(got, &data[..]);
+        let outcome = run.join().unwrap().unwrap();
+        assert_eq!(outcome, Outcome::Complete { bytes: 2000, final_ack: true });
+
+        let (server, client) = pair().await;
+        let t = Transfer::new(server, Source::Memory(data), Mode::Octet, negotiated(), 3);
+        let (t, stop) = t.into_blocking().unwrap();
+        let run = std::thread::spawn(move || t.run_blocking());
+        let n = client.recv(&mut buf).unwrap();
+        assert!(matches!(Packet::parse(&buf[..n]), Ok(Packet::Data { block: 1, .. })));
+        let started = std::time::Instant::now();
+        drop(stop);
+        assert!(run.join().unwrap().is_err(), "a stopped transfer ends with an error");
+        assert!(started.elapsed() < Duration::from_secs(2), "stopped at once, not after the timeout");
+    }
+
     #[test]
     fn block_numbers_roll_over_to_zero() {
         assert_eq!(wire(65535), 65535);
