@@ -37,7 +37,7 @@ const MIN_TIMEOUT: Duration = Duration::from_millis(10);
 pub(super) const MIN_RATE: u64 = 16 * 1024;
 /// Most transfers running at once for which lock-step transfers get a thread of their own (see
 /// [`Shared::run_transfer`]); beyond it all share the TFTP thread's reactor.
-const OWN_THREAD_MAX: usize = 4;
+const OWN_THREAD_MAX: usize = 2;
 /// Stack of such a thread: the transfer loop keeps its buffers on the heap.
 const OWN_THREAD_STACK: usize = 256 * 1024;
 
