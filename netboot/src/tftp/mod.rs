@@ -8,7 +8,9 @@
 //!
 //! Shape: one socket on port 69 takes requests ([`server`]); each read runs as its own task with
 //! its own ephemeral socket ([`transfer`]) as RFC 1350 asks, after the name passed root
-//! confinement ([`path`]) and options were negotiated ([`options`]). Completed transfers and the
+//! confinement ([`path`]) and options were negotiated ([`options`]); while few run, a lock-step
+//! transfer's blocks go out from a thread of its own with a blocking socket, the same transfer
+//! code with a cheaper wait (see `Shared::run_transfer`). Completed transfers and the
 //! nodes' `mosboot-report/...` requests become [`crate::events::BootEvent`]s.
 
 mod cache;

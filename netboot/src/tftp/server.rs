@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -35,6 +35,11 @@ const MIN_TIMEOUT: Duration = Duration::from_millis(10);
 /// Slowest transfer kept alive (bytes/s) beyond [`TftpConfig::lifetime`]; a 486 with an ISA NIC
 /// does 20 times that.
 pub(super) const MIN_RATE: u64 = 16 * 1024;
+/// Most transfers running at once for which lock-step transfers get a thread of their own (see
+/// [`Shared::run_transfer`]); beyond it all share the TFTP thread's reactor.
+const OWN_THREAD_MAX: usize = 2;
+/// Stack of such a thread: the transfer loop keeps its buffers on the heap.
+const OWN_THREAD_STACK: usize = 256 * 1024;
 
 /// A bound TFTP server, ready to [`run`](TftpServer::run).
 pub struct TftpServer {
@@ -53,6 +58,8 @@ struct Shared {
     /// Shared copies of the files being sent (see `cache`).
     cache: FileCache,
     next_id: AtomicU64,
+    /// Transfers running on a thread of their own now.
+    own_threads: AtomicUsize,
     warned_bind_device: AtomicBool,
     /// RFC 2090 sessions, when `[serve] multicast` is on.
     multicast: Option<Arc<super::multicast::Multicast>>,
@@ -101,6 +108,7 @@ impl TftpServer {
                 transfers: Mutex::new(HashMap::new()),
                 cache: FileCache::default(),
                 next_id: AtomicU64::new(1),
+                own_threads: AtomicUsize::new(0),
                 warned_bind_device: AtomicBool::new(false),
                 multicast,
             }),
@@ -239,6 +247,15 @@ impl Drop for Deregister {
         if map.get(&self.peer).is_some_and(|r| r.id == self.id) {
             map.remove(&self.peer);
         }
+    }
+}
+
+/// A claimed place among the [`OWN_THREAD_MAX`] transfer threads, given back when dropped.
+struct OwnThread(Arc<Shared>);
+
+impl Drop for OwnThread {
+    fn drop(&mut self) {
+        self.0.own_threads.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -443,7 +460,7 @@ impl Shared {
         let transfer =
             Transfer::new(socket, source, req.mode, negotiated, self.cfg.retries).with_again(again);
         let lifetime = self.cfg.lifetime + Duration::from_secs(size / MIN_RATE);
-        let Ok(outcome) = tokio::time::timeout(lifetime, transfer.run()).await else {
+        let Ok(outcome) = tokio::time::timeout(lifetime, self.run_transfer(transfer)).await else {
             tracing::warn!(%peer, ?path, size, secs = lifetime.as_secs(), "tftp: transfer ended: too slow (hard lifetime)");
             return;
         };
@@ -463,6 +480,42 @@ impl Shared {
                 tracing::warn!(%peer, ?path, blksize, ms, error = %e, "tftp: transfer failed");
             }
         }
+    }
+
+    /// Runs a transfer: the OACK handshake here, then the blocks. A lock-step data phase runs on
+    /// a thread of its own with a blocking socket while few transfers run: one `send` and one
+    /// `recv` per block, no reactor round trip (an `epoll_wait` and a `recv` that finds nothing).
+    /// With many transfers the reactor is the cheaper one: one wakeup serves several ready
+    /// sockets, where threads would cost a context switch per block each. This task waits for the
+    /// thread; when it is aborted or its lifetime ends, dropping the [`Stop`] ends the thread.
+    async fn run_transfer(self: &Arc<Self>, mut transfer: Transfer) -> io::Result<Outcome> {
+        if let Some(outcome) = transfer.open().await? {
+            return Ok(outcome);
+        }
+        if !transfer.lock_step() || self.lock_transfers().len() > OWN_THREAD_MAX {
+            return transfer.send_data().await;
+        }
+        let claimed = self
+            .own_threads
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < OWN_THREAD_MAX).then_some(n + 1))
+            .is_ok();
+        if !claimed {
+            return transfer.send_data().await;
+        }
+        let slot = OwnThread(Arc::clone(self));
+        let (transfer, _stop) = transfer.into_blocking()?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let spawned = std::thread::Builder::new()
+            .name("mosboot-tftp-xfer".into())
+            .stack_size(OWN_THREAD_STACK)
+            .spawn(move || {
+                let _slot = slot;
+                let _ = tx.send(transfer.run_blocking());
+            });
+        if let Err(e) = spawned {
+            return Err(io::Error::new(e.kind(), format!("cannot start a transfer thread: {e}")));
+        }
+        rx.await.unwrap_or_else(|_| Err(io::Error::other("the transfer thread ended abnormally")))
     }
 
     /// Opens the file a request names, under the root; an octet-mode file small enough comes

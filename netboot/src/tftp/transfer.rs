@@ -3,10 +3,13 @@
 //! port as `ConnectionRefused`, which ends the transfer at once instead of after all retries).
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use tokio::net::UdpSocket;
@@ -45,6 +48,8 @@ struct BlockReader {
     buf: Vec<u8>,
     pos: usize,
     eof: bool,
+    /// Read files in place (the transfer runs on a thread of its own, see [`Blocking`]).
+    blocking: bool,
 }
 
 impl BlockReader {
@@ -57,6 +62,7 @@ impl BlockReader {
             buf: Vec::new(),
             pos: 0,
             eof: false,
+            blocking: false,
         }
     }
 
@@ -112,6 +118,7 @@ impl BlockReader {
                 let end = start.saturating_add(self.chunk).min(data.len());
                 Ok(data[start..end].to_vec())
             }
+            Source::File(file) if self.blocking => read_full_at(file, self.offset, self.chunk),
             Source::File(file) => {
                 let file = Arc::clone(file);
                 let (offset, chunk) = (self.offset, self.chunk);
@@ -200,17 +207,143 @@ enum Heard {
     PortClosed,
 }
 
+/// What one receive on the transfer's socket produced.
+enum Received {
+    Bytes(usize),
+    Timeout,
+    PortClosed,
+}
+
+/// How the transfer's socket is driven: by the TFTP thread's reactor, or blocking on a thread
+/// of its own (see [`Transfer::into_blocking`]). Only `send` and `recv` differ; every transfer
+/// rule above them is the same code.
+enum Link {
+    Reactor {
+        socket: UdpSocket,
+        /// One timer for the whole transfer, moved lazily (see `recv`).
+        timer: Pin<Box<Sleep>>,
+    },
+    Blocking(Blocking),
+}
+
+/// A blocking socket connected to the client, with the receive timeout (`SO_RCVTIMEO`) it has
+/// now: a lock-step block then costs one `send` and one `recv`, against a `recv` that finds
+/// nothing, an `epoll_wait` and the `recv` again through the reactor.
+struct Blocking {
+    socket: Arc<std::net::UdpSocket>,
+    stop: Arc<AtomicBool>,
+    rcvtimeo: Option<Duration>,
+}
+
+/// Ends a transfer running on its own thread when dropped (the server aborted the task that
+/// waits for it, or its hard lifetime ran out): the thread sees the flag, and its blocked
+/// `recv` returns at once because the socket is shut for reading.
+pub struct Stop {
+    socket: Arc<std::net::UdpSocket>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for Stop {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = socket2::SockRef::from(&*self.socket).shutdown(std::net::Shutdown::Read);
+    }
+}
+
+/// The error a stopped thread's transfer ends with (nobody waits for it any more).
+fn stopped() -> io::Error {
+    io::Error::other("transfer stopped")
+}
+
+impl Link {
+    async fn send(&self, pkt: &[u8]) -> io::Result<usize> {
+        match self {
+            Link::Reactor { socket, .. } => socket.send(pkt).await,
+            Link::Blocking(b) => b.socket.send(pkt),
+        }
+    }
+
+    /// One datagram from the client, or why none came before `deadline`.
+    async fn recv(&mut self, buf: &mut [u8], deadline: Instant) -> io::Result<Received> {
+        let received = match self {
+            Link::Reactor { socket, timer } => loop {
+                // The timer is moved only when it would fire late. Deadlines mostly move later
+                // (each ACK restarts the wait), so it is left where it is and, when it fires
+                // early, set to the real deadline: a timer operation about once per timeout
+                // instead of twice per block.
+                if timer.deadline() > deadline {
+                    timer.as_mut().reset(deadline);
+                }
+                tokio::select! {
+                    biased;
+                    r = socket.recv(buf) => break r,
+                    () = timer.as_mut() => {
+                        if Instant::now() >= deadline {
+                            return Ok(Received::Timeout);
+                        }
+                        timer.as_mut().reset(deadline);
+                    }
+                }
+            },
+            Link::Blocking(b) => loop {
+                if b.stop.load(Ordering::Relaxed) {
+                    return Err(stopped());
+                }
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Ok(Received::Timeout);
+                }
+                // Like the reactor's timer, the timeout is changed only when it is far off:
+                // waking up to 1/16 late or early is harmless, and in lock-step every wait is
+                // about as long as the one before, so this is no syscall per block.
+                let fits = b.rcvtimeo.is_some_and(|t| t >= left / 2 && t <= left + left / 16);
+                if !fits {
+                    b.socket.set_read_timeout(Some(left))?;
+                    b.rcvtimeo = Some(left);
+                }
+                match b.socket.recv(buf) {
+                    Ok(_) if b.stop.load(Ordering::Relaxed) => return Err(stopped()),
+                    Ok(n) => break Ok(n),
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+                        ) => {}
+                    Err(e) => break Err(e),
+                }
+            },
+        };
+        match received {
+            Ok(n) => Ok(Received::Bytes(n)),
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => Ok(Received::PortClosed),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Drives a future whose every await completes at once (a transfer on a [`Link::Blocking`]:
+/// its I/O blocks the thread instead of returning `Pending`).
+fn block_on<F: Future>(fut: F) -> F::Output {
+    let mut fut = std::pin::pin!(fut);
+    let mut cx = Context::from_waker(Waker::noop());
+    loop {
+        if let Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
+            return v;
+        }
+        // Not reached by the blocking link; a guard against spinning if an await ever pends.
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 /// A transfer in progress.
 pub struct Transfer {
-    socket: UdpSocket,
+    link: Link,
     negotiated: Negotiated,
     retries: u32,
     reader: BlockReader,
     recv_buf: Vec<u8>,
     /// Signalled by the request socket when this client repeats its request.
     again: Arc<tokio::sync::Notify>,
-    /// One timer for the whole transfer, moved lazily (see `hear`).
-    timer: Pin<Box<Sleep>>,
     rtt: Rtt,
     /// Whether the client chose the retransmit timeout itself (RFC 2349): then it is kept
     /// exactly, without early retransmissions.
@@ -224,13 +357,12 @@ impl Transfer {
         let chunk = window_bytes.clamp(16 * 1024, 1024 * 1024);
         let timeout_asked = negotiated.oack.iter().any(|(name, _)| name == "timeout");
         Transfer {
-            socket,
+            link: Link::Reactor { socket, timer: Box::pin(tokio::time::sleep(Duration::ZERO)) },
             negotiated,
             retries,
             reader: BlockReader::new(source, mode, chunk),
             recv_buf: vec![0u8; 2048],
             again: Arc::new(tokio::sync::Notify::new()),
-            timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
             rtt: Rtt::default(),
             timeout_asked,
         }
@@ -242,15 +374,46 @@ impl Transfer {
         self
     }
 
-    /// Runs the transfer to its end. I/O errors other than a closed client port are returned.
-    pub async fn run(mut self) -> io::Result<Outcome> {
-        if !self.negotiated.oack.is_empty() {
-            let oack = Packet::Oack { options: self.negotiated.oack.clone() }.encode();
-            if let Some(outcome) = self.handshake(&oack).await? {
-                return Ok(outcome);
-            }
+    /// The OACK handshake, when options were granted; `Some` ends the transfer. Then
+    /// [`send_data`](Self::send_data) or [`into_blocking`](Self::into_blocking) goes on. I/O
+    /// errors other than a closed client port are returned, here and in the data phase.
+    pub async fn open(&mut self) -> io::Result<Option<Outcome>> {
+        if self.negotiated.oack.is_empty() {
+            return Ok(None);
         }
-        self.send_data().await
+        let oack = Packet::Oack { options: self.negotiated.oack.clone() }.encode();
+        self.handshake(&oack).await
+    }
+
+    /// Whether the data phase is lock-step (one block per window).
+    pub fn lock_step(&self) -> bool {
+        self.negotiated.windowsize <= 1
+    }
+
+    /// Moves the data phase onto a blocking socket, for a thread of its own
+    /// ([`run_blocking`](Self::run_blocking)); the [`Stop`] ends it from outside. Meant for after
+    /// [`open`](Self::open): a repeated request (`again`) is not heard any more.
+    pub fn into_blocking(mut self) -> io::Result<(Self, Stop)> {
+        let Link::Reactor { socket, .. } = self.link else {
+            return Err(io::Error::other("transfer already blocking"));
+        };
+        let socket = socket.into_std()?;
+        socket.set_nonblocking(false)?;
+        let socket = Arc::new(socket);
+        let stop = Arc::new(AtomicBool::new(false));
+        self.link =
+            Link::Blocking(Blocking { socket: Arc::clone(&socket), stop: Arc::clone(&stop), rcvtimeo: None });
+        self.reader.blocking = true;
+        Ok((self, Stop { socket, stop }))
+    }
+
+    /// Runs the data phase of a transfer made by [`into_blocking`](Self::into_blocking) on the
+    /// calling thread.
+    pub fn run_blocking(mut self) -> io::Result<Outcome> {
+        if !matches!(self.link, Link::Blocking(_)) {
+            return Err(io::Error::other("transfer not blocking"));
+        }
+        block_on(self.send_data())
     }
 
     /// Sends the OACK and waits for the client's ACK 0. `Some` ends the transfer.
@@ -303,7 +466,8 @@ impl Transfer {
         }
     }
 
-    async fn send_data(&mut self) -> io::Result<Outcome> {
+    /// The data phase: every block sent and acknowledged, with retransmissions.
+    pub async fn send_data(&mut self) -> io::Result<Outcome> {
         let blksize = usize::from(self.negotiated.blksize);
         let windowsize = usize::from(self.negotiated.windowsize);
         let timeout = self.negotiated.timeout;
@@ -463,7 +627,7 @@ impl Transfer {
 
     /// Sends one packet; `false` when the client's port is known to be closed.
     async fn send(&self, pkt: &[u8]) -> io::Result<bool> {
-        match self.socket.send(pkt).await {
+        match self.link.send(pkt).await {
             Ok(_) => Ok(true),
             Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => Ok(false),
             Err(e) => Err(e),
@@ -472,33 +636,12 @@ impl Transfer {
 
     /// Waits for a packet that matters until `deadline`. Malformed packets and packets that are
     /// neither ACK nor ERROR are dropped.
-    ///
-    /// The transfer's one timer is moved only when it would fire late. Deadlines mostly move
-    /// later (each ACK restarts the wait), so the timer is left where it is and, when it fires
-    /// early, set to the real deadline: a timer operation about once per timeout instead of
-    /// twice per block.
     async fn hear(&mut self, deadline: Instant) -> io::Result<Heard> {
         loop {
-            if self.timer.deadline() > deadline {
-                self.timer.as_mut().reset(deadline);
-            }
-            let received = tokio::select! {
-                biased;
-                r = self.socket.recv(&mut self.recv_buf) => r,
-                () = self.timer.as_mut() => {
-                    if Instant::now() >= deadline {
-                        return Ok(Heard::Timeout);
-                    }
-                    self.timer.as_mut().reset(deadline);
-                    continue;
-                }
-            };
-            let n = match received {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-                    return Ok(Heard::PortClosed);
-                }
-                Err(e) => return Err(e),
+            let n = match self.link.recv(&mut self.recv_buf, deadline).await? {
+                Received::Bytes(n) => n,
+                Received::Timeout => return Ok(Heard::Timeout),
+                Received::PortClosed => return Ok(Heard::PortClosed),
             };
             match Packet::parse(&self.recv_buf[..n]) {
                 Ok(Packet::Ack { block }) => return Ok(Heard::Ack(block)),
@@ -569,6 +712,57 @@ mod tests {
         let slow = rtt.early(second).unwrap();
         assert!(slow > Duration::from_millis(300) && slow < Duration::from_millis(450), "{slow:?}");
         assert_eq!(rtt.early(Duration::from_millis(600)), None);
+    }
+
+    /// The blocking link gives the same transfer as the reactor, and a dropped [`Stop`] ends it
+    /// at once even while it waits in `recv` for an ACK that never comes.
+    #[tokio::test]
+    async fn blocking_transfer_completes_and_stops_when_told() {
+        let negotiated = || Negotiated {
+            blksize: 512,
+            windowsize: 1,
+            timeout: Duration::from_secs(5),
+            oack: Vec::new(),
+            ignored: Vec::new(),
+        };
+        let data: Arc<[u8]> = (0..2000u32).map(|i| (i % 253) as u8).collect::<Vec<u8>>().into();
+        let pair = || async {
+            let server = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            server.connect(client.local_addr().unwrap()).await.unwrap();
+            client.connect(server.local_addr().unwrap()).unwrap();
+            client.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            (server, client)
+        };
+
+        let (server, client) = pair().await;
+        let t = Transfer::new(server, Source::Memory(Arc::clone(&data)), Mode::Octet, negotiated(), 3);
+        let (t, _stop) = t.into_blocking().unwrap();
+        let run = std::thread::spawn(move || t.run_blocking());
+        let (mut got, mut buf) = (Vec::new(), [0u8; 600]);
+        loop {
+            let n = client.recv(&mut buf).unwrap();
+            let Ok(Packet::Data { block, data }) = Packet::parse(&buf[..n]) else { panic!("not DATA") };
+            got.extend_from_slice(&data);
+            client.send(&Packet::Ack { block }.encode()).unwrap();
+            if data.len() < 512 {
+                break;
+            }
+        }
+        assert_eq!(got, &data[..]);
+        let outcome = run.join().unwrap().unwrap();
+        assert_eq!(outcome, Outcome::Complete { bytes: 2000, final_ack: true });
+
+        let (server, client) = pair().await;
+        let t = Transfer::new(server, Source::Memory(data), Mode::Octet, negotiated(), 3);
+        let (t, stop) = t.into_blocking().unwrap();
+        let run = std::thread::spawn(move || t.run_blocking());
+        let n = client.recv(&mut buf).unwrap();
+        assert!(matches!(Packet::parse(&buf[..n]), Ok(Packet::Data { block: 1, .. })));
+        let started = std::time::Instant::now();
+        drop(stop);
+        assert!(run.join().unwrap().is_err(), "a stopped transfer ends with an error");
+        assert!(started.elapsed() < Duration::from_secs(2), "stopped at once, not after the timeout");
     }
 
     #[test]
