@@ -488,9 +488,9 @@ fn ipxe_nodes_boot_over_http() {
 }
 
 /// Issue 14 §1, §3: four iPXE nodes boot at once over PXE MTFTP (`mtftp://`, what Debian 13's
-/// iPXE can receive; its `tftm://` never accepts the group's DATA): with `[serve] multicast` on,
-/// the built boot.ipxe takes the kernel by MTFTP and the initrd by plain TFTP (iPXE listens on
-/// one fixed group for every MTFTP file). Per node the server logs a multicast `sent` line for
+/// iPXE can receive; its `tftm://` never delivers the group's DATA, README says why): with
+/// `[serve] multicast` on, the built boot.ipxe takes the kernel by MTFTP and the initrd by plain
+/// TFTP (iPXE listens on one fixed group for every MTFTP file). Per node the server logs a multicast `sent` line for
 /// the kernel (a member that got the whole file) and exactly one `fetched` stage for it (iPXE's
 /// own fallback to plain TFTP would add none or a second), and the session's counters show each
 /// DATA block sent about once, not once per node (unicast: blocks × nodes).

@@ -60,6 +60,9 @@ struct Shared {
     next_id: AtomicU64,
     /// Transfers running on a thread of their own now.
     own_threads: AtomicUsize,
+    /// Tests make starting a transfer thread fail, to check the fallback to the reactor.
+    #[cfg(test)]
+    fail_thread_spawn: AtomicBool,
     warned_bind_device: AtomicBool,
     /// RFC 2090 sessions, when `[serve] multicast` is on.
     multicast: Option<Arc<super::multicast::Multicast>>,
@@ -109,6 +112,8 @@ impl TftpServer {
                 cache: FileCache::default(),
                 next_id: AtomicU64::new(1),
                 own_threads: AtomicUsize::new(0),
+                #[cfg(test)]
+                fail_thread_spawn: AtomicBool::new(false),
                 warned_bind_device: AtomicBool::new(false),
                 multicast,
             }),
@@ -260,6 +265,17 @@ impl Drop for OwnThread {
 }
 
 impl Shared {
+    /// Starts a transfer thread (failing on purpose in tests that ask for it).
+    fn spawn_transfer_thread(&self, f: impl FnOnce() + Send + 'static) -> io::Result<()> {
+        #[cfg(test)]
+        if self.fail_thread_spawn.load(Ordering::Relaxed) {
+            return Err(io::Error::new(io::ErrorKind::WouldBlock, "thread limit (test)"));
+        }
+        let thread =
+            std::thread::Builder::new().name("mosboot-tftp-xfer".into()).stack_size(OWN_THREAD_STACK);
+        thread.spawn(f).map(drop)
+    }
+
     fn lock_transfers(&self) -> MutexGuard<'_, HashMap<SocketAddr, Running>> {
         // A poisoned map is still a consistent map of handles.
         self.transfers.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -503,17 +519,23 @@ impl Shared {
             return transfer.send_data().await;
         }
         let slot = OwnThread(Arc::clone(self));
-        let (transfer, _stop) = transfer.into_blocking()?;
+        // The thread is started before the transfer is handed over, so a thread that cannot be
+        // started (a thread or memory limit) leaves the transfer here, on the reactor.
+        let (give, take) = std::sync::mpsc::sync_channel::<Transfer>(1);
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let spawned = std::thread::Builder::new()
-            .name("mosboot-tftp-xfer".into())
-            .stack_size(OWN_THREAD_STACK)
-            .spawn(move || {
-                let _slot = slot;
+        let spawned = self.spawn_transfer_thread(move || {
+            let _slot = slot;
+            if let Ok(transfer) = take.recv() {
                 let _ = tx.send(transfer.run_blocking());
-            });
+            }
+        });
         if let Err(e) = spawned {
-            return Err(io::Error::new(e.kind(), format!("cannot start a transfer thread: {e}")));
+            tracing::warn!(error = %e, "tftp: cannot start a transfer thread; this transfer stays on the reactor");
+            return transfer.send_data().await;
+        }
+        let (transfer, _stop) = transfer.into_blocking()?;
+        if give.send(transfer).is_err() {
+            return Err(io::Error::other("the transfer thread ended before its transfer"));
         }
         rx.await.unwrap_or_else(|_| Err(io::Error::other("the transfer thread ended abnormally")))
     }
@@ -592,6 +614,10 @@ mod tests {
     }
 
     async fn start(timeout: Duration, retries: u32) -> Running {
+        start_with(timeout, retries, false).await
+    }
+
+    async fn start_with(timeout: Duration, retries: u32, fail_thread_spawn: bool) -> Running {
         let root = tempfile::tempdir().unwrap();
         let big: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 256) as u8).collect();
         std::fs::write(root.path().join("big"), &big).unwrap();
@@ -604,6 +630,7 @@ mod tests {
         };
         let (tx, rx) = crate::events::channel();
         let server = TftpServer::bind(cfg, Some(tx)).unwrap();
+        server.shared.fail_thread_spawn.store(fail_thread_spawn, Ordering::Relaxed);
         let addr = server.local_addr();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(server.run(async {
@@ -677,6 +704,18 @@ mod tests {
         // The report reply itself is not a fetched boot file: the next event is the next real
         // fetch (waiting for that instead of sleeping and hoping nothing came).
         fetch(s.addr, "big", usize::MAX).await;
+        let ev = tokio::time::timeout(Duration::from_secs(2), s.events.recv()).await.unwrap().unwrap();
+        assert_eq!(ev.stage, Stage::Fetched("big".into()));
+        let _ = s.stop.take().unwrap().send(());
+    }
+
+    /// A lock-step transfer whose thread cannot be started is sent from the reactor instead.
+    #[tokio::test]
+    async fn transfer_stays_on_the_reactor_when_no_thread_can_start() {
+        let mut s = start_with(Duration::from_millis(200), 2, true).await;
+        let got = fetch(s.addr, "big", usize::MAX).await;
+        let want: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 256) as u8).collect();
+        assert!(got == want, "{} bytes, not the file", got.len());
         let ev = tokio::time::timeout(Duration::from_secs(2), s.events.recv()).await.unwrap().unwrap();
         assert_eq!(ev.stage, Stage::Fetched("big".into()));
         let _ = s.stop.take().unwrap().send(());

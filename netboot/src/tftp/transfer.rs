@@ -4,7 +4,7 @@
 
 use std::collections::VecDeque;
 use std::future::Future;
-use std::io;
+use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -263,6 +263,18 @@ impl Link {
         }
     }
 
+    /// The client acknowledged everything sent, so it sends nothing until the next DATA: the
+    /// reactor's next `recv` would be a syscall that finds nothing (about one per block). This
+    /// clears the socket's readiness without it; an event that comes after the one last seen is
+    /// kept (tokio clears only that one), and whatever arrived with it and is still queued (a
+    /// duplicate ACK, an ERROR) is read with the next datagram or at the timeout.
+    fn assume_drained(&self) {
+        if let Link::Reactor { socket, .. } = self {
+            let _ = socket
+                .try_io(tokio::io::Interest::READABLE, || Err::<(), _>(io::ErrorKind::WouldBlock.into()));
+        }
+    }
+
     /// One datagram from the client, or why none came before `deadline`.
     async fn recv(&mut self, buf: &mut [u8], deadline: Instant) -> io::Result<Received> {
         let received = match self {
@@ -279,6 +291,13 @@ impl Link {
                     r = socket.recv(buf) => break r,
                     () = timer.as_mut() => {
                         if Instant::now() >= deadline {
+                            // A datagram queued while the readiness was cleared by
+                            // `assume_drained` raised no new event: look once, with a syscall.
+                            match (&*socket2::SockRef::from(&*socket)).read(buf) {
+                                Ok(n) => break Ok(n),
+                                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                                Err(e) => break Err(e),
+                            }
                             return Ok(Received::Timeout);
                         }
                         timer.as_mut().reset(deadline);
@@ -561,6 +580,9 @@ impl Transfer {
                                     }
                                 }
                                 base += k as u64;
+                                if window.is_empty() {
+                                    self.link.assume_drained();
+                                }
                                 window_moved = true;
                                 tries = 0;
                                 lingered = false;
@@ -763,6 +785,29 @@ mod tests {
         drop(stop);
         assert!(run.join().unwrap().is_err(), "a stopped transfer ends with an error");
         assert!(started.elapsed() < Duration::from_secs(2), "stopped at once, not after the timeout");
+    }
+
+    /// `assume_drained` clears the reactor's readiness without looking; a datagram that was
+    /// queued under that readiness raises no new event, so the wait must still find it, at its
+    /// deadline, instead of reporting a timeout (the transfer would then resend the block until
+    /// the retries are spent, though the client's ERROR or ACK sat in the queue).
+    #[tokio::test]
+    async fn a_datagram_queued_when_the_readiness_was_cleared_is_read_at_the_deadline() {
+        let server = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        server.connect(client.local_addr().unwrap()).await.unwrap();
+        client.connect(server.local_addr().unwrap()).await.unwrap();
+        client.send(&Packet::Ack { block: 1 }.encode()).await.unwrap();
+        server.readable().await.unwrap();
+        let mut link = Link::Reactor { socket: server, timer: Box::pin(tokio::time::sleep(Duration::ZERO)) };
+        link.assume_drained();
+        let mut buf = [0u8; 16];
+        let started = Instant::now();
+        let wait = Duration::from_millis(200);
+        let got = link.recv(&mut buf, started + wait).await.unwrap();
+        assert!(matches!(got, Received::Bytes(4)), "the queued ACK is read, not a timeout");
+        assert!(started.elapsed() >= wait, "the readiness was cleared: found at the deadline");
+        assert_eq!(Packet::parse(&buf[..4]), Ok(Packet::Ack { block: 1 }));
     }
 
     #[test]
