@@ -325,3 +325,35 @@ fn plain_request_after_an_unfinished_mtftp_download_is_refused_once() {
     assert!(again.wait_timeout(Duration::from_secs(60)).expect("atftp ends").success());
     assert!(lab.got(0) == data, "the fresh download got {} bytes, not the file", lab.got(0).len());
 }
+
+/// A node whose network never delivers the group (a switch that drops unregistered multicast,
+/// a firewall) still gets the file over PXE MTFTP: after a few blocks it acknowledged only
+/// once they were resent to it unicast, the server sends it every block unicast as well
+/// ("master does not hear the group"), so the file arrives byte for byte at unicast speed
+/// rather than one retransmission timeout per block.
+#[test]
+fn mtftp_master_that_does_not_hear_the_group_gets_unicast() {
+    let lab = Lab::new(1, Some("8mbit"));
+    let nft = lab.clients[0].sh("nft add table inet deaf && \
+         nft add chain inet deaf input '{ type filter hook input priority 0; }' && \
+         nft add rule inet deaf input ip daddr 239.255.1.1 counter drop");
+    assert!(nft.status.success(), "nft: {}", String::from_utf8_lossy(&nft.stderr));
+    let data = random_bytes(300_000, 28);
+    lab.put("vmlinuz", &data);
+    let srv = Tftpd::start(&lab, &["--multicast", GROUP, "--mtftp-port", "1759"]);
+    let t0 = Instant::now();
+    let mut one = vec![mtftp_fetch(&lab, 0, "vmlinuz")];
+    wait_all(&mut one, Duration::from_secs(60));
+    let took = t0.elapsed();
+    assert!(lab.got(0) == data, "the deaf MTFTP client got {} bytes, not the file", lab.got(0).len());
+    let dropped = lab.clients[0].sh("nft list table inet deaf");
+    let listing = String::from_utf8_lossy(&dropped.stdout);
+    assert!(!listing.contains("packets 0 "), "the group reached the client after all:\n{listing}");
+    let [clients, completed, nblocks, sent, _] = srv.wait_session("vmlinuz", Duration::from_secs(5));
+    eprintln!("deaf MTFTP client: {took:?}, {nblocks} blocks, {sent} DATA (group and unicast)");
+    assert_eq!((clients, completed), (1, 1));
+    // Group and unicast copies of each block, plus the few resent before it was found deaf:
+    // at one retransmission (100 ms) per block the 587 blocks would take about a minute.
+    assert!(sent <= nblocks * 2 + 20, "{sent} DATA for {nblocks} blocks");
+    assert!(took < Duration::from_secs(20), "{took:?}: not at unicast speed");
+}
