@@ -292,7 +292,19 @@ fn status_page_shows_each_node_its_timeline_and_live_updates_in_chromium() {
     }
     a.ns.ip(&["addr", "flush", "dev", "eth0"]);
     assert!(a.udhcpc(&lab).status.success(), "{}", log_text());
-    let api = rows_by_ip(&serde_json::from_str(&lab.get("/api/nodes")).unwrap());
+    // serve records events in batches (at most every 100 ms): wait until what happened shows.
+    let api_rows = |lab: &Lab| rows_by_ip(&serde_json::from_str(&lab.get("/api/nodes")).unwrap());
+    let mut api = api_rows(&lab);
+    let a_seen = |api: &std::collections::BTreeMap<String, serde_json::Value>| {
+        api.values().any(|r| r["mac"] == a.mac.as_str() && stages(r).contains(&"initrd".to_string()))
+    };
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            api = api_rows(&lab);
+            a_seen(&api)
+        }),
+        "{api:?}"
+    );
     let (a_ip, a_row) = api.iter().find(|(_, r)| r["mac"] == a.mac.as_str()).expect("node A has a row");
     let a_node = a_row["node"].as_u64().unwrap();
     a.fetch(&lab, &format!("mosboot-report/joined/{a_node}/{}", a_row["hostname"].as_str().unwrap()));
@@ -312,8 +324,19 @@ fn status_page_shows_each_node_its_timeline_and_live_updates_in_chromium() {
     let spoof = format!("mosboot-report/alive/{a_node}/x/{}/9.99/1/1/on", a.mac);
     b.fetch(&lab, &spoof);
 
-    let api: serde_json::Value = serde_json::from_str(&lab.get("/api/nodes")).unwrap();
-    let rows = rows_by_ip(&api);
+    let mut rows = api_rows(&lab);
+    let b_mac = b.mac.as_str();
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            rows = api_rows(&lab);
+            let b_row = rows.values().find(|r| r["mac"] == b_mac);
+            b_row.is_some_and(|r| stages(r).len() == 3)
+                && rows[a_ip]["state"] == "up"
+                && log_text().contains("node report refused")
+        }),
+        "{rows:?}\n{}",
+        log_text()
+    );
     let ra = &rows[a_ip];
     assert_eq!(ra["state"], "up", "{ra}");
     assert_eq!(ra["load"].as_f64().map(|l| (l * 100.0).round()), Some(42.0), "{ra}");

@@ -4,7 +4,8 @@
 //! Node reports: a booted node runs `tftp -g -r mosboot-report/joined/3/ws001 -l /tmp/ack SERVER`
 //! (busybox); that needs no extra port or daemon on the node. The rest of the name becomes
 //! `Stage::Joined` for the client's IP, and the node receives the three bytes `ok\n`, in one DATA
-//! block sent straight from port 69 (no transfer: reports are frequent, see `crate::node_report`).
+//! block sent at once from the reply socket (no transfer: reports are frequent, see
+//! `crate::node_report`).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -60,6 +61,8 @@ struct Shared {
     next_id: AtomicU64,
     /// Transfers running on a thread of their own now.
     own_threads: AtomicUsize,
+    /// Where node reports are answered from (see [`reply_socket`]).
+    replies: std::net::UdpSocket,
     /// Tests make starting a transfer thread fail, to check the fallback to the reactor.
     #[cfg(test)]
     fail_thread_spawn: AtomicBool,
@@ -88,6 +91,7 @@ impl TftpServer {
         let _ = socket.set_recv_buffer_size(1 << 20);
         let socket: std::net::UdpSocket = socket.into();
         let local = socket.local_addr()?;
+        let replies = reply_socket(&cfg)?;
         let mtftp = match cfg.multicast.as_ref().and_then(|mc| mc.mtftp_port) {
             Some(port) => {
                 let addr = SocketAddr::new(cfg.bind.ip(), port);
@@ -112,6 +116,7 @@ impl TftpServer {
                 cache: FileCache::default(),
                 next_id: AtomicU64::new(1),
                 own_threads: AtomicUsize::new(0),
+                replies,
                 #[cfg(test)]
                 fail_thread_spawn: AtomicBool::new(false),
                 warned_bind_device: AtomicBool::new(false),
@@ -216,6 +221,17 @@ impl TftpServer {
         tracing::info!(ended = running.len(), "tftp: stopped");
         Ok(())
     }
+}
+
+/// The socket node reports are answered from: an ephemeral port of the server's address (as a
+/// transfer's TID would be), only ever sent on. The node's ACK of the one DATA block goes there
+/// and is never read: nothing is woken for it (answered from port 69, each report woke the
+/// TFTP thread twice), and with the smallest receive buffer the kernel drops those ACKs once a
+/// few are queued, so the socket holds a few KiB whatever the LAN sends it.
+fn reply_socket(cfg: &TftpConfig) -> Result<std::net::UdpSocket, TftpError> {
+    let socket = udp_socket(SocketAddr::new(cfg.bind.ip(), 0), cfg.interface.as_deref(), false)?;
+    let _ = socket.set_recv_buffer_size(0);
+    Ok(socket.into())
 }
 
 /// Creates a non-blocking UDP socket bound to `addr` (and the interface, when given).
@@ -335,10 +351,9 @@ impl Shared {
         mc.mtftp_request(socket, peer, req, move |req| shared.start(&main, peer, req));
     }
 
-    /// A node report (crate::node_report) is answered at once from port 69 with its single DATA
-    /// block: no transfer socket, no task, options ignored (RFC 2347 allows it), so 254 nodes
-    /// reporting every 5 s cost next to nothing. The client's ACK comes back to port 69 and is
-    /// ignored like any stray packet there.
+    /// A node report (crate::node_report) is answered at once with its single DATA block from
+    /// the reply socket: no transfer, no task, options ignored (RFC 2347 allows it), so 254
+    /// nodes reporting every 5 s cost next to nothing.
     fn report(&self, socket: &UdpSocket, peer: SocketAddr, report: &str) {
         let valid = !report.is_empty()
             && report.len() <= MAX_REPORT_LEN
@@ -350,7 +365,7 @@ impl Shared {
         }
         tracing::debug!(%peer, report, "tftp: node report");
         self.emit(peer, Stage::Joined(report.to_string()));
-        let _ = socket.try_send_to(&Packet::Data { block: 1, data: REPORT_REPLY.to_vec() }.encode(), peer);
+        let _ = self.replies.send_to(&Packet::Data { block: 1, data: REPORT_REPLY.to_vec() }.encode(), peer);
     }
 
     /// Hands a request with the `multicast` option to the multicast sessions, with the same
