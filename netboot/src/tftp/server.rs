@@ -515,7 +515,7 @@ impl Shared {
 
     /// Runs a transfer: the OACK handshake here, then the blocks. A lock-step data phase runs on
     /// a thread of its own with a blocking socket while few transfers run: one `send` and one
-    /// `recv` per block, no reactor round trip (an `epoll_wait` and a `recv` that finds nothing).
+    /// `recv` per block, no reactor round trip (an `epoll_wait` per wakeup).
     /// With many transfers the reactor is the cheaper one: one wakeup serves several ready
     /// sockets, where threads would cost a context switch per block each. This task waits for the
     /// thread; when it is aborted or its lifetime ends, dropping the [`Stop`] ends the thread.

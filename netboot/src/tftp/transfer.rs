@@ -227,8 +227,8 @@ enum Link {
 }
 
 /// A blocking socket connected to the client, with the receive timeout (`SO_RCVTIMEO`) it has
-/// now: a lock-step block then costs one `send` and one `recv`, against a `recv` that finds
-/// nothing, an `epoll_wait` and the `recv` again through the reactor.
+/// now: a lock-step block then costs one `send` and one `recv`, against an `epoll_wait` (the
+/// thread sleeping in the reactor, woken by the ACK) and the `recv` through the reactor.
 struct Blocking {
     socket: Arc<std::net::UdpSocket>,
     stop: Arc<AtomicBool>,
